@@ -1,0 +1,47 @@
+//! Everything the commands take from outside: arguments, the process environment, the machine.
+//! The only place that reads the process environment.
+
+use crate::error::CliResult;
+use nanika_config::env_vars;
+use nanika_config::{LoadedProject, Project};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The variables of nanika's registry that are set in the process environment.
+pub fn process_env() -> BTreeMap<String, String> {
+    env_vars::ALL
+        .iter()
+        .filter_map(|var| {
+            std::env::var(var.name)
+                .ok()
+                .map(|value| (var.name.to_string(), value))
+        })
+        .collect()
+}
+
+/// The project named by `--project-dir` (or `NANIKA_PROJECT_DIR`), else the nearest one above
+/// the current directory.
+pub fn project(project_dir: Option<&PathBuf>) -> CliResult<Project> {
+    match project_dir {
+        Some(dir) => Ok(Project::at(dir)?),
+        None => {
+            let cwd = std::env::current_dir().map_err(|e| {
+                crate::error::CliError::usage("cannot read the current directory").caused_by(e)
+            })?;
+            Ok(Project::discover(&cwd)?)
+        }
+    }
+}
+
+/// The project with all its files loaded.
+pub fn load(project_dir: Option<&PathBuf>) -> CliResult<LoadedProject> {
+    Ok(project(project_dir)?.load(&process_env())?)
+}
+
+/// The machine's memory, from `/proc/meminfo`, when it can be read.
+pub fn machine_memory() -> Option<nanika_config::units::MemorySize> {
+    let meminfo = fs_err::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(nanika_config::units::MemorySize(kib * 1024))
+}

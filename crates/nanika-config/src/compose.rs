@@ -1,0 +1,530 @@
+//! `compose.yaml`: rendered from the model, validated against the Compose Specification's schema,
+//! and read back into the model, with every finding on the line it concerns.
+
+use crate::finding::Finding;
+use crate::model::{ComposeService, ComposeSettings, Infrastructure};
+use crate::parsed::Parsed;
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+use serde_saphyr::Spanned;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::LazyLock;
+
+/// The Compose Specification's schema (draft-07), as shipped with nanika.
+pub const COMPOSE_SCHEMA: &str = include_str!("../data/compose-spec.json");
+
+/// Where the committed config files are mounted inside the containers.
+pub const POSTGRES_CONF_IN_CONTAINER: &str = "/etc/postgresql/postgresql.conf";
+/// Where the committed Redis config is mounted inside its container.
+pub const REDIS_CONF_IN_CONTAINER: &str = "/usr/local/etc/redis/redis.conf";
+
+/// Renders the compose file: the spec's two services, volumes and network, host ports on
+/// 127.0.0.1 only, and credentials taken from `.env` rather than written here.
+pub fn render(infra: &Infrastructure) -> String {
+    let c = &infra.compose;
+    let pg_port = infra.postgres.port;
+    let redis_port = infra.redis.port;
+    format!(
+        r#"# Docker Compose for nanika-game (spec: Docker Compose設定).
+# Rendered by `nanika init`; `nanika config check` validates it against the Compose Specification.
+# Credentials come from .env. Host ports are published on 127.0.0.1 only: a database or a Redis
+# without a password must not be reachable from the network.
+name: {project}
+
+services:
+  # PostgreSQLデータベース
+  postgres:
+    image: {pg_image}
+    container_name: {pg_container}
+    command: ["postgres", "-c", "config_file={pg_conf}"]
+    environment:
+      POSTGRES_DB: ${{POSTGRES_DB:?set POSTGRES_DB in .env}}
+      POSTGRES_USER: ${{POSTGRES_USER:?set POSTGRES_USER in .env}}
+      POSTGRES_PASSWORD: ${{POSTGRES_PASSWORD:?set POSTGRES_PASSWORD in .env}}
+    ports:
+      - "127.0.0.1:${{POSTGRES_PORT:-{pg_port}}}:{pg_port}"
+    volumes:
+      - {pg_volume}:/var/lib/postgresql/data
+      - ./docker/postgres/postgresql.conf:{pg_conf}:ro
+    networks:
+      - {network}
+    # Over TCP, so the image's temporary initdb server (socket only) never counts as healthy.
+    healthcheck:
+      test: ["CMD", "pg_isready", "-h", "127.0.0.1", "-p", "{pg_port}", "-U", "${{POSTGRES_USER}}", "-d", "${{POSTGRES_DB}}"]
+      interval: 1s
+      timeout: 3s
+      retries: 30
+      start_period: 30s
+    restart: unless-stopped
+
+  # Redisキャッシュ
+  redis:
+    image: {redis_image}
+    container_name: {redis_container}
+    command: ["redis-server", "{redis_conf}"]
+    ports:
+      - "127.0.0.1:${{REDIS_PORT:-{redis_port}}}:{redis_port}"
+    volumes:
+      - {redis_volume}:/data
+      - ./docker/redis/redis.conf:{redis_conf}:ro
+    networks:
+      - {network}
+    healthcheck:
+      test: ["CMD", "redis-cli", "-p", "{redis_port}", "ping"]
+      interval: 1s
+      timeout: 3s
+      retries: 30
+    restart: unless-stopped
+
+volumes:
+  # PostgreSQLデータ永続化
+  {pg_volume}:
+  # Redisデータ永続化
+  {redis_volume}:
+
+networks:
+  {network}:
+    driver: bridge
+    ipam:
+      config:
+        - subnet: {subnet}
+"#,
+        project = c.project_name,
+        pg_image = c.postgres.image,
+        pg_container = c.postgres.container_name,
+        pg_volume = c.postgres.volume,
+        pg_conf = POSTGRES_CONF_IN_CONTAINER,
+        redis_image = c.redis.image,
+        redis_container = c.redis.container_name,
+        redis_volume = c.redis.volume,
+        redis_conf = REDIS_CONF_IN_CONTAINER,
+        network = c.network,
+        subnet = c.subnet,
+    )
+}
+
+/// A YAML document read into JSON, with the line of every node by its JSON pointer.
+#[derive(Debug, Clone)]
+pub struct YamlDocument {
+    /// The document as JSON, as the schema sees it.
+    pub value: Value,
+    /// The 1-based line of each node, by JSON pointer (`/services/redis/image`).
+    pub lines: BTreeMap<String, usize>,
+}
+
+impl YamlDocument {
+    /// The line of the node at `pointer`, or of its nearest ancestor the document has.
+    pub fn line_of(&self, pointer: &str) -> Option<usize> {
+        let mut pointer = pointer;
+        loop {
+            if let Some(line) = self.lines.get(pointer) {
+                return Some(*line);
+            }
+            pointer = &pointer[..pointer.rfind('/')?];
+        }
+    }
+}
+
+/// A YAML node with the line it starts on.
+struct Node(Value, Vec<(String, usize)>);
+
+struct NodeVisitor;
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Node, E> {
+        Ok(Node(Value::Bool(v), Vec::new()))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Node, E> {
+        Ok(Node(Value::from(v), Vec::new()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Node, E> {
+        Ok(Node(Value::from(v), Vec::new()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Node, E> {
+        Ok(Node(Value::from(v), Vec::new()))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Node, E> {
+        Ok(Node(Value::String(v.to_string()), Vec::new()))
+    }
+    fn visit_unit<E>(self) -> Result<Node, E> {
+        Ok(Node(Value::Null, Vec::new()))
+    }
+    fn visit_none<E>(self) -> Result<Node, E> {
+        Ok(Node(Value::Null, Vec::new()))
+    }
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Node, D::Error> {
+        deserializer.deserialize_any(NodeVisitor)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+        let mut items = Vec::new();
+        let mut lines = Vec::new();
+        while let Some(item) = seq.next_element::<Spanned<Node>>()? {
+            let pointer = format!("/{}", items.len());
+            lines.push((pointer.clone(), item.referenced.line() as usize));
+            lines.extend(
+                item.value
+                    .1
+                    .into_iter()
+                    .map(|(p, l)| (format!("{pointer}{p}"), l)),
+            );
+            items.push(item.value.0);
+        }
+        Ok(Node(Value::Array(items), lines))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        let mut object = Map::new();
+        let mut lines = Vec::new();
+        while let Some(key) = map.next_key::<Spanned<Node>>()? {
+            let name = match key.value.0 {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            let value = map.next_value::<Spanned<Node>>()?;
+            let pointer = format!("/{}", name.replace('~', "~0").replace('/', "~1"));
+            lines.push((pointer.clone(), key.referenced.line() as usize));
+            lines.extend(
+                value
+                    .value
+                    .1
+                    .into_iter()
+                    .map(|(p, l)| (format!("{pointer}{p}"), l)),
+            );
+            object.insert(name, value.value.0);
+        }
+        Ok(Node(Value::Object(object), lines))
+    }
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NodeVisitor)
+    }
+}
+
+/// Reads YAML text into JSON with the line of each node; the error names the line.
+pub fn read_yaml(text: &str) -> Result<YamlDocument, (Option<usize>, String)> {
+    let root: Spanned<Node> = serde_saphyr::from_str(text).map_err(|e| {
+        let message = e.to_string();
+        let line = message
+            .split("line ")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok());
+        (line, message.lines().next().unwrap_or_default().to_string())
+    })?;
+    let mut lines: BTreeMap<String, usize> = root.value.1.into_iter().collect();
+    lines.insert(String::new(), root.referenced.line() as usize);
+    Ok(YamlDocument {
+        value: root.value.0,
+        lines,
+    })
+}
+
+/// A Go duration as compose reads it: `1s`, `1m30s`, `500ms`, `0`.
+pub fn is_compose_duration(text: &str) -> bool {
+    if text == "0" {
+        return true;
+    }
+    let mut rest = text;
+    if rest.is_empty() {
+        return false;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if digits == 0 || rest[..digits].parse::<f64>().is_err() {
+            return false;
+        }
+        rest = &rest[digits..];
+        let Some(unit) = ["ns", "us", "µs", "ms", "s", "m", "h"]
+            .iter()
+            .filter(|u| rest.starts_with(*u))
+            .max_by_key(|u| u.len())
+        else {
+            return false;
+        };
+        rest = &rest[unit.len()..];
+    }
+    true
+}
+
+/// The compose fields that hold durations, as JSON pointers with `*` for any key.
+const DURATION_FIELDS: &[&str] = &[
+    "/services/*/healthcheck/interval",
+    "/services/*/healthcheck/timeout",
+    "/services/*/healthcheck/start_period",
+    "/services/*/healthcheck/start_interval",
+    "/services/*/stop_grace_period",
+    "/services/*/deploy/restart_policy/delay",
+    "/services/*/deploy/restart_policy/window",
+    "/services/*/deploy/update_config/delay",
+    "/services/*/deploy/update_config/monitor",
+    "/services/*/deploy/rollback_config/delay",
+    "/services/*/deploy/rollback_config/monitor",
+];
+
+static VALIDATOR: LazyLock<jsonschema::Validator> = LazyLock::new(|| {
+    let schema: Value =
+        serde_json::from_str(COMPOSE_SCHEMA).expect("the bundled compose schema is JSON");
+    jsonschema::draft7::options()
+        .with_format("duration", is_compose_duration)
+        .should_validate_formats(true)
+        .build(&schema)
+        .expect("the bundled compose schema compiles")
+});
+
+/// Validates a compose document against the Compose Specification, plus the duration fields the
+/// draft-07 schema leaves unchecked.
+pub fn validate(doc: &YamlDocument, file: &Path) -> Vec<Finding> {
+    let mut findings: Vec<Finding> = VALIDATOR
+        .iter_errors(&doc.value)
+        .map(|error| {
+            let mut pointer = error.instance_path().as_str().to_string();
+            // Point at the unexpected key itself, not at the mapping that holds it.
+            if let jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } = error.kind()
+                && let Some(first) = unexpected.first()
+            {
+                pointer = format!("{pointer}/{}", first.replace('~', "~0").replace('/', "~1"));
+            }
+            let key = pointer.trim_start_matches('/').replace('/', ".");
+            let mut finding = Finding::error("schema", file, error.masked().to_string())
+                .at_optional_line(doc.line_of(&pointer))
+                .with_hint("see the Compose Specification: https://github.com/compose-spec/compose-spec/blob/main/spec.md");
+            if !key.is_empty() {
+                finding = finding.for_key(key);
+            }
+            finding
+        })
+        .collect();
+    let mut durations = Vec::new();
+    for pattern in DURATION_FIELDS {
+        collect_matches(
+            &doc.value,
+            pattern
+                .trim_start_matches('/')
+                .split('/')
+                .collect::<Vec<_>>()
+                .as_slice(),
+            String::new(),
+            &mut durations,
+        );
+    }
+    for (pointer, value) in durations {
+        let valid = match value {
+            Value::String(text) => is_compose_duration(text),
+            _ => false,
+        };
+        if !valid {
+            findings.push(
+                Finding::error("schema", file, format!("{value} is not a duration"))
+                    .at_optional_line(doc.line_of(&pointer))
+                    .for_key(pointer.trim_start_matches('/').replace('/', "."))
+                    .with_hint("write a duration such as 1s, 500ms or 1m30s"),
+            );
+        }
+    }
+    findings
+}
+
+fn collect_matches<'v>(
+    value: &'v Value,
+    pattern: &[&str],
+    pointer: String,
+    out: &mut Vec<(String, &'v Value)>,
+) {
+    let Some((first, rest)) = pattern.split_first() else {
+        out.push((pointer, value));
+        return;
+    };
+    let Value::Object(map) = value else { return };
+    for (key, child) in map {
+        if *first == "*" || first == key {
+            collect_matches(child, rest, format!("{pointer}/{key}"), out);
+        }
+    }
+}
+
+/// Reads and validates a compose file, then reads the model's fields back out of it.
+pub fn parse(text: &str, file: &Path) -> Parsed<ComposeSettings> {
+    let mut settings = ComposeSettings::spec();
+    let doc = match read_yaml(text) {
+        Ok(doc) => doc,
+        Err((line, message)) => {
+            let finding = Finding::error("syntax", file, message)
+                .at_optional_line(line)
+                .with_hint("fix the YAML syntax (indentation, quotes, colons)");
+            return Parsed {
+                value: settings,
+                lines: BTreeMap::new(),
+                findings: vec![finding],
+            };
+        }
+    };
+    let mut findings = validate(&doc, file);
+    let text_at = |pointer: &str| {
+        doc.value
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let mut missing = |pointer: &str, what: &str| {
+        if doc.value.pointer(pointer).is_some() {
+            // Present but of the wrong type: the schema finding already names it.
+            return;
+        }
+        findings.push(
+            Finding::error("compose-structure", file, format!("has no {what}"))
+                .at_optional_line(doc.line_of(pointer))
+                .for_key(pointer.trim_start_matches('/').replace('/', "."))
+                .with_hint("run `nanika init --force` to render the spec's compose file again, or add it by hand"),
+        );
+    };
+    match text_at("/name") {
+        Some(name) => settings.project_name = name,
+        None => missing("/name", "project `name`"),
+    }
+    for (service, target) in [
+        ("postgres", &mut settings.postgres),
+        ("redis", &mut settings.redis),
+    ] {
+        let base = format!("/services/{service}");
+        if doc.value.pointer(&base).is_none() {
+            missing(&base, &format!("`{service}` service"));
+            continue;
+        }
+        read_service(&doc, &base, target, &mut missing);
+    }
+    let networks = doc.value.pointer("/networks").and_then(Value::as_object);
+    match networks.and_then(|n| n.keys().next()) {
+        Some(name) => {
+            settings.network = name.clone();
+            let subnet = format!("/networks/{name}/ipam/config/0/subnet");
+            match text_at(&subnet) {
+                Some(value) => settings.subnet = value,
+                None => missing(&subnet, "subnet for the network"),
+            }
+        }
+        None => missing("/networks", "network"),
+    }
+    if let Some(services) = doc.value.pointer("/services").and_then(Value::as_object) {
+        for (name, service) in services {
+            let opt_in = service.get("profiles").is_some();
+            if !matches!(name.as_str(), "postgres" | "redis") && !opt_in {
+                findings.push(
+                    Finding::error("compose-structure", file, format!("service `{name}` is not part of the base setup"))
+                        .at_optional_line(doc.line_of(&format!("/services/{name}")))
+                        .for_key(format!("services.{name}"))
+                        .with_hint("the spec's base setup is postgres and redis only; put extras behind `profiles:`"),
+                );
+            }
+            for port in service
+                .get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(published) = port.as_str().filter(|p| !is_loopback_publication(p)) {
+                    findings.push(
+                        Finding::warning(
+                            "public-port",
+                            file,
+                            format!("`{published}` publishes the port on every interface"),
+                        )
+                        .at_optional_line(doc.line_of(&format!("/services/{name}/ports")))
+                        .for_key(format!("services.{name}.ports"))
+                        .with_hint("publish on loopback only: \"127.0.0.1:HOST:CONTAINER\""),
+                    );
+                }
+            }
+        }
+    }
+    let lines = doc
+        .lines
+        .iter()
+        .map(|(k, v)| (k.trim_start_matches('/').replace('/', "."), *v))
+        .collect();
+    Parsed {
+        value: settings,
+        lines,
+        findings,
+    }
+}
+
+fn read_service(
+    doc: &YamlDocument,
+    base: &str,
+    target: &mut ComposeService,
+    missing: &mut dyn FnMut(&str, &str),
+) {
+    let text_at = |pointer: &str| {
+        doc.value
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    match text_at(&format!("{base}/image")) {
+        Some(image) => target.image = image,
+        None => missing(&format!("{base}/image"), "image"),
+    }
+    match text_at(&format!("{base}/container_name")) {
+        Some(name) => target.container_name = name,
+        None => missing(&format!("{base}/container_name"), "container_name"),
+    }
+    let volume = doc
+        .value
+        .pointer(&format!("{base}/volumes"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter_map(|mount| mount.split(':').next())
+        .find(|source| !source.starts_with(['.', '/', '~']));
+    match volume {
+        Some(volume) => target.volume = volume.to_string(),
+        None => missing(&format!("{base}/volumes"), "named volume for its data"),
+    }
+    if doc
+        .value
+        .pointer(&format!("{base}/healthcheck/test"))
+        .is_none()
+    {
+        missing(&format!("{base}/healthcheck"), "healthcheck");
+    }
+}
+
+/// Whether a `ports:` entry publishes on loopback only (`127.0.0.1:5432:5432`, `[::1]:…`).
+fn is_loopback_publication(port: &str) -> bool {
+    port.starts_with("127.") || port.starts_with("[::1]") || port.starts_with("localhost:")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_follow_go() {
+        for good in ["1s", "500ms", "1m30s", "0", "1.5h", "2h45m"] {
+            assert!(is_compose_duration(good), "{good}");
+        }
+        for bad in ["", "1", "5 s", "1sec", "s", "1d", "-1s"] {
+            assert!(!is_compose_duration(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn yaml_lines_are_kept_by_pointer() {
+        let doc = read_yaml("a:\n  b:\n    - x\n    - y: 1\n").unwrap();
+        assert_eq!(doc.line_of("/a"), Some(1));
+        assert_eq!(doc.line_of("/a/b"), Some(2));
+        assert_eq!(doc.line_of("/a/b/1/y"), Some(4));
+        assert_eq!(doc.line_of("/a/b/1/zz"), Some(4));
+    }
+}

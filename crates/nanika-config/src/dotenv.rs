@@ -1,0 +1,318 @@
+//! `.env` files: `KEY=VALUE` lines as docker compose and dotenv libraries read them, and the
+//! app's environment resolved from them and the process environment.
+
+use crate::env_vars::{self, lookup};
+use crate::finding::Finding;
+use crate::model::EnvSettings;
+use crate::parsed::Parsed;
+use crate::secret::Secret;
+use crate::urls::{DatabaseUrl, RedisUrl};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// One `KEY=VALUE` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DotenvEntry {
+    /// 1-based line number.
+    pub line: usize,
+    /// The variable's name.
+    pub key: String,
+    /// Its value, unquoted.
+    pub value: String,
+}
+
+/// Reads `.env` text into entries, reporting malformed lines.
+pub fn lex(text: &str, file: &Path) -> (Vec<DotenvEntry>, Vec<Finding>) {
+    let mut entries: Vec<DotenvEntry> = Vec::new();
+    let mut findings = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        let number = index + 1;
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match lex_line(line) {
+            Ok((key, value)) => {
+                if let Some(first) = entries.iter().find(|e| e.key == key) {
+                    findings.push(
+                        Finding::error(
+                            "duplicate-key",
+                            file,
+                            format!("set again; line {} set it first", first.line),
+                        )
+                        .at_line(number)
+                        .for_key(&key)
+                        .with_hint("keep one of the two lines"),
+                    );
+                }
+                entries.push(DotenvEntry {
+                    line: number,
+                    key,
+                    value,
+                });
+            }
+            Err(what) => {
+                let key = line
+                    .split('=')
+                    .next()
+                    .filter(|k| line.contains('=') && !k.is_empty())
+                    .map(str::trim);
+                let mut finding = Finding::error("syntax", file, what)
+                    .at_line(number)
+                    .with_hint("each line is KEY=VALUE; quote a value with spaces: KEY=\"a b\"");
+                if let Some(key) = key {
+                    finding = finding.for_key(key);
+                }
+                findings.push(finding);
+            }
+        }
+    }
+    (entries, findings)
+}
+
+fn lex_line(line: &str) -> Result<(String, String), String> {
+    let line = line
+        .strip_prefix("export ")
+        .map(str::trim_start)
+        .unwrap_or(line);
+    let Some((key, rest)) = line.split_once('=') else {
+        return Err(format!(
+            "expected KEY=VALUE, found `{}`",
+            line.chars().take(30).collect::<String>()
+        ));
+    };
+    let key = key.trim_end();
+    if key.is_empty()
+        || key.starts_with(|c: char| c.is_ascii_digit())
+        || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(format!(
+            "`{key}` is not a variable name (letters, digits and _, not starting with a digit)"
+        ));
+    }
+    let rest = rest.trim_start();
+    let (value, after) = match rest.chars().next() {
+        Some(quote @ ('"' | '\'')) => {
+            let body = &rest[1..];
+            let mut value = String::new();
+            let mut chars = body.char_indices();
+            let mut end = None;
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' if quote == '"' => match chars.next() {
+                        Some((_, 'n')) => value.push('\n'),
+                        Some((_, other)) => value.push(other),
+                        None => {}
+                    },
+                    c if c == quote => {
+                        end = Some(i + 1);
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            let end = end.ok_or_else(|| format!("the value of {key} has no closing {quote}"))?;
+            (value, &body[end..])
+        }
+        _ => {
+            let value = match rest.find(" #") {
+                Some(comment) => &rest[..comment],
+                None => rest,
+            };
+            (value.trim_end().to_string(), "")
+        }
+    };
+    let after = after.trim_start();
+    if !(after.is_empty() || after.starts_with('#')) {
+        return Err(format!(
+            "unexpected `{after}` after the quoted value of {key}"
+        ));
+    }
+    Ok((key.to_string(), value))
+}
+
+/// Renders `.env.example`: the spec's variables with their meanings as comments.
+pub fn render_example(env: &EnvSettings) -> String {
+    let mut out = String::from(
+        "# The app's environment (spec: 環境変数). `nanika init` copies this file to .env (mode 0600);\n\
+         # edit .env, never this file, and keep .env out of version control.\n\
+         # Variables set in the process environment win over .env.\n\n# PostgreSQL\n",
+    );
+    out += &format!(
+        "POSTGRES_DB={}\nPOSTGRES_USER={}\n",
+        env.postgres_db, env.postgres_user
+    );
+    out += &format!("POSTGRES_PASSWORD={}\n", env.postgres_password.expose());
+    out += "\n# アプリケーション\n";
+    out += &format!("DATABASE_URL={}\n", env.database_url.expose());
+    out += &format!("REDIS_URL={}\n", env.redis_url.expose());
+    out += &format!("SESSION_SECRET={}\n", env.session_secret.expose());
+    out += &format!("NODE_ENV={}\n", env.node_env);
+    out +=
+        "\n# Host ports (defaults 5432 and 6379); change both these and the URLs above together.\n";
+    out += &format!(
+        "POSTGRES_PORT={}\nREDIS_PORT={}\n",
+        env.postgres_port, env.redis_port
+    );
+    out
+}
+
+/// Where a variable's value came from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum EnvSource {
+    /// The process environment, which wins over the file.
+    ProcessEnv,
+    /// A line of the `.env` file read.
+    File {
+        /// 1-based line.
+        line: usize,
+    },
+    /// Neither: the spec's default.
+    SpecDefault,
+}
+
+/// The app's environment, with where each value came from.
+#[derive(Debug, Clone)]
+pub struct ResolvedEnv {
+    /// The typed settings.
+    pub settings: EnvSettings,
+    /// The source of each registry variable.
+    pub sources: BTreeMap<&'static str, EnvSource>,
+}
+
+/// Resolves the app's environment from a `.env` file's text and the process environment
+/// (`process_env` holds only the variables nanika reads; it wins over the file).
+pub fn resolve(
+    text: &str,
+    file: &Path,
+    process_env: &BTreeMap<String, String>,
+) -> Parsed<ResolvedEnv> {
+    let (entries, mut findings) = lex(text, file);
+    let mut lines = BTreeMap::new();
+    let mut raw: BTreeMap<&'static str, (String, EnvSource)> = BTreeMap::new();
+    for entry in &entries {
+        lines.insert(entry.key.clone(), entry.line);
+        if let Some(var) = lookup(&entry.key) {
+            raw.insert(
+                var.name,
+                (entry.value.clone(), EnvSource::File { line: entry.line }),
+            );
+        }
+    }
+    for var in env_vars::ALL.iter().filter(|v| v.in_dotenv) {
+        if let Some(value) = process_env.get(var.name) {
+            raw.insert(var.name, (value.clone(), EnvSource::ProcessEnv));
+        }
+    }
+    let spec = EnvSettings::spec();
+    let mut settings = spec.clone();
+    let mut sources = BTreeMap::new();
+    for var in env_vars::ALL.iter().filter(|v| v.in_dotenv) {
+        let Some((value, source)) = raw.get(var.name) else {
+            sources.insert(var.name, EnvSource::SpecDefault);
+            let required = !matches!(var.name, env_vars::POSTGRES_PORT | env_vars::REDIS_PORT);
+            if required {
+                findings.push(
+                    Finding::error(
+                        "missing-key",
+                        file,
+                        "is not set; the app and the servers need it",
+                    )
+                    .for_key(var.name)
+                    .with_hint(format!("add a `{}=` line (see .env.example)", var.name)),
+                );
+            }
+            continue;
+        };
+        sources.insert(var.name, source.clone());
+        let line = match source {
+            EnvSource::File { line } => Some(*line),
+            _ => None,
+        };
+        let origin = if line.is_none() {
+            " (from the process environment)"
+        } else {
+            ""
+        };
+        let bad = |message: String, hint: &str| {
+            Finding::error("wrong-value", file, format!("{message}{origin}"))
+                .at_optional_line(line)
+                .for_key(var.name)
+                .with_hint(hint.to_string())
+        };
+        match var.name {
+            env_vars::POSTGRES_DB => settings.postgres_db = value.clone(),
+            env_vars::POSTGRES_USER => settings.postgres_user = value.clone(),
+            env_vars::POSTGRES_PASSWORD => settings.postgres_password = Secret::new(value.clone()),
+            env_vars::SESSION_SECRET => settings.session_secret = Secret::new(value.clone()),
+            env_vars::NODE_ENV => settings.node_env = value.clone(),
+            env_vars::DATABASE_URL => match DatabaseUrl::parse(value) {
+                Ok(url) => settings.database_url = url,
+                Err(e) => findings.push(bad(
+                    e.to_string(),
+                    "write postgresql://USER:PASSWORD@HOST:PORT/DB?schema=public; other parameters must be libpq's",
+                )),
+            },
+            env_vars::REDIS_URL => match RedisUrl::parse(value) {
+                Ok(url) => settings.redis_url = url,
+                Err(e) => findings.push(bad(e.to_string(), "write redis://[:PASSWORD@]HOST:PORT[/DB]")),
+            },
+            env_vars::POSTGRES_PORT | env_vars::REDIS_PORT => match value.parse::<u16>() {
+                Ok(port) if port > 0 => {
+                    if var.name == env_vars::POSTGRES_PORT {
+                        settings.postgres_port = port;
+                    } else {
+                        settings.redis_port = port;
+                    }
+                }
+                _ => findings.push(bad(format!("`{value}` is not a port"), "use a number from 1 to 65535")),
+            },
+            _ => {}
+        }
+    }
+    Parsed {
+        value: ResolvedEnv { settings, sources },
+        lines,
+        findings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_read_as_compose_reads_them() {
+        assert_eq!(lex_line("A=1").unwrap(), ("A".into(), "1".into()));
+        assert_eq!(
+            lex_line("export A = x y # c").unwrap(),
+            ("A".into(), "x y".into())
+        );
+        assert_eq!(
+            lex_line(r#"A="a # b\n""#).unwrap(),
+            ("A".into(), "a # b\n".into())
+        );
+        assert_eq!(lex_line("A='$x'").unwrap(), ("A".into(), "$x".into()));
+        assert!(lex_line("no equals").is_err());
+        assert!(lex_line("1A=x").is_err());
+        assert!(lex_line("A=\"open").is_err());
+    }
+
+    #[test]
+    fn the_example_resolves_to_the_spec() {
+        let text = render_example(&EnvSettings::spec());
+        let parsed = resolve(&text, Path::new(".env.example"), &BTreeMap::new());
+        assert!(parsed.findings.is_empty(), "{:?}", parsed.findings);
+        assert_eq!(parsed.value.settings, EnvSettings::spec());
+    }
+
+    #[test]
+    fn the_process_environment_wins() {
+        let text = render_example(&EnvSettings::spec());
+        let process = BTreeMap::from([("POSTGRES_PORT".to_string(), "15432".to_string())]);
+        let parsed = resolve(&text, Path::new(".env"), &process);
+        assert_eq!(parsed.value.settings.postgres_port, 15432);
+        assert_eq!(parsed.value.sources["POSTGRES_PORT"], EnvSource::ProcessEnv);
+    }
+}

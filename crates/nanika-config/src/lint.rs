@@ -1,0 +1,243 @@
+//! Risks rather than syntax: settings a server accepts but that lose data, leak secrets or expose
+//! a service (`nanika config lint`). Each finding says why it matters and what to do.
+
+use crate::finding::{Finding, Severity};
+use crate::model::{
+    LogStatement, MaxmemoryPolicy, PLACEHOLDER_SESSION_SECRET, SPEC_POSTGRES_PASSWORD,
+};
+use crate::project::{LoadedProject, POSTGRES_CONF, REDIS_CONF};
+use crate::units::MemorySize;
+
+/// What the lint is told about where the project will run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LintOptions {
+    /// Judge for production: weak secrets become errors.
+    pub production: bool,
+    /// The machine's memory, to judge `shared_buffers` by; `None` skips that rule.
+    pub machine_memory: Option<MemorySize>,
+}
+
+/// Passwords so common that they are the first ones tried.
+const COMMON_PASSWORDS: &[&str] = &[
+    "password", "postgres", "admin", "changeme", "secret", "123456", "12345678", "qwerty",
+    "letmein",
+];
+
+/// The shortest password and session secret lint accepts without a finding.
+const MIN_PASSWORD_LEN: usize = 12;
+const MIN_SESSION_SECRET_LEN: usize = 32;
+
+/// Every risk in the loaded project.
+pub fn lint(loaded: &LoadedProject, options: LintOptions) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let infra = &loaded.infra;
+    let env_file = loaded.env_file;
+    let env_line = |key: &str| loaded.line_of(env_file, key);
+    let secret_severity = if options.production {
+        Severity::Error
+    } else {
+        Severity::Warning
+    };
+
+    if matches!(
+        infra.redis.maxmemory_policy,
+        MaxmemoryPolicy::AllkeysLru | MaxmemoryPolicy::AllkeysLfu | MaxmemoryPolicy::AllkeysRandom
+    ) {
+        findings.push(
+            Finding::warning(
+                "session-eviction",
+                REDIS_CONF,
+                format!(
+                    "{} lets Redis evict any key when maxmemory is reached, session keys included: users are logged out without any error",
+                    infra.redis.maxmemory_policy.as_str()
+                ),
+            )
+            .at_optional_line(loaded.line_of(REDIS_CONF, "maxmemory-policy"))
+            .for_key("maxmemory-policy")
+            .with_hint("keep sessions in a separate Redis with `maxmemory-policy noeviction`; or use a volatile-* policy, which evicts only keys with a TTL, and give cache keys shorter TTLs than sessions"),
+        );
+    }
+
+    let password = infra.env.postgres_password.expose();
+    let weak = if password == SPEC_POSTGRES_PASSWORD {
+        Some("is the spec's example password, known to anyone who has read it")
+    } else if COMMON_PASSWORDS.contains(&password.to_ascii_lowercase().as_str()) {
+        Some("is one of the most common passwords")
+    } else if password.chars().count() < MIN_PASSWORD_LEN {
+        Some("is shorter than 12 characters")
+    } else {
+        None
+    };
+    if let Some(why) = weak {
+        findings.push(
+            Finding::new(secret_severity, "weak-password", env_file, why)
+                .at_optional_line(env_line("POSTGRES_PASSWORD"))
+                .for_key("POSTGRES_PASSWORD")
+                .with_hint("set a random password of 20 or more characters (e.g. `openssl rand -base64 24`) in POSTGRES_PASSWORD and DATABASE_URL"),
+        );
+    }
+
+    let secret = infra.env.session_secret.expose();
+    let placeholder = if secret == PLACEHOLDER_SESSION_SECRET {
+        Some("is the spec's placeholder: anyone can forge session cookies signed with it")
+    } else if secret.chars().count() < MIN_SESSION_SECRET_LEN {
+        Some("is shorter than 32 characters, too short to sign sessions safely")
+    } else {
+        None
+    };
+    if let Some(why) = placeholder {
+        findings.push(
+            Finding::new(secret_severity, "weak-session-secret", env_file, why)
+                .at_optional_line(env_line("SESSION_SECRET"))
+                .for_key("SESSION_SECRET")
+                .with_hint("set a random value of 32 or more bytes, e.g. `openssl rand -hex 32`"),
+        );
+    }
+
+    let exposed = infra.redis.bind.iter().any(|address| !is_loopback(address));
+    if exposed
+        && infra.redis.requirepass.is_none()
+        && infra.redis.other.iter().all(|(k, _)| k != "user")
+    {
+        let severity = if options.production {
+            Severity::Error
+        } else {
+            Severity::Warning
+        };
+        findings.push(
+            Finding::new(
+                severity,
+                "redis-open",
+                REDIS_CONF,
+                format!("Redis listens on {} without a password: anyone who reaches the port can read sessions and run commands", infra.redis.bind.join(" ")),
+            )
+            .at_optional_line(loaded.line_of(REDIS_CONF, "bind"))
+            .for_key("bind")
+            .with_hint("keep the port published on 127.0.0.1 only (compose.yaml does; nanika's native runtime binds loopback), and set `requirepass` plus the password in REDIS_URL before exposing it"),
+        );
+    }
+
+    if infra.postgres.log_statement != LogStatement::None {
+        findings.push(
+            Finding::warning(
+                "password-in-log",
+                POSTGRES_CONF,
+                format!(
+                    "log_statement = '{}' logs DDL, so `CREATE/ALTER ROLE … PASSWORD '…'` writes role passwords into the server log in clear text",
+                    infra.postgres.log_statement.as_str()
+                ),
+            )
+            .at_optional_line(loaded.line_of(POSTGRES_CONF, "log_statement"))
+            .for_key("log_statement")
+            .with_hint("set passwords with psql's \\password (it sends a SCRAM hash, not the password), and use log_statement = 'none' where logs leave the machine"),
+        );
+    }
+
+    if let Some(memory) = options.machine_memory {
+        let shared_buffers = infra.postgres.shared_buffers;
+        if shared_buffers.bytes() > memory.bytes() / 4 {
+            findings.push(
+                Finding::warning(
+                    "shared-buffers-too-large",
+                    POSTGRES_CONF,
+                    format!(
+                        "{} is more than a quarter of this machine's {} of memory",
+                        shared_buffers.to_postgres(),
+                        memory.to_postgres()
+                    ),
+                )
+                .at_optional_line(loaded.line_of(POSTGRES_CONF, "shared_buffers"))
+                .for_key("shared_buffers")
+                .with_hint(
+                    "keep shared_buffers at or below 25% of memory; the OS cache does the rest",
+                ),
+            );
+        }
+    }
+
+    findings.extend(url_mismatches(loaded));
+    findings
+}
+
+fn is_loopback(address: &str) -> bool {
+    let address = address.trim_start_matches('-');
+    address == "localhost" || address == "::1" || address.starts_with("127.")
+}
+
+/// `DATABASE_URL` and `REDIS_URL` must point at what `POSTGRES_*`, the ports and redis.conf set up,
+/// or the app fails to connect while every server looks healthy.
+fn url_mismatches(loaded: &LoadedProject) -> Vec<Finding> {
+    let env = &loaded.infra.env;
+    let url = &env.database_url;
+    let mut findings = Vec::new();
+    let mut compare =
+        |key: &'static str, what: &str, in_url: String, expected: String, from: &str| {
+            if in_url != expected {
+                findings.push(
+                    Finding::error(
+                        "url-mismatch",
+                        loaded.env_file,
+                        format!("its {what} is `{in_url}` but {from} is `{expected}`"),
+                    )
+                    .at_optional_line(loaded.line_of(loaded.env_file, key))
+                    .for_key(key)
+                    .with_hint(format!("make {key} agree with {from}")),
+                );
+            }
+        };
+    compare(
+        "DATABASE_URL",
+        "user",
+        url.user.clone(),
+        env.postgres_user.clone(),
+        "POSTGRES_USER",
+    );
+    compare(
+        "DATABASE_URL",
+        "database",
+        url.database.clone(),
+        env.postgres_db.clone(),
+        "POSTGRES_DB",
+    );
+    compare(
+        "DATABASE_URL",
+        "port",
+        url.port.to_string(),
+        env.postgres_port.to_string(),
+        "POSTGRES_PORT",
+    );
+    compare(
+        "REDIS_URL",
+        "port",
+        env.redis_url.port.to_string(),
+        env.redis_port.to_string(),
+        "REDIS_PORT",
+    );
+    if url.password != env.postgres_password {
+        findings.push(
+            Finding::error(
+                "url-mismatch",
+                loaded.env_file,
+                "its password differs from POSTGRES_PASSWORD (values hidden)",
+            )
+            .at_optional_line(loaded.line_of(loaded.env_file, "DATABASE_URL"))
+            .for_key("DATABASE_URL")
+            .with_hint("use the same password in both"),
+        );
+    }
+    if let Some(required) = &loaded.infra.redis.requirepass
+        && &env.redis_url.password != required
+    {
+        findings.push(
+            Finding::error(
+                "url-mismatch",
+                loaded.env_file,
+                "its password differs from redis.conf's requirepass (values hidden)",
+            )
+            .at_optional_line(loaded.line_of(loaded.env_file, "REDIS_URL"))
+            .for_key("REDIS_URL")
+            .with_hint("write redis://:PASSWORD@HOST:PORT with requirepass's password"),
+        );
+    }
+    findings
+}
