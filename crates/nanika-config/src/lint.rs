@@ -241,3 +241,70 @@ fn url_mismatches(loaded: &LoadedProject) -> Vec<Finding> {
     }
     findings
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::project::{Project, render_files};
+    use std::collections::BTreeMap;
+
+    fn spec_project() -> (tempfile::TempDir, LoadedProject) {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in render_files(&crate::Infrastructure::spec()) {
+            let path = dir.path().join(path);
+            fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+            fs_err::write(path, text).unwrap();
+        }
+        let loaded = Project::at(dir.path())
+            .unwrap()
+            .load(&BTreeMap::new())
+            .unwrap();
+        (dir, loaded)
+    }
+
+    fn codes(findings: &[Finding]) -> Vec<&'static str> {
+        findings.iter().map(|f| f.code).collect()
+    }
+
+    #[test]
+    fn shared_buffers_over_a_quarter_of_memory_is_flagged() {
+        let (_dir, loaded) = spec_project();
+        let small = LintOptions {
+            production: false,
+            machine_memory: Some(MemorySize::mib(512)),
+        };
+        let found = lint(&loaded, small);
+        let finding = found
+            .iter()
+            .find(|f| f.code == "shared-buffers-too-large")
+            .expect("flagged on 512MB");
+        assert_eq!(
+            (finding.line, finding.key.as_deref()),
+            (Some(12), Some("shared_buffers"))
+        );
+        let large = LintOptions {
+            production: false,
+            machine_memory: Some(MemorySize::gib(24)),
+        };
+        assert!(!codes(&lint(&loaded, large)).contains(&"shared-buffers-too-large"));
+    }
+
+    #[test]
+    fn production_turns_weak_secrets_into_errors() {
+        let (_dir, loaded) = spec_project();
+        let severity = |production| {
+            lint(
+                &loaded,
+                LintOptions {
+                    production,
+                    machine_memory: None,
+                },
+            )
+            .into_iter()
+            .find(|f| f.code == "weak-password")
+            .map(|f| f.severity)
+        };
+        assert_eq!(severity(false), Some(Severity::Warning));
+        assert_eq!(severity(true), Some(Severity::Error));
+    }
+}
