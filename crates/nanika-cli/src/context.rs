@@ -45,3 +45,12 @@ pub fn machine_memory() -> Option<nanika_config::units::MemorySize> {
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(nanika_config::units::MemorySize(kib * 1024))
 }
+
+/// Where to look for the server binaries: `NANIKA_PG_BIN_DIR`, `NANIKA_REDIS_BIN`, the `PATH`.
+pub fn binary_search() -> nanika_runtime::native::binaries::BinarySearch {
+    nanika_runtime::native::binaries::BinarySearch {
+        pg_bin_dir: std::env::var_os(env_vars::NANIKA_PG_BIN_DIR).map(PathBuf::from),
+        redis_server: std::env::var_os(env_vars::NANIKA_REDIS_BIN).map(PathBuf::from),
+        path: std::env::var_os("PATH"),
+    }
+}

@@ -8,6 +8,7 @@ mod commands;
 mod context;
 mod error;
 mod output;
+mod progress;
 
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Command, ConfigCommand};
@@ -17,7 +18,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             let exit = error.exit;
             eprintln!("{:?}", miette::Report::new(error));
@@ -26,9 +27,37 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> CliResult {
+fn run(cli: Cli) -> CliResult<ExitCode> {
     let project_dir = cli.project_dir.as_ref();
+    let runtime = cli.runtime;
+    let services = |list: Vec<cli::ServiceArg>| list.into_iter().map(Into::into).collect();
     match cli.command {
+        Command::Exec { command } => return commands::env::exec(project_dir, &command),
+        Command::Up {
+            services: list,
+            attach,
+        } => commands::services::up(project_dir, runtime, services(list), attach),
+        Command::Down { volumes, yes } => {
+            commands::services::down(project_dir, runtime, volumes, yes)
+        }
+        Command::Restart { services: list } => {
+            commands::services::restart(project_dir, runtime, services(list))
+        }
+        Command::Ps { json } => commands::services::ps(project_dir, runtime, json),
+        Command::Logs {
+            service,
+            follow,
+            tail,
+        } => commands::services::logs(project_dir, runtime, service.map(Into::into), follow, tail),
+        Command::Env { show_secrets, json } => commands::env::env(project_dir, show_secrets, json),
+        Command::Supervise => {
+            let project = context::project(project_dir)?;
+            let user = nanika_runtime::native::layout::ServerUser::for_current_process()
+                .map_err(commands::services::runtime_error)?;
+            let layout = nanika_runtime::native::layout::StateLayout::new(project.root(), user);
+            nanika_runtime::native::supervisor::run(&layout)
+                .map_err(commands::services::runtime_error)
+        }
         Command::Init(args) => commands::init::run(args.dir.as_ref().or(project_dir), args.force),
         Command::Config(ConfigCommand::Check { json }) => {
             commands::config::check(project_dir, json)
@@ -42,4 +71,5 @@ fn run(cli: Cli) -> CliResult {
             Ok(())
         }
     }
+    .map(|()| ExitCode::SUCCESS)
 }

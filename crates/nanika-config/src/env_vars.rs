@@ -45,6 +45,12 @@ env_vars! {
     REDIS_PORT = "REDIS_PORT", true, false, "host port Redis listens on (default 6379)";
     /// Where the project is.
     NANIKA_PROJECT_DIR = "NANIKA_PROJECT_DIR", false, false, "the project directory, instead of searching upwards from the current one";
+    /// Which runtime runs the services.
+    NANIKA_RUNTIME = "NANIKA_RUNTIME", false, false, "`native`, `docker` or `auto` (default), as `--runtime`";
+    /// Where PostgreSQL's binaries are.
+    NANIKA_PG_BIN_DIR = "NANIKA_PG_BIN_DIR", false, false, "directory of PostgreSQL 15's binaries (default: the PATH, then /usr/lib/postgresql/15/bin)";
+    /// Which redis-server to run.
+    NANIKA_REDIS_BIN = "NANIKA_REDIS_BIN", false, false, "the redis-server binary (default: the PATH)";
 }
 
 /// The registry entry of `name`, if nanika reads it.

@@ -1,0 +1,289 @@
+//! The docker runtime: `docker compose` with the committed `compose.yaml`, as the spec's commands
+//! run it, and the choice between it and the native runtime.
+
+use crate::Service;
+use crate::error::{Result, RuntimeError};
+use nanika_config::project::{COMPOSE_FILE, STATE_DIR};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Which runtime runs a project's services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// The host's own servers, supervised by nanika.
+    Native,
+    /// `docker compose`.
+    Docker,
+}
+
+impl RuntimeKind {
+    /// Its name, as `--runtime` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Native => "native",
+            RuntimeKind::Docker => "docker",
+        }
+    }
+}
+
+/// What `--runtime` asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeChoice {
+    /// The one the project already uses; for a new project docker when an engine answers, else native.
+    Auto,
+    /// Exactly this one.
+    Explicit(RuntimeKind),
+}
+
+/// The runtime a project came up with, recorded in `.nanika/runtime` (its data lives there).
+pub fn recorded_runtime(project: &Path) -> Option<RuntimeKind> {
+    match std::fs::read_to_string(project.join(STATE_DIR).join("runtime"))
+        .ok()?
+        .trim()
+    {
+        "native" => Some(RuntimeKind::Native),
+        "docker" => Some(RuntimeKind::Docker),
+        _ => None,
+    }
+}
+
+/// Records the runtime a project came up with.
+pub fn record_runtime(project: &Path, kind: RuntimeKind) -> Result<()> {
+    let state = project.join(STATE_DIR);
+    fs_err::create_dir_all(&state)
+        .map_err(RuntimeError::io("cannot create the state directory"))?;
+    fs_err::write(state.join("runtime"), format!("{}\n", kind.as_str()))
+        .map_err(RuntimeError::io("cannot record the runtime"))
+}
+
+/// The runtime to use, and a note when an explicit choice switches away from the recorded one.
+/// `auto` never switches a project silently; `docker_available` is asked only when needed.
+pub fn choose(
+    choice: RuntimeChoice,
+    recorded: Option<RuntimeKind>,
+    docker_available: impl FnOnce() -> bool,
+) -> (RuntimeKind, Option<String>) {
+    match (choice, recorded) {
+        (RuntimeChoice::Auto, Some(kind)) => (kind, None),
+        (RuntimeChoice::Auto, None) => (
+            if docker_available() {
+                RuntimeKind::Docker
+            } else {
+                RuntimeKind::Native
+            },
+            None,
+        ),
+        (RuntimeChoice::Explicit(kind), Some(old)) if old != kind => {
+            let stays = match old {
+                RuntimeKind::Native => "in .nanika/ (the native runtime's data)",
+                RuntimeKind::Docker => "in the docker volumes postgres_data and redis_data",
+            };
+            (
+                kind,
+                Some(format!(
+                    "switching this project from {} to {}; the old data stays {stays}",
+                    old.as_str(),
+                    kind.as_str()
+                )),
+            )
+        }
+        (RuntimeChoice::Explicit(kind), _) => (kind, None),
+    }
+}
+
+/// `docker compose` for one project.
+#[derive(Debug, Clone)]
+pub struct Compose {
+    /// The `docker` client.
+    pub docker: PathBuf,
+    /// The project's root.
+    pub project: PathBuf,
+}
+
+impl Compose {
+    /// Compose for `project`, with the `docker` on the PATH.
+    pub fn new(project: &Path) -> Self {
+        Compose {
+            docker: PathBuf::from("docker"),
+            project: project.to_path_buf(),
+        }
+    }
+
+    fn base(&self) -> Vec<String> {
+        vec![
+            self.docker.display().to_string(),
+            "compose".into(),
+            "--project-directory".into(),
+            self.project.display().to_string(),
+            "-f".into(),
+            self.project.join(COMPOSE_FILE).display().to_string(),
+        ]
+    }
+
+    fn services(services: &[Service]) -> Vec<String> {
+        let services = if services.is_empty() {
+            &Service::ALL[..]
+        } else {
+            services
+        };
+        services.iter().map(|s| s.as_str().to_string()).collect()
+    }
+
+    /// `docker compose up -d --wait postgres redis`: detached, returning once the healthchecks pass.
+    pub fn up(&self, services: &[Service]) -> Vec<String> {
+        let mut command = self.base();
+        command.extend(["up", "-d", "--wait"].map(String::from));
+        command.extend(Self::services(services));
+        command
+    }
+
+    /// `docker compose down [-v]`.
+    pub fn down(&self, volumes: bool) -> Vec<String> {
+        let mut command = self.base();
+        command.push("down".into());
+        if volumes {
+            command.push("-v".into());
+        }
+        command
+    }
+
+    /// `docker compose ps --format json`.
+    pub fn ps(&self) -> Vec<String> {
+        let mut command = self.base();
+        command.extend(["ps", "--all", "--format", "json"].map(String::from));
+        command
+    }
+
+    /// `docker compose logs [-f] [--tail N] [SERVICE]`.
+    pub fn logs(&self, follow: bool, tail: Option<usize>, service: Option<Service>) -> Vec<String> {
+        let mut command = self.base();
+        command.push("logs".into());
+        if follow {
+            command.push("-f".into());
+        }
+        if let Some(n) = tail {
+            command.extend(["--tail".to_string(), n.to_string()]);
+        }
+        command.extend(service.map(|s| s.as_str().to_string()));
+        command
+    }
+
+    /// `docker compose restart [SERVICE…]`.
+    pub fn restart(&self, services: &[Service]) -> Vec<String> {
+        let mut command = self.base();
+        command.push("restart".into());
+        command.extend(Self::services(services));
+        command
+    }
+
+    /// Whether a Docker engine answers and the compose plugin is installed, or why not.
+    pub fn available(&self) -> std::result::Result<(), String> {
+        let quiet = |args: &[&str]| {
+            Command::new(&self.docker)
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+        };
+        match quiet(&["info", "--format", "{{.ServerVersion}}"]) {
+            Ok(out) if out.status.success() => {}
+            Ok(_) => return Err("no Docker engine answers (`docker info` failed)".into()),
+            Err(_) => return Err("the docker client is not installed".into()),
+        }
+        match quiet(&["compose", "version"]) {
+            Ok(out) if out.status.success() => Ok(()),
+            _ => Err("the docker compose plugin is not installed".into()),
+        }
+    }
+
+    /// Runs a command line built above, with the terminal attached.
+    pub fn run(&self, command: &[String]) -> Result<()> {
+        let status = Command::new(&command[0])
+            .args(&command[1..])
+            .status()
+            .map_err(RuntimeError::io(format!("cannot run {}", command[0])))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(RuntimeError::Command {
+                command: command.join(" "),
+                status: status.to_string(),
+                stderr: String::new(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines_are_the_specs() {
+        let compose = Compose::new(Path::new("/p"));
+        let base = "docker compose --project-directory /p -f /p/compose.yaml";
+        assert_eq!(
+            compose.up(&[]).join(" "),
+            format!("{base} up -d --wait postgres redis")
+        );
+        assert_eq!(
+            compose.up(&[Service::Redis]).join(" "),
+            format!("{base} up -d --wait redis")
+        );
+        assert_eq!(compose.down(false).join(" "), format!("{base} down"));
+        assert_eq!(compose.down(true).join(" "), format!("{base} down -v"));
+        assert_eq!(
+            compose.ps().join(" "),
+            format!("{base} ps --all --format json")
+        );
+        assert_eq!(
+            compose
+                .logs(true, Some(50), Some(Service::Postgres))
+                .join(" "),
+            format!("{base} logs -f --tail 50 postgres")
+        );
+        assert_eq!(
+            compose.restart(&[Service::Postgres]).join(" "),
+            format!("{base} restart postgres")
+        );
+    }
+
+    #[test]
+    fn auto_never_switches_a_project() {
+        let never = || panic!("not asked when the project has a runtime");
+        assert_eq!(
+            choose(RuntimeChoice::Auto, Some(RuntimeKind::Native), never),
+            (RuntimeKind::Native, None)
+        );
+        assert_eq!(
+            choose(RuntimeChoice::Auto, Some(RuntimeKind::Docker), never),
+            (RuntimeKind::Docker, None)
+        );
+        assert_eq!(
+            choose(RuntimeChoice::Auto, None, || false).0,
+            RuntimeKind::Native
+        );
+        assert_eq!(
+            choose(RuntimeChoice::Auto, None, || true).0,
+            RuntimeKind::Docker
+        );
+        let (kind, note) = choose(
+            RuntimeChoice::Explicit(RuntimeKind::Docker),
+            Some(RuntimeKind::Native),
+            || true,
+        );
+        assert_eq!(kind, RuntimeKind::Docker);
+        assert!(note.unwrap().contains("old data stays in .nanika/"));
+    }
+
+    #[test]
+    fn an_engine_that_does_not_answer_is_reported() {
+        let compose = Compose {
+            docker: PathBuf::from("/nonexistent/docker"),
+            project: PathBuf::from("/p"),
+        };
+        assert_eq!(
+            compose.available(),
+            Err("the docker client is not installed".into())
+        );
+    }
+}

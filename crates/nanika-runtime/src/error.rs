@@ -1,0 +1,143 @@
+//! What can go wrong while running the services; every variant says what to do about it.
+
+use crate::Service;
+use std::path::PathBuf;
+
+/// A failure of the runtime, with a hint for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A server binary was not found.
+    #[error("{what} was not found (looked in {})", searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    MissingBinary {
+        /// Which binary.
+        what: &'static str,
+        /// Where it was looked for.
+        searched: Vec<PathBuf>,
+        /// How to install it.
+        install: &'static str,
+    },
+    /// A server binary of the wrong major version.
+    #[error("{} is version {found}, but the spec asks for {expected}", binary.display())]
+    WrongVersion {
+        /// The binary.
+        binary: PathBuf,
+        /// The version it reports.
+        found: String,
+        /// The major version needed.
+        expected: u32,
+        /// How to install the right one.
+        install: &'static str,
+    },
+    /// A port is already taken by another program.
+    #[error("port {port} for {service} is already in use{}", holder.as_ref().map(|h| format!(" by {h}")).unwrap_or_default())]
+    PortInUse {
+        /// The service that wanted it.
+        service: Service,
+        /// The port.
+        port: u16,
+        /// The program holding it, when it could be found.
+        holder: Option<String>,
+    },
+    /// A data directory from another PostgreSQL major version.
+    #[error("{} holds a PostgreSQL {found} cluster, but this is PostgreSQL {expected}", path.display())]
+    DataDirVersion {
+        /// The data directory.
+        path: PathBuf,
+        /// Its version.
+        found: String,
+        /// The server's version.
+        expected: u32,
+    },
+    /// A data directory PostgreSQL would refuse (owner or permissions).
+    #[error("{}: {problem}", path.display())]
+    DataDirPermissions {
+        /// The data directory.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+        /// The command that fixes it.
+        fix: String,
+    },
+    /// A server exited or failed while starting.
+    #[error("{service} failed to start: {reason}")]
+    StartFailed {
+        /// The service.
+        service: Service,
+        /// What happened.
+        reason: String,
+        /// Its log file.
+        log: PathBuf,
+        /// The last lines of its log.
+        log_tail: Vec<String>,
+    },
+    /// A file or directory operation failed.
+    #[error("{context}")]
+    Io {
+        /// What was being done, naming the path.
+        context: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A helper program failed.
+    #[error("`{command}` failed ({status})")]
+    Command {
+        /// The command line (no secrets).
+        command: String,
+        /// How it ended.
+        status: String,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+    /// The services are run by another runtime than the one asked for.
+    #[error("this project's data lives in the {existing} runtime, not {requested}")]
+    RuntimeMismatch {
+        /// The runtime the project first came up with.
+        existing: String,
+        /// The one asked for.
+        requested: String,
+    },
+    /// Docker was asked for but cannot be used.
+    #[error("docker compose is not available: {0}")]
+    DockerUnavailable(String),
+    /// Something else, said in words.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl RuntimeError {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+        let context = context.into();
+        move |source| RuntimeError::Io { context, source }
+    }
+
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            RuntimeError::MissingBinary { install, .. } | RuntimeError::WrongVersion { install, .. } => {
+                format!("install it with `{install}`, or point nanika at it with NANIKA_PG_BIN_DIR / NANIKA_REDIS_BIN")
+            }
+            RuntimeError::PortInUse { service, .. } => {
+                let var = match service {
+                    Service::Postgres => "POSTGRES_PORT",
+                    Service::Redis => "REDIS_PORT",
+                };
+                format!("stop that program, or pick another port: set {var} in .env (and the port in the URLs)")
+            }
+            RuntimeError::DataDirVersion { .. } => {
+                "nanika never re-initialises a data directory: upgrade it with pg_upgrade, or back it up and run `nanika down --volumes`".into()
+            }
+            RuntimeError::DataDirPermissions { fix, .. } => format!("run `{fix}`"),
+            RuntimeError::StartFailed { log, .. } => format!("the full log is {}", log.display()),
+            RuntimeError::RuntimeMismatch { existing, .. } => format!(
+                "pass `--runtime {existing}`; to switch, run `nanika down` first and then `--runtime` explicitly (the old data stays where it is)"
+            ),
+            RuntimeError::DockerUnavailable(_) => "use the native runtime (`--runtime native`), which needs no Docker".into(),
+            _ => return None,
+        })
+    }
+}
+
+/// Shorthand for the runtime's results.
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

@@ -1,0 +1,200 @@
+//! "Ready" as the app sees it: PostgreSQL answers `SELECT 1` as the app user on the app database
+//! over TCP, and Redis answers `PING`. Not a log line, not a socket that accepts.
+
+use nanika_config::Secret;
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// Why a probe did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    /// Nothing listens on the port.
+    #[error("not listening")]
+    NotListening,
+    /// The server is up but not ready (recovery, loading the AOF).
+    #[error("starting up")]
+    Starting,
+    /// The password was refused.
+    #[error("the password was refused")]
+    Auth,
+    /// The app database does not exist.
+    #[error("database does not exist")]
+    NoDatabase,
+    /// Anything else, in the server's or the system's words.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// How to reach PostgreSQL as the app.
+#[derive(Debug, Clone)]
+pub struct PostgresTarget {
+    /// Host (nanika's servers: 127.0.0.1).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// The app's role.
+    pub user: String,
+    /// Its password.
+    pub password: Secret,
+    /// The app's database.
+    pub database: String,
+}
+
+impl PostgresTarget {
+    fn options(&self, database: &str) -> PgConnectOptions {
+        PgConnectOptions::new_without_pgpass()
+            .host(&self.host)
+            .port(self.port)
+            .username(&self.user)
+            .password(self.password.expose())
+            .database(database)
+            .application_name("nanika")
+    }
+}
+
+/// Runs PostgreSQL probes from synchronous code.
+pub struct Prober {
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Prober {
+    /// A prober with its own small runtime.
+    pub fn new() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(Prober { runtime })
+    }
+
+    /// One attempt at `SELECT 1` on the app database.
+    pub fn postgres(&self, target: &PostgresTarget, timeout: Duration) -> Result<(), ProbeError> {
+        self.run(timeout, async {
+            let mut conn = PgConnection::connect_with(&target.options(&target.database))
+                .await
+                .map_err(classify)?;
+            sqlx::query("SELECT 1")
+                .execute(&mut conn)
+                .await
+                .map_err(classify)?;
+            let _ = conn.close().await;
+            Ok(())
+        })
+    }
+
+    /// Creates the app database when it does not exist yet, connected as the app user to the
+    /// `postgres` database (the app user is the cluster's owner, as in the postgres image).
+    pub fn ensure_database(
+        &self,
+        target: &PostgresTarget,
+        timeout: Duration,
+    ) -> Result<bool, ProbeError> {
+        self.run(timeout, async {
+            let mut conn = PgConnection::connect_with(&target.options("postgres"))
+                .await
+                .map_err(classify)?;
+            let exists: Option<i32> =
+                sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                    .bind(&target.database)
+                    .fetch_optional(&mut conn)
+                    .await
+                    .map_err(classify)?;
+            if exists.is_none() {
+                // Identifiers cannot be bound as parameters; the name is quoted as an identifier.
+                let quoted = format!("\"{}\"", target.database.replace('"', "\"\""));
+                let statement = sqlx::AssertSqlSafe(format!("CREATE DATABASE {quoted}"));
+                sqlx::query(statement)
+                    .execute(&mut conn)
+                    .await
+                    .map_err(classify)?;
+            }
+            let _ = conn.close().await;
+            Ok(exists.is_none())
+        })
+    }
+
+    fn run<T>(
+        &self,
+        timeout: Duration,
+        work: impl Future<Output = Result<T, ProbeError>>,
+    ) -> Result<T, ProbeError> {
+        self.runtime.block_on(async {
+            tokio::time::timeout(timeout, work)
+                .await
+                .unwrap_or_else(|_| Err(ProbeError::Other("timed out".into())))
+        })
+    }
+}
+
+fn classify(error: sqlx::Error) -> ProbeError {
+    match &error {
+        sqlx::Error::Io(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            ProbeError::NotListening
+        }
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("57P03") => ProbeError::Starting,
+            Some("28P01") | Some("28000") => ProbeError::Auth,
+            Some("3D000") => ProbeError::NoDatabase,
+            _ => ProbeError::Other(db.message().to_string()),
+        },
+        _ => ProbeError::Other(error.to_string()),
+    }
+}
+
+/// One `PING` to Redis on loopback, authenticating first when a password is set.
+pub fn redis_ping(
+    port: u16,
+    password: Option<&Secret>,
+    timeout: Duration,
+) -> Result<(), ProbeError> {
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let stream = TcpStream::connect_timeout(&address, timeout).map_err(|e| match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => ProbeError::NotListening,
+        _ => ProbeError::Other(e.to_string()),
+    })?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| ProbeError::Other(e.to_string()))?;
+    let mut reader = BufReader::new(
+        stream
+            .try_clone()
+            .map_err(|e| ProbeError::Other(e.to_string()))?,
+    );
+    let mut writer = stream;
+    let mut ask = |args: &[&str]| -> Result<String, ProbeError> {
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request += &format!("${}\r\n{arg}\r\n", arg.len());
+        }
+        writer
+            .write_all(request.as_bytes())
+            .map_err(|e| ProbeError::Other(e.to_string()))?;
+        let mut reply = String::new();
+        reader
+            .read_line(&mut reply)
+            .map_err(|e| ProbeError::Other(e.to_string()))?;
+        Ok(reply.trim_end().to_string())
+    };
+    if let Some(password) = password {
+        let reply = ask(&["AUTH", password.expose()])?;
+        if reply != "+OK" {
+            return Err(ProbeError::Auth);
+        }
+    }
+    match ask(&["PING"])?.as_str() {
+        "+PONG" => Ok(()),
+        reply if reply.starts_with("-LOADING") => Err(ProbeError::Starting),
+        reply if reply.starts_with("-NOAUTH") || reply.starts_with("-WRONGPASS") => {
+            Err(ProbeError::Auth)
+        }
+        reply => Err(ProbeError::Other(reply.to_string())),
+    }
+}

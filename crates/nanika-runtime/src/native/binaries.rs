@@ -1,0 +1,220 @@
+//! Finding the server binaries and checking their major versions.
+
+use crate::error::{Result, RuntimeError};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where Debian and Ubuntu install PostgreSQL 15's server binaries.
+pub const DEBIAN_PG15_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The PostgreSQL major version the spec asks for.
+pub const POSTGRES_MAJOR: u32 = 15;
+/// The Redis major version the spec asks for.
+pub const REDIS_MAJOR: u32 = 7;
+const PG_INSTALL: &str = "apt-get install -y postgresql-15";
+const REDIS_INSTALL: &str = "apt-get install -y redis-server";
+
+/// Where to look, as the user set it (`NANIKA_PG_BIN_DIR`, `NANIKA_REDIS_BIN`) and the `PATH`.
+#[derive(Debug, Clone, Default)]
+pub struct BinarySearch {
+    /// A directory holding `postgres`, `initdb`, `pg_ctl`, `psql`, `pg_dump`…
+    pub pg_bin_dir: Option<PathBuf>,
+    /// The `redis-server` binary.
+    pub redis_server: Option<PathBuf>,
+    /// The `PATH` to search.
+    pub path: Option<std::ffi::OsString>,
+}
+
+/// PostgreSQL's binaries, all from one installation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresBinaries {
+    /// The directory they are in.
+    pub bin_dir: PathBuf,
+    /// The full version, e.g. `15.18`.
+    pub version: String,
+}
+
+impl PostgresBinaries {
+    /// A tool of the same installation (`postgres`, `initdb`, `psql`, `pg_dump`, ...).
+    pub fn tool(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+}
+
+/// The Redis server binary and, when beside it, `redis-cli`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisBinaries {
+    /// `redis-server`.
+    pub server: PathBuf,
+    /// The full version, e.g. `7.0.15`.
+    pub version: String,
+}
+
+impl RedisBinaries {
+    /// `redis-cli` from the same directory, else from the PATH.
+    pub fn cli(&self) -> PathBuf {
+        let beside = self.server.with_file_name("redis-cli");
+        if beside.is_file() {
+            beside
+        } else {
+            PathBuf::from("redis-cli")
+        }
+    }
+}
+
+fn path_dirs(search: &BinarySearch) -> Vec<PathBuf> {
+    search
+        .path
+        .as_ref()
+        .map(|p| std::env::split_paths(p).collect())
+        .unwrap_or_default()
+}
+
+/// Runs `binary --version` and returns what it printed.
+fn version_output(binary: &Path) -> Option<String> {
+    let output = Command::new(binary).arg("--version").output().ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The first `X.Y[.Z]` in `text`, after `marker` when given.
+fn parse_version(text: &str, marker: &str) -> Option<String> {
+    let rest = &text[text.find(marker)? + marker.len()..];
+    let start = rest.find(|c: char| c.is_ascii_digit())?;
+    let version: String = rest[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    Some(version.trim_end_matches('.').to_string())
+}
+
+fn major(version: &str) -> Option<u32> {
+    version.split('.').next()?.parse().ok()
+}
+
+/// Finds PostgreSQL: `NANIKA_PG_BIN_DIR`, then a `PATH` directory holding both `postgres` and
+/// `initdb` (Debian's `/usr/bin` has only wrappers), then Debian's versioned directory.
+pub fn find_postgres(search: &BinarySearch) -> Result<PostgresBinaries> {
+    let mut candidates = Vec::new();
+    if let Some(dir) = &search.pg_bin_dir {
+        candidates.push(dir.clone());
+    } else {
+        candidates.extend(
+            path_dirs(search)
+                .into_iter()
+                .filter(|d| d.join("initdb").is_file()),
+        );
+        candidates.push(PathBuf::from(DEBIAN_PG15_BIN));
+    }
+    let mut wrong = None;
+    for dir in &candidates {
+        let postgres = dir.join("postgres");
+        let Some(text) = version_output(&postgres) else {
+            continue;
+        };
+        let Some(version) = parse_version(&text, "(PostgreSQL)") else {
+            continue;
+        };
+        if major(&version) == Some(POSTGRES_MAJOR) && dir.join("initdb").is_file() {
+            return Ok(PostgresBinaries {
+                bin_dir: dir.clone(),
+                version,
+            });
+        }
+        wrong.get_or_insert(RuntimeError::WrongVersion {
+            binary: postgres,
+            found: version,
+            expected: POSTGRES_MAJOR,
+            install: PG_INSTALL,
+        });
+    }
+    Err(wrong.unwrap_or(RuntimeError::MissingBinary {
+        what: "PostgreSQL 15 (postgres, initdb)",
+        searched: candidates,
+        install: PG_INSTALL,
+    }))
+}
+
+/// Finds `redis-server`: `NANIKA_REDIS_BIN`, then the `PATH`.
+pub fn find_redis(search: &BinarySearch) -> Result<RedisBinaries> {
+    let candidates: Vec<PathBuf> = match &search.redis_server {
+        Some(binary) => vec![binary.clone()],
+        None => path_dirs(search)
+            .into_iter()
+            .map(|d| d.join("redis-server"))
+            .filter(|p| p.is_file())
+            .collect(),
+    };
+    let mut wrong = None;
+    for server in &candidates {
+        let Some(text) = version_output(server) else {
+            continue;
+        };
+        let Some(version) = parse_version(&text, "v=") else {
+            continue;
+        };
+        if major(&version) == Some(REDIS_MAJOR) {
+            return Ok(RedisBinaries {
+                server: server.clone(),
+                version,
+            });
+        }
+        wrong.get_or_insert(RuntimeError::WrongVersion {
+            binary: server.clone(),
+            found: version,
+            expected: REDIS_MAJOR,
+            install: REDIS_INSTALL,
+        });
+    }
+    let searched = if candidates.is_empty() {
+        vec![PathBuf::from("$PATH")]
+    } else {
+        candidates
+    };
+    Err(wrong.unwrap_or(RuntimeError::MissingBinary {
+        what: "Redis 7 (redis-server)",
+        searched,
+        install: REDIS_INSTALL,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_read_from_the_servers_own_words() {
+        assert_eq!(
+            parse_version(
+                "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n",
+                "(PostgreSQL)"
+            )
+            .as_deref(),
+            Some("15.18")
+        );
+        assert_eq!(
+            parse_version("Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc", "v=").as_deref(),
+            Some("7.0.15")
+        );
+    }
+
+    #[test]
+    fn a_missing_binary_names_where_it_looked_and_how_to_install() {
+        let search = BinarySearch {
+            redis_server: Some("/nonexistent/redis-server".into()),
+            ..Default::default()
+        };
+        let error = find_redis(&search).unwrap_err();
+        assert!(
+            error.to_string().contains("/nonexistent/redis-server"),
+            "{error}"
+        );
+        assert!(
+            error
+                .hint()
+                .unwrap()
+                .contains("apt-get install -y redis-server")
+        );
+    }
+}

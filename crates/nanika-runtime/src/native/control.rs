@@ -1,0 +1,623 @@
+//! What the commands call: `up`, `down`, `status`, `restart` for the native runtime.
+//!
+//! Every call that changes anything holds `.nanika/run/up.lock`, so two `nanika up` (or an `up`
+//! and a `down`) never interleave: the second waits for the first, then finds the services up.
+
+use super::binaries::{self, BinarySearch, PostgresBinaries, RedisBinaries};
+use super::layout::{ServerUser, StateLayout};
+use super::postgres::{self, DataDir, Postmaster};
+use super::supervisor::{self, Plan, ServicePlan, Status};
+use super::{logs, procfs, redis};
+use crate::error::{Result, RuntimeError};
+use crate::health::{PostgresTarget, ProbeError, Prober};
+use crate::{Progress, Service, ServiceState, ServiceStatus};
+use fs_err as fs;
+use nanika_config::LoadedProject;
+use nanika_config::project::{POSTGRES_CONF, REDIS_CONF};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long `up` waits for a service to answer before giving up.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long `down` waits for the supervisor to stop everything.
+const DOWN_TIMEOUT: Duration = Duration::from_secs(75);
+/// How many log lines a start failure shows.
+pub const LOG_TAIL_LINES: usize = 15;
+
+/// How to start the supervisor process: the `nanika` binary and the arguments that make it one.
+#[derive(Debug, Clone)]
+pub struct SupervisorCommand {
+    /// The program (the running `nanika`).
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+}
+
+/// The native runtime of one loaded project.
+pub struct Native<'a> {
+    loaded: &'a LoadedProject,
+    layout: StateLayout,
+    search: BinarySearch,
+}
+
+/// The result of `up`.
+#[derive(Debug, Clone, Default)]
+pub struct UpReport {
+    /// Services that were started by this call.
+    pub started: Vec<Service>,
+    /// Services that were already healthy.
+    pub already_up: Vec<Service>,
+    /// Remarks for the user (stale files cleaned, servers adopted...).
+    pub notes: Vec<String>,
+}
+
+/// An exclusive lock held for the duration of a command.
+struct CommandLock(#[allow(dead_code)] fs::File);
+
+impl<'a> Native<'a> {
+    /// The native runtime for `loaded`, finding binaries through `search`.
+    pub fn new(loaded: &'a LoadedProject, search: BinarySearch) -> Result<Self> {
+        let layout = StateLayout::new(loaded.project.root(), ServerUser::for_current_process()?);
+        Ok(Native {
+            loaded,
+            layout,
+            search,
+        })
+    }
+
+    /// Where the state lives.
+    pub fn layout(&self) -> &StateLayout {
+        &self.layout
+    }
+
+    /// The host port of `service`.
+    pub fn port(&self, service: Service) -> u16 {
+        match service {
+            Service::Postgres => self.loaded.infra.env.postgres_port,
+            Service::Redis => self.loaded.infra.env.redis_port,
+        }
+    }
+
+    /// The log file of `service`.
+    pub fn log_path(&self, service: Service) -> PathBuf {
+        self.layout.log(service.as_str())
+    }
+
+    fn postgres_target(&self) -> PostgresTarget {
+        let env = &self.loaded.infra.env;
+        PostgresTarget {
+            host: "127.0.0.1".into(),
+            port: env.postgres_port,
+            user: env.postgres_user.clone(),
+            password: env.postgres_password.clone(),
+            database: env.postgres_db.clone(),
+        }
+    }
+
+    fn lock(&self, progress: &dyn Progress) -> Result<CommandLock> {
+        fs::create_dir_all(&self.layout.run).map_err(RuntimeError::io(format!(
+            "cannot create {}",
+            self.layout.run.display()
+        )))?;
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.layout.run.join("up.lock"))
+            .map_err(RuntimeError::io("cannot open the command lock"))?;
+        if file.file().try_lock().is_err() {
+            progress.note("another nanika command is starting or stopping this project; waiting for it to finish");
+            file.file()
+                .lock()
+                .map_err(RuntimeError::io("cannot take the command lock"))?;
+        }
+        Ok(CommandLock(file))
+    }
+
+    /// Starts `services` (all when empty) and returns once each answers a real query.
+    pub fn up(
+        &self,
+        services: &[Service],
+        supervisor_command: &SupervisorCommand,
+        progress: &dyn Progress,
+    ) -> Result<UpReport> {
+        let wanted: Vec<Service> = if services.is_empty() {
+            Service::ALL.to_vec()
+        } else {
+            services.to_vec()
+        };
+        let _lock = self.lock(progress)?;
+        let mut report = UpReport::default();
+        let pg_bins = wanted
+            .contains(&Service::Postgres)
+            .then(|| binaries::find_postgres(&self.search))
+            .transpose()?;
+        let redis_bins = wanted
+            .contains(&Service::Redis)
+            .then(|| binaries::find_redis(&self.search))
+            .transpose()?;
+
+        let supervised = supervisor::is_running(&self.layout);
+        let mut plan: Plan = if supervised {
+            supervisor::read_json(&supervisor::plan_file(&self.layout)).unwrap_or_default()
+        } else {
+            Plan::default()
+        };
+        if !supervised {
+            report.notes.extend(self.stop_unsupervised()?);
+        }
+        let to_start: Vec<Service> = wanted
+            .iter()
+            .copied()
+            .filter(|s| !plan.services.contains_key(s))
+            .collect();
+        for service in &to_start {
+            let port = self.port(*service);
+            if !procfs::port_is_free(port) {
+                return Err(RuntimeError::PortInUse {
+                    service: *service,
+                    port,
+                    holder: procfs::port_holder(port),
+                });
+            }
+        }
+        self.layout.create(self.port(Service::Postgres))?;
+        for service in &to_start {
+            let service_plan = match service {
+                Service::Postgres => self.prepare_postgres(
+                    pg_bins.as_ref().expect("found above"),
+                    progress,
+                    &mut report,
+                )?,
+                Service::Redis => self.prepare_redis(redis_bins.as_ref().expect("found above"))?,
+            };
+            plan.services.insert(*service, service_plan);
+        }
+        report.already_up = wanted
+            .iter()
+            .copied()
+            .filter(|s| !to_start.contains(s))
+            .collect();
+        report.started = to_start.clone();
+
+        let mut spawned = None;
+        if !to_start.is_empty() {
+            supervisor::write_json(&supervisor::plan_file(&self.layout), &plan)?;
+            if supervised {
+                self.signal_supervisor(Signal::SIGHUP)?;
+            } else {
+                spawned = Some(self.spawn_supervisor(supervisor_command)?);
+            }
+        }
+        for service in &wanted {
+            progress.step(
+                *service,
+                if to_start.contains(service) {
+                    "starting"
+                } else {
+                    "checking"
+                },
+            );
+        }
+        let waited = self.wait_healthy(&wanted, spawned.as_mut(), progress);
+        if let Err(error) = waited {
+            // Leave nothing half-running: undo what this call started.
+            if spawned.is_some() {
+                let _ = self.stop_supervisor();
+            } else if !to_start.is_empty() {
+                plan.services.retain(|s, _| !to_start.contains(s));
+                let _ = supervisor::write_json(&supervisor::plan_file(&self.layout), &plan);
+                let _ = self.signal_supervisor(Signal::SIGHUP);
+            }
+            return Err(error);
+        }
+        crate::compose::record_runtime(&self.layout.project, crate::compose::RuntimeKind::Native)?;
+        Ok(report)
+    }
+
+    fn prepare_postgres(
+        &self,
+        bins: &PostgresBinaries,
+        progress: &dyn Progress,
+        report: &mut UpReport,
+    ) -> Result<ServicePlan> {
+        if postgres::check_data_dir(&self.layout)? == DataDir::Missing {
+            progress.step(Service::Postgres, "initialising the cluster (initdb)");
+            let env = &self.loaded.infra.env;
+            postgres::initdb(
+                bins,
+                &self.layout,
+                &env.postgres_user,
+                &env.postgres_password,
+            )?;
+        }
+        if let Some(holder) = postgres::clear_foreign_lock(&self.layout) {
+            report.notes.push(format!(
+                "removed a stale postmaster.pid that named {holder}, which is not PostgreSQL"
+            ));
+        }
+        postgres::install_config(&self.loaded.project.path(POSTGRES_CONF), &self.layout)?;
+        let port = self.port(Service::Postgres);
+        let (program, args) = postgres::server_args(bins, &self.layout, port);
+        Ok(ServicePlan {
+            program,
+            args,
+            cwd: self.layout.postgres_home.clone(),
+            run_as: self.layout.server_user.as_ref().map(|u| (u.uid, u.gid)),
+            log: self.log_path(Service::Postgres),
+            generation: 0,
+        })
+    }
+
+    fn prepare_redis(&self, bins: &RedisBinaries) -> Result<ServicePlan> {
+        let stale = redis::pid_file(&self.layout);
+        if stale.exists() && redis::running(&self.layout).is_none() {
+            let _ = fs::remove_file(&stale);
+        }
+        let (program, args) = redis::server_args(
+            bins,
+            &self.layout,
+            &self.loaded.project.path(REDIS_CONF),
+            self.port(Service::Redis),
+        );
+        Ok(ServicePlan {
+            program,
+            args,
+            cwd: self.layout.redis_dir.clone(),
+            run_as: None,
+            log: self.log_path(Service::Redis),
+            generation: 0,
+        })
+    }
+
+    fn spawn_supervisor(&self, command: &SupervisorCommand) -> Result<std::process::Child> {
+        let log_path = self.layout.log("supervisor");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(RuntimeError::io("cannot open the supervisor log"))?;
+        let err = log
+            .file()
+            .try_clone()
+            .map_err(RuntimeError::io("cannot open the supervisor log"))?;
+        Command::new(&command.program)
+            .args(&command.args)
+            .stdin(Stdio::null())
+            .stdout(log.into_file())
+            .stderr(err)
+            .spawn()
+            .map_err(RuntimeError::io(format!(
+                "cannot start the supervisor ({})",
+                command.program.display()
+            )))
+    }
+
+    fn supervisor_pid(&self) -> Option<Pid> {
+        let pid: u32 = std::fs::read_to_string(supervisor::pid_file(&self.layout))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        // Only ever signal a process that is nanika's supervisor.
+        let ours = procfs::cmdline(pid).is_some_and(|c| c.iter().any(|a| a == "__supervise"));
+        ours.then(|| Pid::from_raw(pid as i32))
+    }
+
+    fn signal_supervisor(&self, signal: Signal) -> Result<()> {
+        let pid = self.supervisor_pid().ok_or_else(|| {
+            RuntimeError::Other(
+                "the supervisor's pid file does not name a nanika supervisor".into(),
+            )
+        })?;
+        kill(pid, signal)
+            .map_err(|e| RuntimeError::Other(format!("cannot signal the supervisor: {e}")))
+    }
+
+    fn stop_supervisor(&self) -> Result<()> {
+        if !supervisor::is_running(&self.layout) {
+            return Ok(());
+        }
+        self.signal_supervisor(Signal::SIGTERM)?;
+        let deadline = Instant::now() + DOWN_TIMEOUT;
+        let mut pause = Duration::from_millis(5);
+        while supervisor::is_running(&self.layout) {
+            if Instant::now() > deadline {
+                return Err(RuntimeError::Other(
+                    "the supervisor did not stop the servers in time".into(),
+                ));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// Servers of this project still running without a supervisor (it was killed): stops them
+    /// gracefully so `up` can start them cleanly under a new one.
+    fn stop_unsupervised(&self) -> Result<Vec<String>> {
+        let mut notes = Vec::new();
+        let mut targets = Vec::new();
+        if let Postmaster::Running(pid) = postgres::postmaster(&self.layout) {
+            targets.push((Service::Postgres, pid, Signal::SIGINT));
+        }
+        if let Some(pid) = redis::running(&self.layout) {
+            targets.push((Service::Redis, pid, Signal::SIGTERM));
+        }
+        for (service, pid, signal) in &targets {
+            notes.push(format!(
+                "{service} (pid {pid}) was running without its supervisor; restarted it cleanly"
+            ));
+            let _ = kill(Pid::from_raw(*pid as i32), *signal);
+        }
+        for (service, pid, _) in targets {
+            let deadline = Instant::now() + DOWN_TIMEOUT;
+            let mut pause = Duration::from_millis(5);
+            while procfs::is_alive(pid) {
+                if Instant::now() > deadline {
+                    return Err(RuntimeError::Other(format!(
+                        "{service} (pid {pid}) did not stop"
+                    )));
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+        }
+        Ok(notes)
+    }
+
+    fn probe(&self, prober: &Prober, service: Service) -> std::result::Result<(), ProbeError> {
+        let timeout = Duration::from_secs(2);
+        match service {
+            Service::Postgres => match prober.postgres(&self.postgres_target(), timeout) {
+                Err(ProbeError::NoDatabase) => {
+                    prober.ensure_database(&self.postgres_target(), timeout)?;
+                    prober.postgres(&self.postgres_target(), timeout)
+                }
+                other => other,
+            },
+            Service::Redis => crate::health::redis_ping(
+                self.port(Service::Redis),
+                self.loaded.infra.redis.requirepass.as_ref(),
+                timeout,
+            ),
+        }
+    }
+
+    fn wait_healthy(
+        &self,
+        services: &[Service],
+        mut spawned: Option<&mut std::process::Child>,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let prober = Prober::new().map_err(RuntimeError::io("cannot start the health checks"))?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut pending: Vec<Service> = services.to_vec();
+        let mut pause = Duration::from_millis(5);
+        let restarts_before = self
+            .read_status()
+            .map(|s| s.services.values().map(|r| r.restarts).sum::<u32>())
+            .unwrap_or(0);
+        while !pending.is_empty() {
+            let mut still = Vec::new();
+            for service in pending {
+                match self.probe(&prober, service) {
+                    Ok(()) => progress.step(service, "healthy"),
+                    Err(ProbeError::Auth) => {
+                        return Err(self.start_failed(service, "the server refused the password in .env (it was set when the data directory was created; change it with ALTER ROLE, or remove the state with `nanika down --volumes`)".into()));
+                    }
+                    Err(_) => still.push(service),
+                }
+            }
+            pending = still;
+            if pending.is_empty() {
+                break;
+            }
+            if let Some(child) = spawned.as_deref_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                let tail = logs::tail(&self.layout.log("supervisor"), LOG_TAIL_LINES);
+                return Err(RuntimeError::StartFailed {
+                    service: pending[0],
+                    reason: format!("the supervisor exited ({status})"),
+                    log: self.layout.log("supervisor"),
+                    log_tail: tail,
+                });
+            }
+            // A server that keeps dying while starting will not get healthy by waiting.
+            if let Some(status) = self.read_status() {
+                let restarts: u32 = status.services.values().map(|r| r.restarts).sum();
+                if restarts >= restarts_before + 3 {
+                    let service = pending[0];
+                    let how = status
+                        .services
+                        .get(&service)
+                        .and_then(|r| r.last_exit.clone())
+                        .unwrap_or_else(|| "it keeps exiting".into());
+                    return Err(self.start_failed(service, how));
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(self.start_failed(
+                    pending[0],
+                    format!("it did not answer within {} s", READY_TIMEOUT.as_secs()),
+                ));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 3 / 2).min(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    fn start_failed(&self, service: Service, reason: String) -> RuntimeError {
+        let log = self.log_path(service);
+        RuntimeError::StartFailed {
+            service,
+            reason,
+            log_tail: logs::tail(&log, LOG_TAIL_LINES),
+            log,
+        }
+    }
+
+    fn read_status(&self) -> Option<Status> {
+        supervisor::read_json(&supervisor::status_file(&self.layout))
+    }
+
+    /// Stops everything gracefully; nothing nanika started outlives it.
+    pub fn down(&self, progress: &dyn Progress) -> Result<Vec<String>> {
+        let _lock = self.lock(progress)?;
+        if supervisor::is_running(&self.layout) {
+            for service in Service::ALL {
+                progress.step(service, "stopping");
+            }
+            self.stop_supervisor()?;
+        }
+        let notes = self.stop_unsupervised()?;
+        let _ = fs::remove_file(supervisor::plan_file(&self.layout));
+        for service in Service::ALL {
+            progress.step(service, "stopped");
+        }
+        Ok(notes)
+    }
+
+    /// Removes the project's state (`down --volumes`, after the caller confirmed): `.nanika/`
+    /// and, if PostgreSQL's state is external, that directory. Returns what it removed.
+    pub fn remove_state(&self, progress: &dyn Progress) -> Result<Vec<PathBuf>> {
+        self.down(progress)?;
+        let mut removed = Vec::new();
+        for path in self.layout.removable() {
+            match fs::remove_dir_all(&path) {
+                Ok(()) => removed.push(path),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(RuntimeError::io(format!(
+                        "cannot remove {}",
+                        path.display()
+                    ))(e));
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Restarts `services` (all running ones when empty) and waits until they are healthy again.
+    pub fn restart(
+        &self,
+        services: &[Service],
+        supervisor_command: &SupervisorCommand,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        if !supervisor::is_running(&self.layout) {
+            self.up(services, supervisor_command, progress)?;
+            return Ok(());
+        }
+        let _lock = self.lock(progress)?;
+        let mut plan: Plan =
+            supervisor::read_json(&supervisor::plan_file(&self.layout)).unwrap_or_default();
+        let targets: Vec<Service> = if services.is_empty() {
+            plan.services.keys().copied().collect()
+        } else {
+            services.to_vec()
+        };
+        for service in &targets {
+            match plan.services.get_mut(service) {
+                Some(entry) => entry.generation += 1,
+                None => {
+                    return Err(RuntimeError::Other(format!(
+                        "{service} is not running; start it with `nanika up {service}`"
+                    )));
+                }
+            }
+            progress.step(*service, "restarting");
+        }
+        if targets.contains(&Service::Postgres) {
+            postgres::install_config(&self.loaded.project.path(POSTGRES_CONF), &self.layout)?;
+        }
+        supervisor::write_json(&supervisor::plan_file(&self.layout), &plan)?;
+        self.signal_supervisor(Signal::SIGHUP)?;
+        // The supervisor restarts asynchronously: wait until the old processes are gone first.
+        let old: Vec<u32> = self
+            .read_status()
+            .map(|s| {
+                targets
+                    .iter()
+                    .filter_map(|t| s.services.get(t).and_then(|r| r.pid))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let deadline = Instant::now() + DOWN_TIMEOUT;
+        while old.iter().any(|pid| procfs::is_alive(*pid)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.wait_healthy(&targets, None, progress)
+    }
+
+    /// The state of each service, checked with a real query.
+    pub fn status(&self) -> Vec<ServiceStatus> {
+        let supervised = supervisor::is_running(&self.layout);
+        let status = if supervised { self.read_status() } else { None };
+        let plan: Plan = if supervised {
+            supervisor::read_json(&supervisor::plan_file(&self.layout)).unwrap_or_default()
+        } else {
+            Plan::default()
+        };
+        let prober = Prober::new().ok();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Service::ALL
+            .iter()
+            .map(|&service| {
+                let report = status.as_ref().and_then(|s| s.services.get(&service));
+                let unsupervised_pid = match service {
+                    Service::Postgres => match postgres::postmaster(&self.layout) {
+                        Postmaster::Running(pid) => Some(pid),
+                        _ => None,
+                    },
+                    Service::Redis => redis::running(&self.layout),
+                };
+                let pid = report
+                    .and_then(|r| r.pid)
+                    .filter(|p| procfs::is_alive(*p))
+                    .or(if supervised { None } else { unsupervised_pid });
+                let answers = pid.is_some()
+                    && prober
+                        .as_ref()
+                        .is_some_and(|p| self.probe(p, service).is_ok());
+                let state = match (
+                    supervised && plan.services.contains_key(&service),
+                    pid,
+                    answers,
+                ) {
+                    (true, Some(_), true) => ServiceState::Healthy,
+                    (true, Some(_), false) => ServiceState::Starting,
+                    (true, None, _) => ServiceState::Crashed,
+                    (false, Some(_), _) => ServiceState::Unsupervised,
+                    (false, None, _) => ServiceState::Stopped,
+                };
+                let version = match service {
+                    Service::Postgres => binaries::find_postgres(&self.search)
+                        .ok()
+                        .map(|b| b.version),
+                    Service::Redis => binaries::find_redis(&self.search).ok().map(|b| b.version),
+                };
+                ServiceStatus {
+                    service,
+                    state,
+                    pid,
+                    port: self.port(service),
+                    uptime_secs: report
+                        .filter(|_| pid.is_some())
+                        .and_then(|r| r.started_at)
+                        .map(|t| now.saturating_sub(t)),
+                    version,
+                    restarts: report.map_or(0, |r| r.restarts),
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,120 @@
+//! The servers' logs: written by the supervisor line by line, rotated by size so that a chatty
+//! server (`log_statement = 'mod'` under load writes megabytes a second) cannot fill the disk.
+
+use fs_err as fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// The size at which a log is rotated.
+pub const MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
+/// How many rotated files are kept (`x.log.1` … `x.log.N`), so a log takes at most (N+1)×10 MiB.
+pub const KEPT_ROTATIONS: u32 = 2;
+
+/// A log file that rotates itself.
+pub struct RotatingLog {
+    path: PathBuf,
+    file: fs::File,
+    size: u64,
+    max_bytes: u64,
+}
+
+impl RotatingLog {
+    /// Opens (appends to) `path`, owner-only.
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        Self::with_limit(path, MAX_LOG_BYTES)
+    }
+
+    /// Opens `path` with another rotation size (tests use a small one).
+    pub fn with_limit(path: &Path, max_bytes: u64) -> std::io::Result<Self> {
+        let file = Self::open_file(path)?;
+        let size = file.metadata()?.len();
+        Ok(RotatingLog {
+            path: path.to_path_buf(),
+            file,
+            size,
+            max_bytes,
+        })
+    }
+
+    fn open_file(path: &Path) -> std::io::Result<fs::File> {
+        let mut options = fs::OpenOptions::new();
+        options.create(true).append(true);
+        fs_err::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(path)
+    }
+
+    /// Appends one line.
+    pub fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
+        if self.size + line.len() as u64 > self.max_bytes && self.size > 0 {
+            self.rotate()?;
+        }
+        self.file.write_all(line)?;
+        if !line.ends_with(b"\n") {
+            self.file.write_all(b"\n")?;
+        }
+        self.size += line.len() as u64 + 1;
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let numbered = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
+        for n in (1..KEPT_ROTATIONS).rev() {
+            let _ = fs::rename(numbered(n), numbered(n + 1));
+        }
+        fs::rename(&self.path, numbered(1))?;
+        self.file = Self::open_file(&self.path)?;
+        self.size = 0;
+        Ok(())
+    }
+
+    /// Copies `reader` into the log line by line until it ends (a child's stdout or stderr).
+    pub fn pump(mut self, reader: impl Read) {
+        let mut reader = BufReader::new(reader);
+        let mut line = Vec::new();
+        while let Ok(n) = reader.read_until(b'\n', &mut line) {
+            if n == 0 || self.write_line(&line).is_err() {
+                break;
+            }
+            line.clear();
+        }
+    }
+}
+
+/// The last `count` lines of a log (empty when there is none).
+pub fn tail(path: &Path, count: usize) -> Vec<String> {
+    let Ok(text) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(count)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_rotate_and_stay_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        let mut log = RotatingLog::with_limit(&path, 100).unwrap();
+        for i in 0..100 {
+            log.write_line(format!("line {i:03} of the log\n").as_bytes())
+                .unwrap();
+        }
+        let total: u64 = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(
+            total <= 100 * u64::from(KEPT_ROTATIONS + 1),
+            "{total} bytes kept"
+        );
+        assert_eq!(tail(&path, 1), ["line 099 of the log"]);
+        assert!(dir.path().join("x.log.2").exists() && !dir.path().join("x.log.3").exists());
+    }
+}

@@ -1,0 +1,10 @@
+//! The native runtime: the host's own servers, supervised, with their state under `.nanika/`.
+
+pub mod binaries;
+pub mod control;
+pub mod layout;
+pub mod logs;
+pub mod postgres;
+pub mod procfs;
+pub mod redis;
+pub mod supervisor;

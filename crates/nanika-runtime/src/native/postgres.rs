@@ -1,0 +1,256 @@
+//! PostgreSQL under the native runtime: the data directory's checks, `initdb`, and the server's
+//! command line (the committed config plus only the overrides native needs).
+
+use super::binaries::{POSTGRES_MAJOR, PostgresBinaries};
+use super::layout::StateLayout;
+use super::procfs;
+use crate::error::{Result, RuntimeError};
+use fs_err as fs;
+use nanika_config::Secret;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// What the data directory holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataDir {
+    /// Nothing yet: `initdb` must run.
+    Missing,
+    /// A PostgreSQL 15 cluster PostgreSQL will accept.
+    Ready,
+}
+
+/// Checks the data directory: the right major version, the right owner and permissions.
+/// Never changes it: a directory nanika did not expect is reported, not repaired or re-initialised.
+pub fn check_data_dir(layout: &StateLayout) -> Result<DataDir> {
+    let data = layout.postgres_data();
+    let meta = match fs::metadata(&data) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(DataDir::Missing),
+        Err(e) => {
+            return Err(RuntimeError::io(format!("cannot read {}", data.display()))(
+                e,
+            ));
+        }
+    };
+    let version = fs::read_to_string(data.join("PG_VERSION"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default();
+    if version.is_empty() {
+        return Err(RuntimeError::DataDirPermissions {
+            path: data.clone(),
+            problem: "exists but holds no PostgreSQL cluster (no PG_VERSION)".into(),
+            fix: format!(
+                "mv {} {}.unknown  # keep it, then `nanika up` initialises a fresh one",
+                data.display(),
+                data.display()
+            ),
+        });
+    }
+    if version != POSTGRES_MAJOR.to_string() {
+        return Err(RuntimeError::DataDirVersion {
+            path: data,
+            found: version,
+            expected: POSTGRES_MAJOR,
+        });
+    }
+    let (uid, name) = match &layout.server_user {
+        Some(user) => (user.uid, user.name.clone()),
+        None => (nix::unistd::Uid::effective().as_raw(), "you".to_string()),
+    };
+    if meta.uid() != uid {
+        return Err(RuntimeError::DataDirPermissions {
+            path: data.clone(),
+            problem: format!(
+                "is owned by uid {}, but PostgreSQL runs as {name} (uid {uid})",
+                meta.uid()
+            ),
+            fix: format!("chown -R {uid} {}", data.display()),
+        });
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode != 0o700 && mode != 0o750 {
+        return Err(RuntimeError::DataDirPermissions {
+            path: data.clone(),
+            problem: format!("has permissions {mode:04o}; PostgreSQL accepts only 0700 or 0750"),
+            fix: format!("chmod 700 {}", data.display()),
+        });
+    }
+    Ok(DataDir::Ready)
+}
+
+fn as_server_user(command: &mut Command, layout: &StateLayout) {
+    if let Some(user) = &layout.server_user {
+        // std also drops root's supplementary groups when it sets the uid.
+        command.uid(user.uid).gid(user.gid);
+    }
+}
+
+/// Initialises the cluster: UTF-8 without a host-dependent locale, scram-sha-256 for every
+/// connection, the app user (from `.env`) as its owner, as the postgres image does. Writes into
+/// a scratch directory that is renamed into place only when complete, so an interrupted `initdb`
+/// leaves nothing that could be mistaken for a cluster.
+pub fn initdb(
+    binaries: &PostgresBinaries,
+    layout: &StateLayout,
+    user: &str,
+    password: &Secret,
+) -> Result<()> {
+    let scratch = layout.postgres_data_in_progress();
+    if scratch.exists() {
+        // Only an interrupted initdb writes here; it never holds user data.
+        fs::remove_dir_all(&scratch).map_err(RuntimeError::io(format!(
+            "cannot remove {}",
+            scratch.display()
+        )))?;
+    }
+    let pwfile = layout.postgres_home.join(".initdb-password");
+    {
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        fs_err::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options
+            .open(&pwfile)
+            .or_else(|_| {
+                let _ = fs::remove_file(&pwfile);
+                options.open(&pwfile)
+            })
+            .map_err(RuntimeError::io(format!(
+                "cannot write {}",
+                pwfile.display()
+            )))?;
+        std::io::Write::write_all(&mut file, password.expose().as_bytes())
+            .map_err(RuntimeError::io("cannot write the initdb password file"))?;
+    }
+    layout.give_file_to_server(&pwfile)?;
+    let mut command = Command::new(binaries.tool("initdb"));
+    command
+        .arg("-D")
+        .arg(&scratch)
+        .args([
+            "--username",
+            user,
+            "--auth",
+            "scram-sha-256",
+            "--encoding",
+            "UTF8",
+            "--no-locale",
+            "--no-instructions",
+        ])
+        .arg(format!("--pwfile={}", pwfile.display()))
+        .current_dir(&layout.postgres_home)
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null());
+    as_server_user(&mut command, layout);
+    let output = command.output();
+    let _ = fs::remove_file(&pwfile);
+    let output = output.map_err(RuntimeError::io(format!(
+        "cannot run {}",
+        binaries.tool("initdb").display()
+    )))?;
+    if !output.status.success() {
+        return Err(RuntimeError::Command {
+            command: format!(
+                "initdb -D {} --username {user} --auth scram-sha-256",
+                scratch.display()
+            ),
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    fs::rename(&scratch, layout.postgres_data())
+        .map_err(RuntimeError::io("cannot move the new cluster into place"))
+}
+
+/// Copies the committed `postgresql.conf` to where the server user can read it.
+pub fn install_config(project_conf: &Path, layout: &StateLayout) -> Result<()> {
+    let target = layout.postgres_conf();
+    let temp = target.with_extension("conf.tmp");
+    fs::copy(project_conf, &temp).map_err(RuntimeError::io(format!(
+        "cannot copy {}",
+        project_conf.display()
+    )))?;
+    fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600))
+        .map_err(RuntimeError::io("cannot set permissions"))?;
+    layout.give_file_to_server(&temp)?;
+    fs::rename(&temp, &target).map_err(RuntimeError::io(format!(
+        "cannot write {}",
+        target.display()
+    )))
+}
+
+/// The server's program and arguments: the committed config, plus data directory, port,
+/// loopback-only listening and the socket directory.
+pub fn server_args(
+    binaries: &PostgresBinaries,
+    layout: &StateLayout,
+    port: u16,
+) -> (std::path::PathBuf, Vec<String>) {
+    let args = vec![
+        "-D".into(),
+        layout.postgres_data().display().to_string(),
+        "-c".into(),
+        format!("config_file={}", layout.postgres_conf().display()),
+        "-c".into(),
+        format!("port={port}"),
+        "-c".into(),
+        "listen_addresses=127.0.0.1".into(),
+        "-c".into(),
+        format!(
+            "unix_socket_directories={}",
+            layout.postgres_socket_dir(port).display()
+        ),
+    ];
+    (binaries.tool("postgres"), args)
+}
+
+/// What `postmaster.pid` says about a server on this data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Postmaster {
+    /// No lock file, or one whose process is gone.
+    NotRunning,
+    /// A postmaster of this data directory runs with this pid.
+    Running(u32),
+    /// The lock file names a live process that is not a postmaster of this data directory.
+    Foreign(u32),
+}
+
+/// Reads `postmaster.pid` and checks the process it names.
+pub fn postmaster(layout: &StateLayout) -> Postmaster {
+    let data = layout.postgres_data();
+    let Ok(text) = std::fs::read_to_string(data.join("postmaster.pid")) else {
+        return Postmaster::NotRunning;
+    };
+    let Some(pid) = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<u32>().ok())
+    else {
+        return Postmaster::NotRunning;
+    };
+    if !procfs::is_alive(pid) {
+        return Postmaster::NotRunning;
+    }
+    let is_postgres =
+        procfs::cmdline(pid).is_some_and(|c| c.first().is_some_and(|p| p.contains("postgres")));
+    let here =
+        procfs::cwd(pid).is_some_and(|cwd| std::fs::canonicalize(&data).is_ok_and(|d| d == cwd));
+    if is_postgres && here {
+        Postmaster::Running(pid)
+    } else {
+        Postmaster::Foreign(pid)
+    }
+}
+
+/// Removes a `postmaster.pid` that names a live process which is not PostgreSQL (PostgreSQL itself
+/// would refuse to start, thinking another server runs). Returns that process, described.
+pub fn clear_foreign_lock(layout: &StateLayout) -> Option<String> {
+    match postmaster(layout) {
+        Postmaster::Foreign(pid) => {
+            let _ = fs::remove_file(layout.postgres_data().join("postmaster.pid"));
+            Some(procfs::describe(pid))
+        }
+        _ => None,
+    }
+}
