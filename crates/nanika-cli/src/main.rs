@@ -16,6 +16,10 @@ use error::CliResult;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Messages name paths and commands that must stay whole to be copied: no wrapping.
+    let _ = miette::set_hook(Box::new(|_| {
+        Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())
+    }));
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

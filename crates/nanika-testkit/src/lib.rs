@@ -20,6 +20,16 @@ impl TempProject {
         }
     }
 
+    /// An empty project directory inside `parent`.
+    pub fn inside(parent: &Path) -> Self {
+        TempProject {
+            dir: tempfile::Builder::new()
+                .prefix("nanika-test-")
+                .tempdir_in(parent)
+                .expect("create a temp dir"),
+        }
+    }
+
     /// The project's root.
     pub fn root(&self) -> &Path {
         self.dir.path()

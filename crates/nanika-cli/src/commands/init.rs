@@ -48,7 +48,7 @@ pub fn run(dir: Option<&PathBuf>, force: bool) -> CliResult {
 
 /// Writes `contents` to a temporary file beside `path`, then renames it over `path`, so a crash
 /// leaves either the old file or the new one, never half of one.
-fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> CliResult {
+pub(crate) fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> CliResult {
     let fail = |e: std::io::Error| {
         CliError::failure(format!("cannot write {}", path.display())).caused_by(e)
     };
@@ -101,4 +101,18 @@ fn ensure_gitignore(path: &Path) -> CliResult<Vec<&'static str>> {
     }
     write_atomically(path, text.as_bytes(), 0o644)?;
     Ok(missing)
+}
+
+/// Creates `.env` from `.env.example` (mode 0600) when the project has none yet, as the first
+/// `nanika up` does. Returns whether it did.
+pub fn ensure_dotenv(root: &Path) -> CliResult<bool> {
+    let env = root.join(ENV_FILE);
+    let example = root.join(ENV_EXAMPLE);
+    if env.exists() || !example.exists() {
+        return Ok(false);
+    }
+    let text = fs::read(&example)
+        .map_err(|e| CliError::failure("cannot read .env.example").caused_by(e))?;
+    write_atomically(&env, &text, 0o600)?;
+    Ok(true)
 }

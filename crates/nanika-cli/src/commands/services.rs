@@ -106,7 +106,11 @@ pub fn up(
     services: Vec<Service>,
     attach: bool,
 ) -> CliResult {
-    let loaded = context::load(project_dir)?;
+    let project = context::project(project_dir)?;
+    if super::init::ensure_dotenv(project.root())? {
+        eprintln!("wrote .env from .env.example (mode 0600); edit it, not the example");
+    }
+    let loaded = project.load(&context::process_env())?;
     require_valid_config(&loaded)?;
     if runtime_for(&loaded, runtime, true)? == RuntimeKind::Docker {
         let compose = Compose::new(loaded.project.root());
