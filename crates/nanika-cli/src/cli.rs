@@ -118,6 +118,21 @@ pub enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// The database: migrations, seed data, psql, backups and restores, maintenance.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// Redis: redis-cli, keys, INFO, flush, TTL audit.
+    #[command(subcommand)]
+    Redis(RedisCommand),
+    /// Copy the Redis sessions into PostgreSQL and back.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+    /// Check everything the spec's troubleshooting checks, and say how to fix what is wrong.
+    Doctor {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Runs the supervisor (started by `nanika up`; not for direct use).
     #[command(name = "__supervise", hide = true)]
     Supervise,
@@ -161,5 +176,162 @@ pub enum ConfigCommand {
         /// Print the settings as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `nanika db …`.
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Apply the pending migrations in migrations/ (or list them with --dry-run).
+    Migrate {
+        /// What else to do with migrations.
+        #[command(subcommand)]
+        action: Option<MigrateAction>,
+        /// List what would be applied, apply nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Add the development data (users alice, bob, carol; a lobby; messages); running it again changes nothing.
+    Seed {
+        /// Also add this many load users (password `load-password`).
+        #[arg(long, default_value_t = 0)]
+        users: u64,
+        /// Also add this many load messages.
+        #[arg(long, default_value_t = 0)]
+        messages: u64,
+    },
+    /// Drop the app database, recreate it, migrate and seed; asks first.
+    Reset {
+        /// Do not ask.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Open psql on the app database (arguments after -- go to psql).
+    Psql {
+        /// Arguments for psql.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// VACUUM ANALYZE, then advice on missing indexes and bloat.
+    Maintain {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Back up the app database with pg_dump (default: backups/DB-TIMESTAMP.dump).
+    Backup {
+        /// Where to write it.
+        #[arg(long, short = 'o')]
+        output: Option<std::path::PathBuf>,
+        /// custom (pg_dump -Fc), sql (plain, as the spec's backup.sql) or directory.
+        #[arg(long, value_enum, default_value_t = FormatArg::Custom)]
+        format: FormatArg,
+        /// Parallel jobs (directory format).
+        #[arg(long, default_value_t = 1)]
+        jobs: u32,
+    },
+    /// Restore a backup (custom, directory or SQL; detected) into the app database.
+    Restore {
+        /// The backup.
+        path: std::path::PathBuf,
+        /// Replace a database that is not empty (asks first, takes a safety backup).
+        #[arg(long)]
+        clean: bool,
+        /// Restore into a scratch database and compare per-table row counts with the current database.
+        #[arg(long)]
+        verify: bool,
+        /// Parallel jobs (custom and directory formats).
+        #[arg(long, default_value_t = 1)]
+        jobs: u32,
+        /// Do not ask.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+/// `nanika db migrate …`.
+#[derive(Debug, Subcommand)]
+pub enum MigrateAction {
+    /// List every migration and whether it is applied.
+    Status {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create an empty migration file.
+    New {
+        /// What it does, e.g. add_friends.
+        name: String,
+    },
+}
+
+/// A backup format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatArg {
+    /// pg_dump's custom format.
+    Custom,
+    /// Plain SQL.
+    Sql,
+    /// A directory.
+    Directory,
+}
+
+/// `nanika redis …`.
+#[derive(Debug, Subcommand)]
+pub enum RedisCommand {
+    /// Open redis-cli on the project's Redis (arguments after -- go to redis-cli).
+    Cli {
+        /// Arguments for redis-cli.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// List keys matching PATTERN with SCAN (never KEYS, which blocks a large keyspace).
+    Keys {
+        /// A glob pattern.
+        #[arg(default_value = "*")]
+        pattern: String,
+        /// Stop after this many keys.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print INFO [SECTION].
+    Info {
+        /// e.g. memory, stats, persistence.
+        section: Option<String>,
+    },
+    /// Delete every key (FLUSHALL), after saving a snapshot; asks first.
+    Flush {
+        /// Do not ask.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Keys without a TTL by prefix, the biggest keys, and evictions.
+    TtlAudit {
+        /// Look at this many keys at most.
+        #[arg(long, default_value_t = 100_000)]
+        limit: usize,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `nanika sessions …`.
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// Copy the session keys, with their remaining TTL, into session_backups.
+    Backup {
+        /// The session key prefix.
+        #[arg(long, default_value = "sess:")]
+        prefix: String,
+    },
+    /// Put back the backed-up sessions that have not expired.
+    Restore {
+        /// The session key prefix.
+        #[arg(long, default_value = "sess:")]
+        prefix: String,
     },
 }

@@ -26,6 +26,14 @@ pub fn run(dir: Option<&PathBuf>, force: bool) -> CliResult {
         write_atomically(&root.join(path), contents.as_bytes(), 0o644)?;
         crate::say!("wrote {path}");
     }
+    for (name, sql) in nanika_ops::migrate::INITIAL {
+        // Migrations are the project's own once written: never overwritten, even with --force.
+        let path = root.join("migrations").join(name);
+        if !path.exists() {
+            write_atomically(&path, sql.as_bytes(), 0o644)?;
+            crate::say!("wrote migrations/{name}");
+        }
+    }
     let env = root.join(ENV_FILE);
     if env.exists() {
         crate::say!("kept {ENV_FILE} (it is yours; compare it with {ENV_EXAMPLE})");

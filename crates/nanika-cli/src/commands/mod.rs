@@ -1,6 +1,9 @@
 //! One module a group of commands.
 
 pub mod config;
+pub mod db;
+pub mod doctor;
 pub mod env;
 pub mod init;
+pub mod redis_cmds;
 pub mod services;

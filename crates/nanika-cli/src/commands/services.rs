@@ -172,7 +172,7 @@ fn attach_logs(native: &Native<'_>) -> CliResult {
 }
 
 /// Asks before deleting data; without a terminal, `--yes` is required.
-fn confirm(question: &str, yes: bool) -> CliResult {
+pub fn confirm(question: &str, yes: bool) -> CliResult {
     if yes {
         return Ok(());
     }

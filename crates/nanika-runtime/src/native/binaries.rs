@@ -117,10 +117,13 @@ pub fn find_postgres(search: &BinarySearch) -> Result<PostgresBinaries> {
             continue;
         };
         if major(&version) == Some(POSTGRES_MAJOR) && dir.join("initdb").is_file() {
-            return Ok(PostgresBinaries {
-                bin_dir: dir.clone(),
-                version,
-            });
+            // A PATH directory may hold only links to some tools (postgres, initdb): the
+            // installation is where `postgres` really is, with pg_dump, psql and the rest.
+            let bin_dir = std::fs::canonicalize(&postgres)
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf))
+                .unwrap_or_else(|| dir.clone());
+            return Ok(PostgresBinaries { bin_dir, version });
         }
         wrong.get_or_insert(RuntimeError::WrongVersion {
             binary: postgres,

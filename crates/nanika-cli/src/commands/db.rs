@@ -1,0 +1,382 @@
+//! `nanika db …`: migrations, seed, reset, psql, maintain, backup and restore.
+
+use super::services::confirm;
+use crate::cli::{DbCommand, FormatArg, MigrateAction};
+use crate::context;
+use crate::error::{CliError, CliResult};
+use crate::output::print_table;
+use indicatif::{ProgressBar, ProgressStyle};
+use nanika_config::LoadedProject;
+use nanika_ops::dump::{self, Format, RestoreOptions};
+use nanika_ops::migrate::{self, State};
+use nanika_ops::{OpsError, maintain, pg, seed};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Turns an operation's error into the CLI's, keeping its hint.
+pub fn ops_error(error: OpsError) -> CliError {
+    let hint = error.hint();
+    let mut message = error.to_string();
+    let mut cause = std::error::Error::source(&error);
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if !message.contains(&text) {
+            message += &format!(": {text}");
+        }
+        cause = inner.source();
+    }
+    let cli = CliError::failure(message);
+    match hint {
+        Some(hint) => cli.hint(hint),
+        None => cli,
+    }
+}
+
+/// Runs async work on a small runtime of its own.
+pub fn block_on<F: Future>(work: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts")
+        .block_on(work)
+}
+
+fn postgres_binaries() -> CliResult<nanika_runtime::native::binaries::PostgresBinaries> {
+    nanika_runtime::native::binaries::find_postgres(&context::binary_search())
+        .map_err(super::services::runtime_error)
+}
+
+fn migrations_dir(loaded: &LoadedProject) -> PathBuf {
+    loaded.project.path("migrations")
+}
+
+/// `nanika db …`.
+pub fn run(project_dir: Option<&PathBuf>, command: DbCommand) -> CliResult<ExitCode> {
+    let loaded = context::load(project_dir)?;
+    let url = &loaded.infra.env.database_url;
+    match command {
+        DbCommand::Migrate {
+            action: Some(MigrateAction::New { name }),
+            ..
+        } => {
+            let path = migrate::new_migration(
+                &migrations_dir(&loaded),
+                &name,
+                &crate::clock::version_stamp(),
+            )
+            .map_err(ops_error)?;
+            crate::say!("created {}", path.display());
+        }
+        DbCommand::Migrate {
+            action: Some(MigrateAction::Status { json }),
+            ..
+        } => {
+            let statuses = block_on(async {
+                let mut conn = pg::connect(url, None).await?;
+                let statuses = migrate::status(&mut conn, &migrations_dir(&loaded)).await;
+                pg::close(conn).await;
+                statuses
+            })
+            .map_err(ops_error)?;
+            if json {
+                crate::say!(
+                    "{}",
+                    serde_json::to_string_pretty(&statuses).expect("serializes")
+                );
+            } else {
+                let rows: Vec<Vec<String>> = statuses
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s.version.to_string(),
+                            s.description.clone(),
+                            serde_json::to_value(&s.state)
+                                .ok()
+                                .and_then(|v| v.as_str().map(String::from))
+                                .unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                print_table(&["VERSION", "DESCRIPTION", "STATE"], &rows);
+            }
+            if statuses
+                .iter()
+                .any(|s| matches!(s.state, State::Modified | State::Missing | State::Dirty))
+            {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        DbCommand::Migrate {
+            action: None,
+            dry_run,
+        } => {
+            let applied = block_on(async {
+                let mut conn = pg::connect(url, None).await?;
+                let applied = migrate::run(&mut conn, &migrations_dir(&loaded), dry_run).await;
+                pg::close(conn).await;
+                applied
+            })
+            .map_err(ops_error)?;
+            let verb = if dry_run { "would apply" } else { "applied" };
+            if applied.is_empty() {
+                crate::say!("nothing to apply: the database is up to date");
+            }
+            for migration in applied {
+                crate::say!("{verb} {} {}", migration.version, migration.description);
+            }
+        }
+        DbCommand::Seed { users, messages } => {
+            let bar = (users + messages > 0 && std::io::stderr().is_terminal()).then(|| {
+                let bar = ProgressBar::new(users + messages);
+                bar.set_style(
+                    ProgressStyle::with_template("{bar:40} {pos}/{len} rows {per_sec}")
+                        .expect("valid template"),
+                );
+                bar
+            });
+            let report = block_on(async {
+                let mut conn = pg::connect(url, None).await?;
+                let report = if users + messages > 0 {
+                    seed::bulk(&mut conn, users, messages, &mut |done, _| {
+                        if let Some(bar) = &bar {
+                            bar.set_position(done);
+                        }
+                    })
+                    .await
+                } else {
+                    seed::seed(&mut conn).await
+                };
+                pg::close(conn).await;
+                report
+            })
+            .map_err(ops_error)?;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            crate::say!(
+                "added {} users, {} rooms, {} messages",
+                report.users,
+                report.rooms,
+                report.messages
+            );
+        }
+        DbCommand::Reset { yes } => {
+            confirm(
+                &format!(
+                    "drop database {} with all its data, then migrate and seed it again?",
+                    url.database
+                ),
+                yes,
+            )?;
+            block_on(reset(&loaded)).map_err(ops_error)?;
+            crate::say!("database {} recreated, migrated and seeded", url.database);
+        }
+        DbCommand::Psql { args } => {
+            let bins = postgres_binaries()?;
+            let mut command = std::process::Command::new(bins.tool("psql"));
+            command.args(&args);
+            for (key, value) in url.pg_env() {
+                command.env(key, value);
+            }
+            return exit_like(command.status(), "psql");
+        }
+        DbCommand::Maintain { json } => {
+            let advice = block_on(async {
+                let mut conn = pg::connect(url, None).await?;
+                let advice = maintain::maintain(&mut conn).await;
+                pg::close(conn).await;
+                advice
+            })
+            .map_err(ops_error)?;
+            if json {
+                crate::say!(
+                    "{}",
+                    serde_json::to_string_pretty(&advice).expect("serializes")
+                );
+            } else {
+                crate::say!("VACUUM ANALYZE done");
+                for item in &advice {
+                    crate::say!("{}: {}\n  fix: {}", item.table, item.seen, item.fix);
+                }
+                if advice.is_empty() {
+                    crate::say!("no advice: no table is scanned sequentially too often or bloated");
+                }
+            }
+        }
+        DbCommand::Backup {
+            output,
+            format,
+            jobs,
+        } => {
+            let format = match format {
+                FormatArg::Custom => Format::Custom,
+                FormatArg::Sql => Format::Sql,
+                FormatArg::Directory => Format::Directory,
+            };
+            let path = output.unwrap_or_else(|| {
+                dump::default_path(
+                    loaded.project.root(),
+                    &url.database,
+                    format,
+                    &crate::clock::file_stamp(),
+                )
+            });
+            let spinner = spinner(&format!(
+                "backing up {} to {}",
+                url.database,
+                path.display()
+            ));
+            let report = dump::backup(&postgres_binaries()?, url, &path, format, jobs);
+            spinner.finish_and_clear();
+            let report = report.map_err(ops_error)?;
+            crate::say!(
+                "wrote {} ({} bytes, {:.2} s)",
+                report.path.display(),
+                report.bytes,
+                report.seconds
+            );
+        }
+        DbCommand::Restore {
+            path,
+            clean,
+            verify,
+            jobs,
+            yes,
+        } => {
+            return restore(
+                &loaded,
+                &path,
+                RestoreOptions {
+                    clean,
+                    verify,
+                    jobs,
+                },
+                yes,
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn spinner(message: &str) -> ProgressBar {
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new_spinner()
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_message(message.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(80));
+    bar
+}
+
+/// Exits with the child's code, as the tool it wraps would have.
+pub fn exit_like(
+    status: std::io::Result<std::process::ExitStatus>,
+    what: &str,
+) -> CliResult<ExitCode> {
+    use std::os::unix::process::ExitStatusExt;
+    let status =
+        status.map_err(|e| CliError::failure(format!("cannot run {what}")).caused_by(e))?;
+    let code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1);
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+async fn reset(loaded: &LoadedProject) -> Result<(), OpsError> {
+    let url = &loaded.infra.env.database_url;
+    let name = pg::quote_ident(&url.database);
+    let mut admin = pg::connect(url, Some("postgres")).await?;
+    for sql in [
+        format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
+            url.database.replace('\'', "''")
+        ),
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .execute(&mut admin)
+            .await
+            .map_err(OpsError::sql(format!("`{sql}` failed")))?;
+    }
+    pg::close(admin).await;
+    let mut conn = pg::connect(url, None).await?;
+    migrate::run(&mut conn, &migrations_dir(loaded), false).await?;
+    seed::seed(&mut conn).await?;
+    pg::close(conn).await;
+    Ok(())
+}
+
+fn restore(
+    loaded: &LoadedProject,
+    path: &std::path::Path,
+    mut options: RestoreOptions,
+    yes: bool,
+) -> CliResult<ExitCode> {
+    let url = &loaded.infra.env.database_url;
+    let bins = postgres_binaries()?;
+    // Check the file before asking anything: a file that is no dump is refused outright.
+    dump::detect(path).map_err(ops_error)?;
+    if options.clean {
+        let tables = block_on(dump::table_count(url)).map_err(ops_error)?;
+        if tables > 0 {
+            confirm(
+                &format!(
+                    "replace database {} ({tables} tables) with {}? A safety backup is taken first",
+                    url.database,
+                    path.display()
+                ),
+                yes,
+            )?;
+            let safety = dump::default_path(
+                loaded.project.root(),
+                &format!("{}-before-restore", url.database),
+                Format::Custom,
+                &crate::clock::file_stamp(),
+            );
+            let report = dump::backup(&bins, url, &safety, Format::Custom, 1).map_err(ops_error)?;
+            crate::say!("safety backup: {}", report.path.display());
+        } else {
+            options.clean = false;
+        }
+    }
+    let spinner = spinner(&format!("restoring {}", path.display()));
+    let report = block_on(dump::restore(&bins, url, path, options));
+    spinner.finish_and_clear();
+    let report = report.map_err(ops_error)?;
+    let rows: i64 = report.tables.iter().map(|(_, n)| n).sum();
+    if report.replaced {
+        crate::say!(
+            "restored {} tables ({rows} rows) into {} in {:.2} s",
+            report.tables.len(),
+            url.database,
+            report.seconds
+        );
+    }
+    if options.verify {
+        if report.differences.is_empty() {
+            crate::say!(
+                "verified: every table of the backup has the row count of {}",
+                url.database
+            );
+        } else {
+            for (table, restored, current) in &report.differences {
+                crate::say!(
+                    "differs: {table}: {restored} rows in the backup, {current} in {}",
+                    url.database
+                );
+            }
+            if !report.replaced {
+                return Err(CliError::failure(format!(
+                    "the backup differs from {} in {} tables",
+                    url.database,
+                    report.differences.len()
+                )));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

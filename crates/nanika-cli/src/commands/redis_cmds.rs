@@ -1,0 +1,154 @@
+//! `nanika redis …` and `nanika sessions …`.
+
+use super::db::{block_on, exit_like, ops_error};
+use super::services::confirm;
+use crate::cli::{RedisCommand, SessionsCommand};
+use crate::context;
+use crate::error::CliResult;
+use crate::output::print_table;
+use nanika_ops::{pg, redis_admin, sessions};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// `nanika redis …`.
+pub fn run(project_dir: Option<&PathBuf>, command: RedisCommand) -> CliResult<ExitCode> {
+    let loaded = context::load(project_dir)?;
+    let url = &loaded.infra.env.redis_url;
+    if let RedisCommand::Cli { args } = &command {
+        let bins = nanika_runtime::native::binaries::find_redis(&context::binary_search())
+            .map_err(super::services::runtime_error)?;
+        let mut cli = std::process::Command::new(bins.cli());
+        cli.args([
+            "-h",
+            &url.host,
+            "-p",
+            &url.port.to_string(),
+            "-n",
+            &url.db.to_string(),
+        ]);
+        if !url.user.is_empty() {
+            cli.args(["--user", &url.user]);
+        }
+        if !url.password.is_empty() {
+            // Through the environment: a password on the command line shows in `ps`.
+            cli.env("REDISCLI_AUTH", url.password.expose());
+        }
+        cli.args(args);
+        return exit_like(cli.status(), "redis-cli");
+    }
+    let mut con = redis_admin::connect(url).map_err(ops_error)?;
+    match command {
+        RedisCommand::Cli { .. } => unreachable!("handled above"),
+        RedisCommand::Keys {
+            pattern,
+            limit,
+            json,
+        } => {
+            let keys = redis_admin::scan(&mut con, url, &pattern, limit).map_err(ops_error)?;
+            if json {
+                crate::say!(
+                    "{}",
+                    serde_json::to_string_pretty(&keys).expect("serializes")
+                );
+            } else {
+                for key in &keys {
+                    crate::say!("{key}");
+                }
+            }
+        }
+        RedisCommand::Info { section } => {
+            let info = redis_admin::info(&mut con, url, section.as_deref()).map_err(ops_error)?;
+            crate::say!("{}", info.trim_end().replace('\r', ""));
+        }
+        RedisCommand::Flush { yes } => {
+            confirm(
+                &format!("delete every key of the Redis at {url}? A snapshot is saved first"),
+                yes,
+            )?;
+            let report = redis_admin::flush(
+                &mut con,
+                url,
+                &loaded.project.path("backups"),
+                &crate::clock::file_stamp(),
+            )
+            .map_err(ops_error)?;
+            match &report.snapshot {
+                Some(path) => crate::say!(
+                    "flushed {} keys; the snapshot taken before is {}",
+                    report.keys_removed,
+                    path.display()
+                ),
+                None => crate::say!(
+                    "flushed {} keys; the server saved a snapshot before (on its own machine)",
+                    report.keys_removed
+                ),
+            }
+        }
+        RedisCommand::TtlAudit { limit, json } => {
+            let audit = redis_admin::ttl_audit(&mut con, url, limit).map_err(ops_error)?;
+            if json {
+                crate::say!(
+                    "{}",
+                    serde_json::to_string_pretty(&audit).expect("serializes")
+                );
+            } else {
+                crate::say!(
+                    "{} keys looked at; {} evicted since the server started",
+                    audit.scanned,
+                    audit.evicted_keys
+                );
+                crate::say!("\nkeys without a TTL, by prefix:");
+                print_table(
+                    &["PREFIX", "KEYS"],
+                    &audit
+                        .without_ttl
+                        .iter()
+                        .map(|(p, n)| vec![p.clone(), n.to_string()])
+                        .collect::<Vec<_>>(),
+                );
+                crate::say!("\nbiggest keys:");
+                print_table(
+                    &["KEY", "BYTES"],
+                    &audit
+                        .biggest
+                        .iter()
+                        .map(|(k, n)| vec![k.clone(), n.to_string()])
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `nanika sessions …`.
+pub fn sessions(project_dir: Option<&PathBuf>, command: SessionsCommand) -> CliResult<ExitCode> {
+    let loaded = context::load(project_dir)?;
+    let redis_url = &loaded.infra.env.redis_url;
+    let db_url = &loaded.infra.env.database_url;
+    let mut con = redis_admin::connect(redis_url).map_err(ops_error)?;
+    let report = block_on(async {
+        let mut conn = pg::connect(db_url, None).await?;
+        let report = match &command {
+            SessionsCommand::Backup { prefix } => {
+                sessions::backup(&mut con, redis_url, &mut conn, prefix).await
+            }
+            SessionsCommand::Restore { prefix } => {
+                sessions::restore(&mut con, redis_url, &mut conn, prefix).await
+            }
+        };
+        pg::close(conn).await;
+        report
+    })
+    .map_err(ops_error)?;
+    let verb = match command {
+        SessionsCommand::Backup { .. } => "backed up",
+        SessionsCommand::Restore { .. } => "restored",
+    };
+    crate::say!(
+        "{verb} {} sessions ({} skipped)",
+        report.copied,
+        report.skipped
+    );
+    Ok(ExitCode::SUCCESS)
+}

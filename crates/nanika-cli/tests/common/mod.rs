@@ -1,0 +1,230 @@
+//! The harness of the tests that run real servers: a project with its own free ports, whose
+//! servers are stopped (and whose state is removed) when the test ends, even when it fails.
+#![allow(dead_code)]
+
+use assert_cmd::Command;
+use nanika_testkit::{TempProject, free_port};
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+pub const PASSWORD: &str = "nanika_password";
+
+/// A project with its own ports; `down` (and the removal of external state) runs on drop.
+pub struct Stack {
+    pub project: TempProject,
+    /// Set when the project lives in a directory the server user cannot enter.
+    pub root: PathBuf,
+    pub pg_port: u16,
+    pub redis_port: u16,
+    _home: Option<tempfile::TempDir>,
+}
+
+impl Stack {
+    pub fn new() -> Self {
+        Self::in_project(TempProject::empty(), None)
+    }
+
+    /// A project inside a 0700 directory, as under /root.
+    pub fn in_closed_home() -> Self {
+        let home = tempfile::Builder::new()
+            .prefix("nanika-home-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let project = TempProject::inside(home.path());
+        Self::in_project(project, Some(home))
+    }
+
+    pub fn in_project(project: TempProject, home: Option<tempfile::TempDir>) -> Self {
+        let pg_port = free_port();
+        let redis_port = free_port();
+        let root = project.root().to_path_buf();
+        let stack = Stack {
+            project,
+            root,
+            pg_port,
+            redis_port,
+            _home: home,
+        };
+        stack.nanika().arg("init").assert().success();
+        stack.project.replace(
+            ".env",
+            "POSTGRES_PORT=5432",
+            &format!("POSTGRES_PORT={pg_port}"),
+        );
+        stack.project.replace(
+            ".env",
+            "REDIS_PORT=6379",
+            &format!("REDIS_PORT={redis_port}"),
+        );
+        stack.project.replace(
+            ".env",
+            "@localhost:5432/",
+            &format!("@localhost:{pg_port}/"),
+        );
+        stack.project.replace(
+            ".env",
+            "redis://localhost:6379",
+            &format!("redis://localhost:{redis_port}"),
+        );
+        stack
+    }
+
+    pub fn nanika(&self) -> Command {
+        let mut cmd = Command::cargo_bin("nanika").unwrap();
+        cmd.current_dir(&self.root)
+            .env("NANIKA_RUNTIME", "native")
+            .timeout(Duration::from_secs(150));
+        for var in [
+            "NANIKA_PROJECT_DIR",
+            "POSTGRES_PORT",
+            "REDIS_PORT",
+            "DATABASE_URL",
+            "REDIS_URL",
+            "POSTGRES_PASSWORD",
+            "NANIKA_PG_BIN_DIR",
+            "NANIKA_REDIS_BIN",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.nanika().args(args).output().unwrap()
+    }
+
+    pub fn up(&self) -> Output {
+        let output = self.run(&["up"]);
+        assert!(
+            output.status.success(),
+            "nanika up failed:\n{}",
+            text(&output)
+        );
+        output
+    }
+
+    pub fn status(&self) -> Value {
+        let output = self.run(&["ps", "--json"]);
+        assert!(output.status.success(), "{}", text(&output));
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    pub fn service(&self, name: &str) -> Value {
+        self.status()
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == name)
+            .unwrap()
+            .clone()
+    }
+
+    /// Runs SQL in the app database as the app user and returns its unaligned output.
+    pub fn psql(&self, sql: &str) -> String {
+        self.psql_in("nanika_game", sql)
+    }
+
+    /// Runs SQL in `database` as the app user and returns its unaligned output.
+    pub fn psql_in(&self, database: &str, sql: &str) -> String {
+        let port = self.pg_port.to_string();
+        let output = std::process::Command::new(format!("{PG_BIN}/psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "nanika_user",
+                "-d",
+                database,
+                "-Atc",
+                sql,
+            ])
+            .env("PGPASSWORD", PASSWORD)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "psql {sql}: {}", text(&output));
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    }
+
+    pub fn redis(&self, args: &[&str]) -> String {
+        let output = std::process::Command::new("redis-cli")
+            .args(["-p", &self.redis_port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "redis-cli {args:?}: {}",
+            text(&output)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    }
+
+    /// Processes whose command line or working directory is inside this project's state.
+    pub fn own_processes(&self) -> Vec<String> {
+        let state = self.root.join(".nanika");
+        let external = std::fs::read_link(state.join("postgres")).ok();
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+            if status.contains("State:\tZ") {
+                continue;
+            }
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let cwd = std::fs::read_link(entry.path().join("cwd")).unwrap_or_default();
+            let inside =
+                |p: &Path| cmdline.contains(&p.display().to_string()) || cwd.starts_with(p);
+            if inside(&state)
+                || inside(&self.root.join("docker"))
+                || external.as_deref().is_some_and(inside)
+            {
+                found.push(format!("{pid}: {cmdline}"));
+            }
+        }
+        found
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self.nanika().args(["down", "--volumes", "--yes"]).output();
+    }
+}
+
+pub fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Polls `check` on a short, growing interval until it holds or `limit` passes.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}

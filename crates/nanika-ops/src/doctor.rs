@@ -1,0 +1,480 @@
+//! `nanika doctor`: the spec's troubleshooting (pg_isready, logs, permissions, redis ping,
+//! INFO memory, CONFIG GET maxmemory, disk usage) and the known pains of such setups, each as a
+//! finding with what was seen and the fix.
+
+use crate::pg;
+use crate::redis_admin::{self, info_field};
+use nanika_config::LoadedProject;
+use nanika_config::project::{POSTGRES_CONF, REDIS_CONF};
+use nanika_runtime::native::binaries::{self, BinarySearch};
+use nanika_runtime::native::layout::StateLayout;
+use nanika_runtime::native::postgres::{self, Postmaster};
+use nanika_runtime::native::procfs;
+use nanika_runtime::native::redis as native_redis;
+use serde::Serialize;
+use std::path::Path;
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Fine.
+    Ok,
+    /// Works, but worth a look.
+    Warn,
+    /// Broken.
+    Fail,
+}
+
+/// One check's finding.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What was checked, e.g. `postgres.reachable`.
+    pub name: String,
+    /// How it came out.
+    pub verdict: Verdict,
+    /// What was seen.
+    pub seen: String,
+    /// What to do, when it is not ok.
+    pub fix: Option<String>,
+}
+
+fn ok(name: &str, seen: impl Into<String>) -> Check {
+    Check {
+        name: name.into(),
+        verdict: Verdict::Ok,
+        seen: seen.into(),
+        fix: None,
+    }
+}
+
+fn warn(name: &str, seen: impl Into<String>, fix: impl Into<String>) -> Check {
+    Check {
+        name: name.into(),
+        verdict: Verdict::Warn,
+        seen: seen.into(),
+        fix: Some(fix.into()),
+    }
+}
+
+fn fail(name: &str, seen: impl Into<String>, fix: impl Into<String>) -> Check {
+    Check {
+        name: name.into(),
+        verdict: Verdict::Fail,
+        seen: seen.into(),
+        fix: Some(fix.into()),
+    }
+}
+
+/// What doctor is told from outside.
+pub struct DoctorInput<'a> {
+    /// The project.
+    pub loaded: &'a LoadedProject,
+    /// The native runtime's state layout.
+    pub layout: &'a StateLayout,
+    /// Where the binaries are looked for.
+    pub search: &'a BinarySearch,
+}
+
+/// Runs every check.
+pub async fn run(input: &DoctorInput<'_>) -> Vec<Check> {
+    let mut checks = Vec::new();
+    binaries_checks(input, &mut checks);
+    port_checks(input, &mut checks);
+    state_checks(input, &mut checks);
+    postgres_checks(input, &mut checks).await;
+    redis_checks(input, &mut checks);
+    disk_checks(input, &mut checks);
+    checks
+}
+
+fn binaries_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
+    match binaries::find_postgres(input.search) {
+        Ok(b) => checks.push(ok(
+            "binaries.postgres",
+            format!("PostgreSQL {} in {}", b.version, b.bin_dir.display()),
+        )),
+        Err(e) => checks.push(fail(
+            "binaries.postgres",
+            e.to_string(),
+            e.hint().unwrap_or_default(),
+        )),
+    }
+    match binaries::find_redis(input.search) {
+        Ok(b) => checks.push(ok(
+            "binaries.redis",
+            format!("Redis {} at {}", b.version, b.server.display()),
+        )),
+        Err(e) => checks.push(fail(
+            "binaries.redis",
+            e.to_string(),
+            e.hint().unwrap_or_default(),
+        )),
+    }
+}
+
+fn port_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
+    let env = &input.loaded.infra.env;
+    let ours_pg = matches!(postgres::postmaster(input.layout), Postmaster::Running(_));
+    let ours_redis = native_redis::running(input.layout).is_some();
+    for (name, port, ours, var) in [
+        (
+            "ports.postgres",
+            env.postgres_port,
+            ours_pg,
+            "POSTGRES_PORT",
+        ),
+        ("ports.redis", env.redis_port, ours_redis, "REDIS_PORT"),
+    ] {
+        checks.push(if procfs::port_is_free(port) {
+            ok(name, format!("port {port} is free"))
+        } else if ours {
+            ok(name, format!("port {port} is this project's server"))
+        } else {
+            let holder = procfs::port_holder(port).unwrap_or_else(|| "another program".into());
+            warn(
+                name,
+                format!("port {port} is held by {holder}, not by this project's native server"),
+                format!("if that is not the server you mean to use, stop it or set {var} in .env to a free port"),
+            )
+        });
+    }
+}
+
+fn state_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
+    let layout = input.layout;
+    if !layout.state.exists() {
+        checks.push(ok("state", "no .nanika/ yet: `nanika up` creates it"));
+        return;
+    }
+    match postgres::check_data_dir(layout) {
+        Ok(_) => checks.push(ok(
+            "state.postgres-data",
+            format!(
+                "{} owner and permissions are right",
+                layout.postgres_data().display()
+            ),
+        )),
+        Err(e) => checks.push(fail(
+            "state.postgres-data",
+            e.to_string(),
+            e.hint().unwrap_or_default(),
+        )),
+    }
+    match postgres::postmaster(layout) {
+        Postmaster::Foreign(pid) => checks.push(warn(
+            "state.postmaster-pid",
+            format!(
+                "postmaster.pid names {}, which is not this project's PostgreSQL",
+                procfs::describe(pid)
+            ),
+            "`nanika up` removes the stale lock file; nothing else needs doing",
+        )),
+        _ => checks.push(ok("state.postmaster-pid", "no stale lock file")),
+    }
+    let redis_pid = native_redis::pid_file(layout);
+    if redis_pid.exists() && native_redis::running(layout).is_none() {
+        checks.push(warn(
+            "state.redis-pid",
+            format!(
+                "{} names no running Redis of this project",
+                redis_pid.display()
+            ),
+            "`nanika up` replaces it",
+        ));
+    }
+}
+
+async fn postgres_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
+    let env = &input.loaded.infra.env;
+    let url = &env.database_url;
+    let port = env.postgres_port;
+    match pg::connect(url, None).await {
+        Ok(mut conn) => {
+            checks.push(ok(
+                "postgres.reachable",
+                format!("{} answers as {}", url, url.user),
+            ));
+            let can_create: Option<bool> =
+                sqlx::query_scalar("SELECT has_schema_privilege(current_user, 'public', 'CREATE')")
+                    .fetch_one(&mut conn)
+                    .await
+                    .ok();
+            checks.push(match can_create {
+                Some(true) => ok("postgres.create-in-public", format!("{} may create in schema public", url.user)),
+                _ => fail(
+                    "postgres.create-in-public",
+                    format!("{} may not create in schema public (PostgreSQL 15 no longer grants it to everyone)", url.user),
+                    format!("as the database owner: GRANT CREATE ON SCHEMA public TO {}", url.user),
+                ),
+            });
+            drift_postgres(input, &mut conn, checks).await;
+            pg::close(conn).await;
+        }
+        Err(error) => {
+            let reason = error.to_string();
+            let (seen, fix) = if reason.contains("password authentication failed") {
+                (format!("the server refused {}'s password", url.user), "make POSTGRES_PASSWORD and DATABASE_URL in .env match the role's password (ALTER ROLE … PASSWORD), or recreate the state with `nanika down --volumes`".to_string())
+            } else if reason.contains("does not exist") {
+                (
+                    reason.clone(),
+                    "`nanika up` creates the app database".to_string(),
+                )
+            } else if !procfs::port_is_free(port)
+                || matches!(postgres::postmaster(input.layout), Postmaster::Running(_))
+            {
+                (reason.clone(), "see `nanika logs postgres`".to_string())
+            } else {
+                (
+                    format!("nothing answers on port {port}"),
+                    "start it with `nanika up`".to_string(),
+                )
+            };
+            checks.push(fail("postgres.reachable", seen, fix));
+        }
+    }
+    postgres_log_checks(&input.layout.log("postgres"), checks);
+}
+
+/// Settings that differ between the running server and the committed file (the native runtime's
+/// own overrides excepted).
+async fn drift_postgres(
+    input: &DoctorInput<'_>,
+    conn: &mut sqlx::postgres::PgConnection,
+    checks: &mut Vec<Check>,
+) {
+    let committed = nanika_config::check::settings(&input.loaded.infra);
+    let mut drifted = Vec::new();
+    for setting in committed.iter().filter(|s| s.file == POSTGRES_CONF) {
+        if matches!(setting.key.as_str(), "listen_addresses" | "port") {
+            continue;
+        }
+        let running: Option<String> = sqlx::query_scalar("SELECT current_setting($1, true)")
+            .bind(&setting.key)
+            .fetch_one(&mut *conn)
+            .await
+            .ok()
+            .flatten();
+        let Some(running) = running else { continue };
+        if !same_postgres_value(&setting.key, &setting.value, &running) {
+            drifted.push(format!(
+                "{} is {running}, the file says {}",
+                setting.key, setting.value
+            ));
+        }
+    }
+    checks.push(if drifted.is_empty() {
+        ok(
+            "postgres.drift",
+            "the running settings match docker/postgres/postgresql.conf",
+        )
+    } else {
+        warn(
+            "postgres.drift",
+            drifted.join("; "),
+            "restart PostgreSQL to apply the file: `nanika restart postgres`",
+        )
+    });
+}
+
+/// Compares a file value with what `current_setting` shows (units and spellings differ).
+fn same_postgres_value(key: &str, file: &str, running: &str) -> bool {
+    let normal = |v: &str| v.trim().trim_matches('\'').to_ascii_lowercase();
+    if normal(file) == normal(running) {
+        return true;
+    }
+    if key == "wal_compression" && normal(file) == "on" && normal(running) == "pglz" {
+        return true;
+    }
+    let in_base = |v: &str| {
+        let unit = nanika_config::pgconf::PG15_SETTINGS
+            .get(key)
+            .map_or("", |s| s.unit);
+        nanika_config::units::parse_postgres_int(v, unit).ok()
+    };
+    in_base(file).is_some() && in_base(file) == in_base(running)
+}
+
+fn postgres_log_checks(log: &Path, checks: &mut Vec<Check>) {
+    let lines = nanika_runtime::native::logs::tail(log, 5000);
+    if lines.is_empty() {
+        return;
+    }
+    let serious: Vec<&String> = lines
+        .iter()
+        .filter(|l| {
+            (l.contains("FATAL:") || l.contains("PANIC:"))
+                && !l.contains("the database system is starting up")
+                && !l.contains("not yet accepting connections")
+                && !l.contains("password authentication failed")
+                && !l.contains("terminating connection due to administrator command")
+        })
+        .collect();
+    checks.push(match serious.last() {
+        None => ok("postgres.log", "no FATAL or PANIC lines in the recent log"),
+        Some(last) => warn(
+            "postgres.log",
+            format!(
+                "{} FATAL/PANIC lines recently; the last: {last}",
+                serious.len()
+            ),
+            "read them with `nanika logs postgres`",
+        ),
+    });
+    let refused = lines
+        .iter()
+        .filter(|l| l.contains("password authentication failed"))
+        .count();
+    checks.push(if refused == 0 {
+        ok("postgres.auth-failures", "no failed password attempts in the recent log")
+    } else {
+        warn(
+            "postgres.auth-failures",
+            format!("{refused} failed password attempts in the recent log"),
+            "a client uses a wrong password, or someone is guessing: check the app's DATABASE_URL, and who can reach the port",
+        )
+    });
+}
+
+fn redis_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
+    let url = &input.loaded.infra.env.redis_url;
+    let mut con = match redis_admin::connect(url) {
+        Ok(con) => con,
+        Err(error) => {
+            let text = error.to_string();
+            let fix = if text.contains("NOAUTH") || text.contains("WRONGPASS") {
+                "make REDIS_URL's password match requirepass in docker/redis/redis.conf"
+            } else {
+                "start it with `nanika up redis`"
+            };
+            checks.push(fail("redis.reachable", text, fix));
+            return;
+        }
+    };
+    if let Err(error) = redis::cmd("PING").query::<String>(&mut con) {
+        checks.push(fail(
+            "redis.reachable",
+            error.to_string(),
+            "see `nanika logs redis`",
+        ));
+        return;
+    }
+    checks.push(ok("redis.reachable", format!("{url} answers PING")));
+    let info = redis_admin::info(&mut con, url, None).unwrap_or_default();
+    let number = |field: &str| {
+        info_field(&info, field)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let (used, max) = (number("used_memory"), number("maxmemory"));
+    checks.push(if max > 0 && used * 10 > max * 9 {
+        warn("redis.memory", format!("{used} of {max} bytes used"), "Redis evicts keys soon: raise maxmemory or give cache keys TTLs (`nanika redis ttl-audit`)")
+    } else {
+        ok("redis.memory", format!("{used} of {max} bytes used (maxmemory)"))
+    });
+    let evicted = number("evicted_keys");
+    checks.push(if evicted > 0 {
+        warn(
+            "redis.evicted-keys",
+            format!("{evicted} keys were evicted since the start"),
+            "with allkeys-lru sessions can be among them: see `nanika config lint`",
+        )
+    } else {
+        ok("redis.evicted-keys", "no key was evicted")
+    });
+    let running_max: u64 = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxclients")
+        .query::<Vec<String>>(&mut con)
+        .ok()
+        .and_then(|v| v.get(1)?.parse().ok())
+        .unwrap_or(0);
+    let wanted = u64::from(input.loaded.infra.redis.maxclients);
+    checks.push(if running_max < wanted {
+        warn(
+            "redis.maxclients",
+            format!("maxclients is {running_max}, not {wanted}: the open-files limit is too low"),
+            "raise it (`ulimit -n 10032`, or LimitNOFILE for a service) and restart Redis",
+        )
+    } else {
+        ok("redis.maxclients", format!("maxclients {running_max}"))
+    });
+    let aof = info_field(&info, "aof_last_write_status")
+        .unwrap_or("ok")
+        .to_string();
+    checks.push(if aof == "ok" {
+        ok("redis.aof", "the last AOF write succeeded")
+    } else {
+        fail(
+            "redis.aof",
+            format!("the last AOF write failed ({aof}): Redis refuses writes"),
+            "free disk space for .nanika/redis, then `nanika restart redis`",
+        )
+    });
+    let mut drifted = Vec::new();
+    for setting in nanika_config::check::settings(&input.loaded.infra)
+        .iter()
+        .filter(|s| s.file == REDIS_CONF && !s.secret)
+    {
+        if matches!(setting.key.as_str(), "bind" | "port") {
+            continue;
+        }
+        let Ok(pair) = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(&setting.key)
+            .query::<Vec<String>>(&mut con)
+        else {
+            continue;
+        };
+        let Some(running) = pair.get(1) else { continue };
+        let file_bytes = nanika_config::units::parse_redis_memory(&setting.value)
+            .ok()
+            .map(|m| m.bytes().to_string());
+        if running != &setting.value
+            && Some(running.clone()) != file_bytes
+            && !(setting.key == "maxclients" && running_max < wanted)
+        {
+            drifted.push(format!(
+                "{} is {running}, the file says {}",
+                setting.key, setting.value
+            ));
+        }
+    }
+    checks.push(if drifted.is_empty() {
+        ok(
+            "redis.drift",
+            "the running settings match docker/redis/redis.conf",
+        )
+    } else {
+        warn(
+            "redis.drift",
+            drifted.join("; "),
+            "restart Redis to apply the file: `nanika restart redis`",
+        )
+    });
+}
+
+fn disk_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
+    let root = input.loaded.project.root();
+    for (name, path) in [
+        ("disk.state", input.layout.state.clone()),
+        ("disk.backups", root.join("backups")),
+    ] {
+        let probe = if path.exists() {
+            path.clone()
+        } else {
+            root.to_path_buf()
+        };
+        let Ok(stats) = nix::sys::statvfs::statvfs(&probe) else {
+            continue;
+        };
+        let free = stats.blocks_available() * stats.fragment_size();
+        let mib = free / (1024 * 1024);
+        let seen = format!("{mib} MiB free for {}", path.display());
+        checks.push(match mib {
+            0..100 => fail(name, seen, "free disk space: old backups in backups/, `nanika down --volumes` for state you no longer need"),
+            100..1024 => warn(name, seen, "less than 1 GiB left: free some space before it runs out"),
+            _ => ok(name, seen),
+        });
+    }
+}

@@ -1,0 +1,450 @@
+//! Backups and restores with the real `pg_dump`, `pg_restore` and `psql`, from the same
+//! installation as the server.
+//!
+//! A backup is written to `NAME.partial` and renamed only when `pg_dump` succeeded, so a failed or
+//! interrupted backup never leaves a file that looks complete. A restore goes into a scratch
+//! database first; only when that succeeded is it swapped in for the real one, so a corrupt or
+//! truncated dump changes nothing.
+
+use crate::error::{OpsError, Result};
+use crate::pg::{self, quote_ident};
+use fs_err as fs;
+use nanika_config::urls::DatabaseUrl;
+use nanika_runtime::native::binaries::PostgresBinaries;
+use serde::Serialize;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A backup's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// `pg_dump -Fc`: compressed, restorable selectively and in parallel.
+    Custom,
+    /// Plain SQL, as the spec's `pg_dump > backup.sql`.
+    Sql,
+    /// `pg_dump -Fd`: a directory, dumpable and restorable in parallel.
+    Directory,
+}
+
+impl Format {
+    /// The file name extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Custom => "dump",
+            Format::Sql => "sql",
+            Format::Directory => "dir",
+        }
+    }
+}
+
+/// A finished backup.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its format.
+    pub format: Format,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// How long it took.
+    pub seconds: f64,
+}
+
+/// `backups/DB-YYYYMMDD-HHMMSS.EXT` under `root`, with `-2`, `-3`… added when that name is taken
+/// (two backups in one second).
+pub fn default_path(root: &Path, database: &str, format: Format, timestamp: &str) -> PathBuf {
+    let dir = root.join("backups");
+    let extension = format.extension();
+    let mut path = dir.join(format!("{database}-{timestamp}.{extension}"));
+    let mut n = 2;
+    while path.exists() {
+        path = dir.join(format!("{database}-{timestamp}-{n}.{extension}"));
+        n += 1;
+    }
+    path
+}
+
+fn size_of(path: &Path) -> u64 {
+    if path.is_dir() {
+        fs::read_dir(path)
+            .map(|entries| entries.flatten().map(|e| size_of(&e.path())).sum())
+            .unwrap_or(0)
+    } else {
+        fs::metadata(path).map_or(0, |m| m.len())
+    }
+}
+
+fn remove_any(path: &Path) {
+    let _ = if path.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+}
+
+/// Runs a libpq tool with the connection in its environment (never on its command line).
+fn run_tool(mut command: Command, url: &DatabaseUrl, shown: String) -> Result<()> {
+    for (key, value) in url.pg_env() {
+        command.env(key, value);
+    }
+    let output = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(OpsError::io(format!("cannot run {shown}")))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(OpsError::Tool {
+            command: shown,
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    }
+}
+
+/// Dumps the URL's database to `output` in `format`, through a temporary name.
+pub fn backup(
+    bins: &PostgresBinaries,
+    url: &DatabaseUrl,
+    output: &Path,
+    format: Format,
+    jobs: u32,
+) -> Result<BackupReport> {
+    if output.exists() {
+        return Err(OpsError::Refused {
+            message: format!("{} already exists", output.display()),
+            hint: "choose another -o path, or remove the old backup first".into(),
+        });
+    }
+    let parent = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.exists() {
+        fs::create_dir_all(parent)
+            .map_err(OpsError::io(format!("cannot create {}", parent.display())))?;
+        let _ = fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700));
+    }
+    let partial = PathBuf::from(format!("{}.partial", output.display()));
+    remove_any(&partial);
+    let started = Instant::now();
+    let mut command = Command::new(bins.tool("pg_dump"));
+    let flag = match format {
+        Format::Custom => "-Fc",
+        Format::Sql => "-Fp",
+        Format::Directory => "-Fd",
+    };
+    command
+        .arg(flag)
+        .arg("--no-password")
+        .arg("-f")
+        .arg(&partial);
+    if format == Format::Directory && jobs > 1 {
+        command.arg("-j").arg(jobs.to_string());
+    }
+    let shown = format!("pg_dump {flag} -f {} {}", partial.display(), url.database);
+    if let Err(error) = run_tool(command, url, shown) {
+        remove_any(&partial);
+        return Err(error);
+    }
+    let _ = fs::set_permissions(
+        &partial,
+        std::fs::Permissions::from_mode(if format == Format::Directory {
+            0o700
+        } else {
+            0o600
+        }),
+    );
+    fs::rename(&partial, output).map_err(OpsError::io(format!(
+        "cannot move the backup to {}",
+        output.display()
+    )))?;
+    Ok(BackupReport {
+        path: output.to_path_buf(),
+        format,
+        bytes: size_of(output),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// What a file to restore is.
+pub fn detect(path: &Path) -> Result<Format> {
+    if path.is_dir() {
+        if path.join("toc.dat").is_file() {
+            return Ok(Format::Directory);
+        }
+        return Err(not_a_dump(path, "a directory without toc.dat"));
+    }
+    let mut head = [0u8; 4096];
+    let n = fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(OpsError::io(format!("cannot read {}", path.display())))?;
+    let head = &head[..n];
+    if head.starts_with(b"PGDMP") {
+        return Ok(Format::Custom);
+    }
+    if String::from_utf8_lossy(head).contains("PostgreSQL database dump") {
+        return Ok(Format::Sql);
+    }
+    Err(not_a_dump(
+        path,
+        "neither a pg_dump archive nor a pg_dump SQL script",
+    ))
+}
+
+fn not_a_dump(path: &Path, what: &str) -> OpsError {
+    OpsError::Refused {
+        message: format!("{} is {what}", path.display()),
+        hint: "give a file written by `nanika db backup` or pg_dump".into(),
+    }
+}
+
+/// A plain SQL dump ends with pg_dump's trailer; one without it was cut short.
+fn check_sql_complete(path: &Path) -> Result<()> {
+    let text = fs::read(path).map_err(OpsError::io(format!("cannot read {}", path.display())))?;
+    let tail = String::from_utf8_lossy(&text[text.len().saturating_sub(512)..]).into_owned();
+    if tail.contains("PostgreSQL database dump complete") {
+        Ok(())
+    } else {
+        Err(OpsError::Refused {
+            message: format!(
+                "{} is incomplete: it lacks pg_dump's closing line",
+                path.display()
+            ),
+            hint: "the file was truncated; nothing was restored. Use a complete backup".into(),
+        })
+    }
+}
+
+/// Per-table row counts of one database.
+pub type RowCounts = Vec<(String, i64)>;
+
+/// What a restore did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    /// The dump's format.
+    pub format: Format,
+    /// The restored tables and their row counts.
+    pub tables: RowCounts,
+    /// With `verify`: the tables whose count differs from the database's current one
+    /// (table, restored, current).
+    pub differences: Vec<(String, i64, i64)>,
+    /// Whether the real database was replaced (false for a verification only).
+    pub replaced: bool,
+    /// How long it took.
+    pub seconds: f64,
+}
+
+/// How to restore.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RestoreOptions {
+    /// Replace a database that is not empty (the caller confirmed and took a safety backup).
+    pub clean: bool,
+    /// Compare the restored row counts with the current database's; without `clean`, a database
+    /// that is not empty is only compared, not replaced.
+    pub verify: bool,
+    /// Parallel jobs for archive formats.
+    pub jobs: u32,
+}
+
+/// Whether the URL's database has any user table.
+pub async fn table_count(url: &DatabaseUrl) -> Result<i64> {
+    let mut conn = pg::connect(url, None).await?;
+    let count: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema')",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .map_err(OpsError::sql("cannot count tables"))?;
+    pg::close(conn).await;
+    Ok(count)
+}
+
+async fn admin(url: &DatabaseUrl, sql: String) -> Result<()> {
+    let mut conn = pg::connect(url, Some("postgres")).await?;
+    let result = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+        .execute(&mut conn)
+        .await;
+    pg::close(conn).await;
+    result
+        .map(|_| ())
+        .map_err(OpsError::sql(format!("`{sql}` failed")))
+}
+
+/// Restores `path` into the URL's database: first into a scratch database, then, when that
+/// succeeded, swapped in (other connections to the database are ended).
+pub async fn restore(
+    bins: &PostgresBinaries,
+    url: &DatabaseUrl,
+    path: &Path,
+    options: RestoreOptions,
+) -> Result<RestoreReport> {
+    let started = Instant::now();
+    let format = detect(path)?;
+    if format == Format::Sql {
+        check_sql_complete(path)?;
+    }
+    let existing_tables = table_count(url).await?;
+    if existing_tables > 0 && !options.clean && !options.verify {
+        return Err(OpsError::Refused {
+            message: format!("database {} is not empty ({existing_tables} tables); nothing was restored", url.database),
+            hint: "restore --clean replaces it (it asks first and takes a safety backup); restore --verify only compares".into(),
+        });
+    }
+    let scratch = format!("{}__nanika_restore", url.database);
+    admin(
+        url,
+        format!("DROP DATABASE IF EXISTS {}", quote_ident(&scratch)),
+    )
+    .await?;
+    admin(url, format!("CREATE DATABASE {}", quote_ident(&scratch))).await?;
+    let mut scratch_url = url.clone();
+    scratch_url.database = scratch.clone();
+    let restored = restore_into(bins, &scratch_url, path, format, options.jobs);
+    if let Err(error) = restored {
+        let _ = admin(
+            url,
+            format!("DROP DATABASE IF EXISTS {}", quote_ident(&scratch)),
+        )
+        .await;
+        return Err(error);
+    }
+    let mut conn = pg::connect(&scratch_url, None).await?;
+    let tables = pg::table_row_counts(&mut conn).await?;
+    pg::close(conn).await;
+    let mut differences = Vec::new();
+    if options.verify {
+        let mut conn = pg::connect(url, None).await?;
+        let current = pg::table_row_counts(&mut conn).await?;
+        pg::close(conn).await;
+        for (table, count) in &tables {
+            let now = current
+                .iter()
+                .find(|(t, _)| t == table)
+                .map_or(-1, |(_, c)| *c);
+            if now != *count {
+                differences.push((table.clone(), *count, now));
+            }
+        }
+        for (table, count) in &current {
+            if !tables.iter().any(|(t, _)| t == table) {
+                differences.push((table.clone(), -1, *count));
+            }
+        }
+    }
+    let replace = existing_tables == 0 || options.clean;
+    if replace {
+        swap_in(url, &scratch).await?;
+    } else {
+        admin(
+            url,
+            format!("DROP DATABASE IF EXISTS {}", quote_ident(&scratch)),
+        )
+        .await?;
+    }
+    Ok(RestoreReport {
+        format,
+        tables,
+        differences,
+        replaced: replace,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn restore_into(
+    bins: &PostgresBinaries,
+    url: &DatabaseUrl,
+    path: &Path,
+    format: Format,
+    jobs: u32,
+) -> Result<()> {
+    let (command, shown) = match format {
+        Format::Sql => {
+            let mut command = Command::new(bins.tool("psql"));
+            command
+                .args([
+                    "-X",
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "--single-transaction",
+                    "-f",
+                ])
+                .arg(path);
+            (
+                command,
+                format!("psql --single-transaction -f {}", path.display()),
+            )
+        }
+        Format::Custom | Format::Directory => {
+            let mut command = Command::new(bins.tool("pg_restore"));
+            command.args(["--exit-on-error", "--no-owner", "-d", &url.database]);
+            if jobs > 1 {
+                command.arg("-j").arg(jobs.to_string());
+            } else {
+                command.arg("--single-transaction");
+            }
+            command.arg(path);
+            (
+                command,
+                format!("pg_restore --exit-on-error {}", path.display()),
+            )
+        }
+    };
+    run_tool(command, url, shown)
+}
+
+/// Replaces `url`'s database with `scratch`: ends other connections, renames, drops the old one.
+async fn swap_in(url: &DatabaseUrl, scratch: &str) -> Result<()> {
+    let old = format!("{}__nanika_old", url.database);
+    let mut conn = pg::connect(url, Some("postgres")).await?;
+    let run = |sql: String| sqlx::AssertSqlSafe(sql);
+    let mut result = Ok(());
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {}", quote_ident(&old)),
+        format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
+            url.database.replace('\'', "''")
+        ),
+        format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            quote_ident(&url.database),
+            quote_ident(&old)
+        ),
+        format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            quote_ident(scratch),
+            quote_ident(&url.database)
+        ),
+        format!("DROP DATABASE {}", quote_ident(&old)),
+    ] {
+        // A connection that was ending may still hold the database for a moment.
+        let mut attempt = 0;
+        loop {
+            match sqlx::query(run(sql.clone())).execute(&mut conn).await {
+                Ok(_) => break,
+                Err(sqlx::Error::Database(db))
+                    if db.code().as_deref() == Some("55006") && attempt < 50 =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(error) => {
+                    result = Err(OpsError::sql(format!("`{sql}` failed"))(error));
+                    break;
+                }
+            }
+        }
+        if result.is_err() {
+            break;
+        }
+    }
+    pg::close(conn).await;
+    result
+}

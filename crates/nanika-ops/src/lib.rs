@@ -1,0 +1,22 @@
+//! What is done to the running services: migrations, seed data, backups and restores, Redis
+//! administration, the session backup, and `nanika doctor`.
+//!
+//! # Layout
+//! - [`pg`]: connecting with bounded retries, from the spec's `DATABASE_URL`.
+//! - [`migrate`], [`seed`], [`dump`] (backup and restore), [`maintain`]: the database.
+//! - [`redis_admin`], [`sessions`]: Redis, and copying its sessions into PostgreSQL and back.
+//! - [`doctor`]: every check of the spec's troubleshooting section, as findings.
+//!
+//! Functions return data; they never print or exit. Long work reports through callbacks.
+
+pub mod doctor;
+pub mod dump;
+pub mod error;
+pub mod maintain;
+pub mod migrate;
+pub mod pg;
+pub mod redis_admin;
+pub mod seed;
+pub mod sessions;
+
+pub use error::OpsError;

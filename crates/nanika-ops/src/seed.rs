@@ -1,0 +1,203 @@
+//! Development data: a few users with known passwords, a lobby and sample messages. Running it
+//! again changes nothing. Bulk mode adds load data with COPY.
+
+use crate::error::{OpsError, Result};
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHasher, SaltString};
+use serde::Serialize;
+use sqlx::postgres::PgConnection;
+use std::io::Read;
+
+/// The development users: (username, e-mail, password). The passwords are for local use only.
+pub const DEV_USERS: &[(&str, &str, &str)] = &[
+    ("alice", "alice@example.test", "alice-dev-password"),
+    ("bob", "bob@example.test", "bob-dev-password"),
+    ("carol", "carol@example.test", "carol-dev-password"),
+];
+
+/// The room every seeded message is in.
+pub const LOBBY: &str = "lobby";
+
+/// The sample messages: (author, body).
+const SAMPLE_MESSAGES: &[(&str, &str)] = &[
+    ("alice", "Welcome to the lobby!"),
+    ("bob", "Hi Alice, ready for a game?"),
+    ("carol", "Count me in."),
+    ("alice", "Starting a match in five minutes."),
+];
+
+/// What a seed added.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SeedReport {
+    /// Users added.
+    pub users: u64,
+    /// Rooms added.
+    pub rooms: u64,
+    /// Messages added.
+    pub messages: u64,
+}
+
+/// An argon2id hash of `password`, as the app stores them.
+pub fn hash_password(password: &str) -> Result<String> {
+    let mut random = [0u8; 16];
+    fs_err::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut random))
+        .map_err(OpsError::io("cannot read /dev/urandom for a salt"))?;
+    let salt = SaltString::encode_b64(&random).expect("16 bytes make a valid salt");
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| OpsError::Refused {
+            message: format!("cannot hash a password: {e}"),
+            hint: "report this".into(),
+        })
+}
+
+/// Adds the development data that is not there yet, in one transaction.
+pub async fn seed(conn: &mut PgConnection) -> Result<SeedReport> {
+    let mut report = SeedReport::default();
+    let mut tx = sqlx::Connection::begin(conn)
+        .await
+        .map_err(OpsError::sql("cannot begin the seed"))?;
+    for (username, email, password) in DEV_USERS {
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM users WHERE lower(username) = lower($1)")
+                .bind(username)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(OpsError::sql(
+                    "cannot read users (has `nanika db migrate` run?)",
+                ))?;
+        if exists.is_none() {
+            // Hash only for users that are added: argon2 is slow on purpose.
+            let hash = hash_password(password)?;
+            let added = sqlx::query("INSERT INTO users (username, email, password_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                .bind(username)
+                .bind(email)
+                .bind(hash)
+                .execute(&mut *tx)
+                .await
+                .map_err(OpsError::sql(format!("cannot add user {username}")))?;
+            report.users += added.rows_affected();
+        }
+    }
+    let rooms = sqlx::query(
+        "INSERT INTO chat_rooms (name, created_by) SELECT $1, id FROM users WHERE lower(username) = 'alice' ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(LOBBY)
+    .execute(&mut *tx)
+    .await
+    .map_err(OpsError::sql("cannot add the lobby"))?;
+    report.rooms = rooms.rows_affected();
+    for (author, body) in SAMPLE_MESSAGES {
+        let added = sqlx::query(
+            "INSERT INTO chat_messages (room_id, author_id, body) \
+             SELECT r.id, u.id, $3 FROM chat_rooms r, users u WHERE r.name = $1 AND lower(u.username) = $2 \
+             AND NOT EXISTS (SELECT 1 FROM chat_messages m WHERE m.room_id = r.id AND m.author_id = u.id AND m.body = $3)",
+        )
+        .bind(LOBBY)
+        .bind(author)
+        .bind(body)
+        .execute(&mut *tx)
+        .await
+        .map_err(OpsError::sql("cannot add the sample messages"))?;
+        report.messages += added.rows_affected();
+    }
+    tx.commit()
+        .await
+        .map_err(OpsError::sql("cannot commit the seed"))?;
+    Ok(report)
+}
+
+/// Rows sent to COPY at a time.
+const COPY_BATCH: u64 = 10_000;
+
+/// Adds `users` load users (`load_user_N`, all with the password `load-password`, hashed once)
+/// and `messages` messages spread over them in the lobby, with COPY. `progress(done, total)` is
+/// called after each batch. Runs in one transaction.
+pub async fn bulk(
+    conn: &mut PgConnection,
+    users: u64,
+    messages: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<SeedReport> {
+    let mut report = seed(conn).await?;
+    let total = users + messages;
+    let mut done = 0;
+    let mut tx = sqlx::Connection::begin(conn)
+        .await
+        .map_err(OpsError::sql("cannot begin the bulk seed"))?;
+    let first: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM users WHERE username LIKE 'load\\_user\\_%'")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(OpsError::sql("cannot count load users"))?;
+    if users > 0 {
+        let hash = hash_password("load-password")?;
+        let mut copy = tx
+            .copy_in_raw("COPY users (username, email, password_hash) FROM STDIN")
+            .await
+            .map_err(OpsError::sql("cannot start COPY users"))?;
+        let mut batch = String::new();
+        for n in 0..users {
+            let id = first as u64 + n + 1;
+            batch += &format!("load_user_{id}\tload_user_{id}@example.test\t{hash}\n");
+            if (n + 1) % COPY_BATCH == 0 || n + 1 == users {
+                copy.send(batch.as_bytes())
+                    .await
+                    .map_err(OpsError::sql("COPY users failed"))?;
+                done += if (n + 1) % COPY_BATCH == 0 {
+                    COPY_BATCH
+                } else {
+                    users % COPY_BATCH
+                };
+                progress(done, total);
+                batch.clear();
+            }
+        }
+        report.users += copy
+            .finish()
+            .await
+            .map_err(OpsError::sql("COPY users failed"))?;
+    }
+    if messages > 0 {
+        let room: i64 = sqlx::query_scalar("SELECT id FROM chat_rooms WHERE name = $1")
+            .bind(LOBBY)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(OpsError::sql("cannot find the lobby"))?;
+        let authors: Vec<i64> = sqlx::query_scalar("SELECT id FROM users ORDER BY id")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(OpsError::sql("cannot list users"))?;
+        let mut copy = tx
+            .copy_in_raw("COPY chat_messages (room_id, author_id, body) FROM STDIN")
+            .await
+            .map_err(OpsError::sql("cannot start COPY chat_messages"))?;
+        let mut batch = String::new();
+        for n in 0..messages {
+            let author = authors[(n % authors.len() as u64) as usize];
+            batch += &format!("{room}\t{author}\tload message {n}\n");
+            if (n + 1) % COPY_BATCH == 0 || n + 1 == messages {
+                copy.send(batch.as_bytes())
+                    .await
+                    .map_err(OpsError::sql("COPY chat_messages failed"))?;
+                done += if (n + 1) % COPY_BATCH == 0 {
+                    COPY_BATCH
+                } else {
+                    messages % COPY_BATCH
+                };
+                progress(done, total);
+                batch.clear();
+            }
+        }
+        report.messages += copy
+            .finish()
+            .await
+            .map_err(OpsError::sql("COPY chat_messages failed"))?;
+    }
+    tx.commit()
+        .await
+        .map_err(OpsError::sql("cannot commit the bulk seed"))?;
+    Ok(report)
+}
