@@ -351,15 +351,20 @@ fn redis_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
             return;
         }
     };
-    if let Err(error) = redis::cmd("PING").query::<String>(&mut con) {
-        checks.push(fail(
-            "redis.reachable",
-            error.to_string(),
-            "see `nanika logs redis`",
-        ));
-        return;
-    }
-    checks.push(ok("redis.reachable", format!("{url} answers PING")));
+    // Redis answers even PING with MISCONF while it cannot persist: it is reachable, and broken.
+    let refusing_writes = match redis::cmd("PING").query::<String>(&mut con) {
+        Ok(_) => None,
+        Err(error) if error.to_string().contains("MISCONF") => Some(error.to_string()),
+        Err(error) => {
+            checks.push(fail(
+                "redis.reachable",
+                error.to_string(),
+                "see `nanika logs redis`",
+            ));
+            return;
+        }
+    };
+    checks.push(ok("redis.reachable", format!("{url} answers")));
     let info = redis_admin::info(&mut con, url, None).unwrap_or_default();
     let number = |field: &str| {
         info_field(&info, field)
@@ -402,14 +407,19 @@ fn redis_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
     let aof = info_field(&info, "aof_last_write_status")
         .unwrap_or("ok")
         .to_string();
-    checks.push(if aof == "ok" {
-        ok("redis.aof", "the last AOF write succeeded")
-    } else {
-        fail(
+    let disk_fix = "free disk space where Redis writes (.nanika/redis for the native runtime), then `nanika restart redis`";
+    checks.push(match (&refusing_writes, aof.as_str()) {
+        (None, "ok") => ok("redis.aof", "the last AOF write succeeded"),
+        (Some(reply), _) => fail(
             "redis.aof",
-            format!("the last AOF write failed ({aof}): Redis refuses writes"),
-            "free disk space for .nanika/redis, then `nanika restart redis`",
-        )
+            format!("Redis refuses writes: {reply}"),
+            disk_fix,
+        ),
+        (None, status) => fail(
+            "redis.aof",
+            format!("the last AOF write failed ({status}): Redis refuses writes"),
+            disk_fix,
+        ),
     });
     let mut drifted = Vec::new();
     for setting in nanika_config::check::settings(&input.loaded.infra)

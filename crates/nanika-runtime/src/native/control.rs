@@ -402,10 +402,21 @@ impl<'a> Native<'a> {
             .read_status()
             .map(|s| s.services.values().map(|r| r.restarts).sum::<u32>())
             .unwrap_or(0);
+        // The app database is made sure of first, through the `postgres` database: probing a
+        // database that does not exist yet would write a FATAL line into the server's log.
+        let mut database_checked = false;
         while !pending.is_empty() {
             let mut still = Vec::new();
             for service in pending {
-                match self.probe(&prober, service) {
+                let answer = if service == Service::Postgres && !database_checked {
+                    prober
+                        .ensure_database(&self.postgres_target(), Duration::from_secs(2))
+                        .map(|_| database_checked = true)
+                        .and_then(|()| self.probe(&prober, service))
+                } else {
+                    self.probe(&prober, service)
+                };
+                match answer {
                     Ok(()) => progress.step(service, "healthy"),
                     Err(ProbeError::Auth) => {
                         return Err(self.start_failed(service, "the server refused the password in .env (it was set when the data directory was created; change it with ALTER ROLE, or remove the state with `nanika down --volumes`)".into()));

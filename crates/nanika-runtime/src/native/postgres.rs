@@ -99,7 +99,9 @@ pub fn initdb(
 ) -> Result<()> {
     let scratch = layout.postgres_data_in_progress();
     if scratch.exists() {
-        // Only an interrupted initdb writes here; it never holds user data.
+        // Only an interrupted initdb writes here; it never holds user data. An initdb whose
+        // nanika was killed may still be writing: it is nanika's own, so it is stopped first.
+        stop_processes_using(&scratch);
         fs::remove_dir_all(&scratch).map_err(RuntimeError::io(format!(
             "cannot remove {}",
             scratch.display()
@@ -161,6 +163,33 @@ pub fn initdb(
     }
     fs::rename(&scratch, layout.postgres_data())
         .map_err(RuntimeError::io("cannot move the new cluster into place"))
+}
+
+/// Kills the processes whose command line names `path` (an orphaned `initdb` on nanika's scratch
+/// directory, and the bootstrap backend it runs), and waits until they are gone.
+fn stop_processes_using(path: &Path) {
+    let needle = path.display().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let pids: Vec<u32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != std::process::id())
+        .filter(|pid| procfs::cmdline(*pid).is_some_and(|c| c.iter().any(|a| a.contains(&needle))))
+        .collect();
+    for pid in &pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    for pid in pids {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while procfs::is_alive(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
 }
 
 /// Copies the committed `postgresql.conf` to where the server user can read it.

@@ -135,8 +135,9 @@ fn now_secs() -> u64 {
 /// The first restart waits this long; each further one twice as long, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// A server that ran this long before dying starts again from the first backoff.
-const STABLE_AFTER: Duration = Duration::from_secs(30);
+/// A server that ran this long before dying starts again from the first backoff (as Docker's
+/// restart policy resets its delay after 10 s).
+const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// How long a graceful stop may take before the supervisor insists.
 const STOP_GRACE: Duration = Duration::from_secs(30);
 
@@ -273,6 +274,8 @@ fn reconcile(layout: &StateLayout, running: &mut BTreeMap<Service, Running>) {
                 stop_one(service, entry);
                 entry.plan = service_plan;
                 entry.restart_at = None;
+                // A restart that was asked for is not a crash: it starts the backoff afresh.
+                entry.backoff = FIRST_BACKOFF;
                 start(service, entry);
             }
             None => {
