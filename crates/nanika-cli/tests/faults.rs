@@ -662,3 +662,68 @@ fn a_backup_to_a_read_only_place_fails_cleanly() {
     );
     assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0);
 }
+
+#[test]
+fn exhausted_connections_leave_nanika_working_and_doctor_says_so() {
+    let stack = Stack::new();
+    stack.up();
+    let options = pg_options(&stack);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut held = Vec::new();
+    let mut refused = Vec::new();
+    runtime.block_on(async {
+        for _ in 0..120 {
+            match PgConnection::connect_with(&options).await {
+                Ok(conn) => held.push(conn),
+                Err(error) => refused.push(error.to_string()),
+            }
+        }
+    });
+    println!(
+        "120 clients against max_connections = 100: {} connected, {} refused by the server",
+        held.len(),
+        refused.len()
+    );
+    assert_eq!(
+        held.len(),
+        97,
+        "100 slots less the 3 reserved for superusers"
+    );
+    assert!(
+        refused
+            .iter()
+            .all(|e| e.contains("too many clients") || e.contains("connection slots are reserved")),
+        "{refused:?}"
+    );
+
+    let status = stack.service("postgres");
+    assert_eq!(
+        status["state"], "healthy",
+        "ps still sees the server through a reserved slot: {status}"
+    );
+    let doctor = stack.run(&["doctor"]);
+    assert_eq!(doctor.status.code(), Some(1));
+    let report = text(&doctor);
+    assert!(
+        report.contains("FAIL postgres.connections")
+            && report.contains("of 100 connections in use"),
+        "{report}"
+    );
+    assert!(
+        report.contains("nanika_user"),
+        "doctor names who holds them: {report}"
+    );
+
+    runtime.block_on(async {
+        for conn in held {
+            let _ = conn.close().await;
+        }
+    });
+    assert!(common::eventually(Duration::from_secs(10), || stack
+        .run(&["doctor"])
+        .status
+        .success()));
+}

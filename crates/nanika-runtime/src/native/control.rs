@@ -54,6 +54,31 @@ pub struct UpReport {
     pub notes: Vec<String>,
 }
 
+/// 32 random hex characters from the kernel's generator.
+fn random_password() -> Result<nanika_config::Secret> {
+    let mut bytes = [0u8; 16];
+    let mut random =
+        fs::File::open("/dev/urandom").map_err(RuntimeError::io("cannot open /dev/urandom"))?;
+    std::io::Read::read_exact(&mut random, &mut bytes)
+        .map_err(RuntimeError::io("cannot read /dev/urandom"))?;
+    Ok(nanika_config::Secret::new(
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    ))
+}
+
+/// Writes a secret to a new owner-only file.
+fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
+    let _ = fs::remove_file(path);
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    fs_err::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(RuntimeError::io(format!("cannot write {}", path.display())))?;
+    std::io::Write::write_all(&mut file, text.as_bytes())
+        .map_err(RuntimeError::io(format!("cannot write {}", path.display())))
+}
+
 /// An exclusive lock held for the duration of a command.
 struct CommandLock(#[allow(dead_code)] fs::File);
 
@@ -95,6 +120,16 @@ impl<'a> Native<'a> {
             password: env.postgres_password.clone(),
             database: env.postgres_db.clone(),
         }
+    }
+
+    /// The cluster's superuser on the app database, when this cluster has nanika's own.
+    fn admin_target(&self) -> Option<PostgresTarget> {
+        let password = self.layout.postgres_admin_password()?;
+        Some(PostgresTarget {
+            user: postgres::ADMIN_ROLE.into(),
+            password,
+            ..self.postgres_target()
+        })
     }
 
     fn lock(&self, progress: &dyn Progress) -> Result<CommandLock> {
@@ -228,12 +263,21 @@ impl<'a> Native<'a> {
         if postgres::check_data_dir(&self.layout)? == DataDir::Missing {
             progress.step(Service::Postgres, "initialising the cluster (initdb)");
             let env = &self.loaded.infra.env;
-            postgres::initdb(
-                bins,
-                &self.layout,
-                &env.postgres_user,
-                &env.postgres_password,
-            )?;
+            if env.postgres_user == postgres::ADMIN_ROLE {
+                // The app asked to be the superuser itself: one role, as the postgres image does.
+                let _ = fs::remove_file(self.layout.postgres_admin_password_file());
+                postgres::initdb(
+                    bins,
+                    &self.layout,
+                    &env.postgres_user,
+                    &env.postgres_password,
+                )?;
+            } else {
+                let password = random_password()?;
+                let file = self.layout.postgres_admin_password_file();
+                write_private(&file, password.expose())?;
+                postgres::initdb(bins, &self.layout, postgres::ADMIN_ROLE, &password)?;
+            }
         }
         if let Some(holder) = postgres::clear_foreign_lock(&self.layout) {
             report.notes.push(format!(
@@ -388,6 +432,17 @@ impl<'a> Native<'a> {
         }
     }
 
+    /// Whether a service answers, for `ps`: PostgreSQL through nanika's superuser when there is
+    /// one, so that a server whose app connections are exhausted still shows as healthy.
+    fn status_probe(&self, prober: &Prober, service: Service) -> bool {
+        match (service, self.admin_target()) {
+            (Service::Postgres, Some(admin)) => {
+                prober.postgres(&admin, Duration::from_secs(2)).is_ok()
+            }
+            _ => self.probe(prober, service).is_ok(),
+        }
+    }
+
     fn wait_healthy(
         &self,
         services: &[Service],
@@ -409,9 +464,15 @@ impl<'a> Native<'a> {
             let mut still = Vec::new();
             for service in pending {
                 let answer = if service == Service::Postgres && !database_checked {
-                    prober
-                        .ensure_database(&self.postgres_target(), Duration::from_secs(2))
-                        .map(|_| database_checked = true)
+                    let timeout = Duration::from_secs(2);
+                    let prepared = match self.admin_target() {
+                        Some(admin) => prober.bootstrap(&admin, &self.postgres_target(), timeout),
+                        None => prober
+                            .ensure_database(&self.postgres_target(), timeout)
+                            .map(|_| ()),
+                    };
+                    prepared
+                        .map(|()| database_checked = true)
                         .and_then(|()| self.probe(&prober, service))
                 } else {
                     self.probe(&prober, service)
@@ -598,7 +659,7 @@ impl<'a> Native<'a> {
                 let answers = pid.is_some()
                     && prober
                         .as_ref()
-                        .is_some_and(|p| self.probe(p, service).is_ok());
+                        .is_some_and(|p| self.status_probe(p, service));
                 let state = match (
                     supervised && plan.services.contains_key(&service),
                     pid,

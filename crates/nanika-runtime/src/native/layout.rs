@@ -173,6 +173,19 @@ impl StateLayout {
         ))
     }
 
+    /// Where the password of the cluster's superuser (`postgres`) is kept, owner-only. The app's
+    /// role is not a superuser, so nanika's own connections keep the slots PostgreSQL reserves
+    /// for superusers when the app exhausts `max_connections`.
+    pub fn postgres_admin_password_file(&self) -> PathBuf {
+        self.run.join("postgres-admin.password")
+    }
+
+    /// The superuser's password, when this cluster has nanika's own superuser.
+    pub fn postgres_admin_password(&self) -> Option<nanika_config::Secret> {
+        let text = std::fs::read_to_string(self.postgres_admin_password_file()).ok()?;
+        Some(nanika_config::Secret::new(text.trim().to_string())).filter(|s| !s.is_empty())
+    }
+
     /// A log file.
     pub fn log(&self, name: &str) -> PathBuf {
         self.logs.join(format!("{name}.log"))

@@ -87,8 +87,11 @@ fn as_server_user(command: &mut Command, layout: &StateLayout) {
     }
 }
 
+/// The cluster's superuser, nanika's own: the app's role is an ordinary one.
+pub const ADMIN_ROLE: &str = "postgres";
+
 /// Initialises the cluster: UTF-8 without a host-dependent locale, scram-sha-256 for every
-/// connection, the app user (from `.env`) as its owner, as the postgres image does. Writes into
+/// connection, `user` with `password` as its superuser. Writes into
 /// a scratch directory that is renamed into place only when complete, so an interrupted `initdb`
 /// leaves nothing that could be mistaken for a cluster.
 pub fn initdb(
