@@ -38,6 +38,11 @@ pub fn load(project_dir: Option<&PathBuf>) -> CliResult<LoadedProject> {
     Ok(project(project_dir)?.load(&process_env())?)
 }
 
+/// The project with what the services and operations need loaded (not the compose file).
+pub fn load_for_services(project_dir: Option<&PathBuf>) -> CliResult<LoadedProject> {
+    Ok(project(project_dir)?.load_for_services(&process_env())?)
+}
+
 /// The machine's memory, from `/proc/meminfo`, when it can be read.
 pub fn machine_memory() -> Option<nanika_config::units::MemorySize> {
     let meminfo = fs_err::read_to_string("/proc/meminfo").ok()?;

@@ -116,6 +116,23 @@ impl Project {
         &self,
         process_env: &BTreeMap<String, String>,
     ) -> Result<LoadedProject, ProjectError> {
+        self.load_files(process_env, FileSet::All)
+    }
+
+    /// Reads what the native services and the operations need: the server configs and the
+    /// environment, not the compose file (whose schema check is the costly part of a load).
+    pub fn load_for_services(
+        &self,
+        process_env: &BTreeMap<String, String>,
+    ) -> Result<LoadedProject, ProjectError> {
+        self.load_files(process_env, FileSet::WithoutCompose)
+    }
+
+    fn load_files(
+        &self,
+        process_env: &BTreeMap<String, String>,
+        files: FileSet,
+    ) -> Result<LoadedProject, ProjectError> {
         let mut findings = Vec::new();
         let mut read = |relative: &'static str| -> Result<Option<String>, ProjectError> {
             let path = self.path(relative);
@@ -135,8 +152,12 @@ impl Project {
         let postgres =
             read(POSTGRES_CONF)?.map(|text| pgconf::parse(&text, Path::new(POSTGRES_CONF)));
         let redis = read(REDIS_CONF)?.map(|text| redisconf::parse(&text, Path::new(REDIS_CONF)));
-        let compose =
-            read(COMPOSE_FILE)?.map(|text| compose::parse(&text, Path::new(COMPOSE_FILE)));
+        let compose = match files {
+            FileSet::All => {
+                read(COMPOSE_FILE)?.map(|text| compose::parse(&text, Path::new(COMPOSE_FILE)))
+            }
+            FileSet::WithoutCompose => None,
+        };
         let env_file = self.env_file();
         let env_text = read(env_file)?.unwrap_or_default();
         let env = dotenv::resolve(&env_text, Path::new(env_file), process_env);
@@ -166,6 +187,13 @@ impl Project {
             findings,
         })
     }
+}
+
+/// Which files a load reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileSet {
+    All,
+    WithoutCompose,
 }
 
 /// The value of a file that was read, or `default` for one that is missing; its findings join the rest.

@@ -230,8 +230,11 @@ pub type RowCounts = Vec<(String, i64)>;
 pub struct RestoreReport {
     /// The dump's format.
     pub format: Format,
-    /// The restored tables and their row counts.
-    pub tables: RowCounts,
+    /// The restored tables (`schema.table`).
+    pub tables: Vec<String>,
+    /// With `verify`: their row counts (counting every row of a large dump takes a while, so
+    /// only a verification does it).
+    pub rows: Option<RowCounts>,
     /// With `verify`: the tables whose count differs from the database's current one
     /// (table, restored, current).
     pub differences: Vec<(String, i64, i64)>,
@@ -277,8 +280,10 @@ async fn admin(url: &DatabaseUrl, sql: String) -> Result<()> {
         .map_err(OpsError::sql(format!("`{sql}` failed")))
 }
 
-/// Restores `path` into the URL's database: first into a scratch database, then, when that
-/// succeeded, swapped in (other connections to the database are ended).
+/// Restores `path` into the URL's database. An empty database is restored into directly (in one
+/// transaction, or emptied again if parallel jobs fail); a database with tables is restored into a
+/// scratch database first, which is swapped in only when that succeeded (other connections to
+/// the database are ended).
 pub async fn restore(
     bins: &PostgresBinaries,
     url: &DatabaseUrl,
@@ -295,6 +300,38 @@ pub async fn restore(
         return Err(OpsError::Refused {
             message: format!("database {} is not empty ({existing_tables} tables); nothing was restored", url.database),
             hint: "restore --clean replaces it (it asks first and takes a safety backup); restore --verify only compares".into(),
+        });
+    }
+    if existing_tables == 0 {
+        // Nothing to lose: restore straight into the database, as pg_restore alone would.
+        if let Err(error) = restore_into(bins, url, path, format, options.jobs) {
+            if options.jobs > 1 && format != Format::Sql {
+                // Parallel jobs cannot share one transaction: make the database empty again.
+                let name = quote_ident(&url.database);
+                admin(url, format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
+                admin(url, format!("CREATE DATABASE {name}")).await?;
+            }
+            return Err(error);
+        }
+        let mut conn = pg::connect(url, None).await?;
+        let tables = pg::tables(&mut conn)
+            .await?
+            .into_iter()
+            .map(|(schema, table)| format!("{schema}.{table}"))
+            .collect();
+        let rows = if options.verify {
+            Some(pg::table_row_counts(&mut conn).await?)
+        } else {
+            None
+        };
+        pg::close(conn).await;
+        return Ok(RestoreReport {
+            format,
+            tables,
+            rows,
+            differences: Vec::new(),
+            replaced: true,
+            seconds: started.elapsed().as_secs_f64(),
         });
     }
     let scratch = format!("{}__nanika_restore", url.database);
@@ -316,14 +353,23 @@ pub async fn restore(
         return Err(error);
     }
     let mut conn = pg::connect(&scratch_url, None).await?;
-    let tables = pg::table_row_counts(&mut conn).await?;
+    let tables: Vec<String> = pg::tables(&mut conn)
+        .await?
+        .into_iter()
+        .map(|(schema, table)| format!("{schema}.{table}"))
+        .collect();
+    let rows = if options.verify {
+        Some(pg::table_row_counts(&mut conn).await?)
+    } else {
+        None
+    };
     pg::close(conn).await;
     let mut differences = Vec::new();
-    if options.verify {
+    if let Some(tables) = &rows {
         let mut conn = pg::connect(url, None).await?;
         let current = pg::table_row_counts(&mut conn).await?;
         pg::close(conn).await;
-        for (table, count) in &tables {
+        for (table, count) in tables {
             let now = current
                 .iter()
                 .find(|(t, _)| t == table)
@@ -351,6 +397,7 @@ pub async fn restore(
     Ok(RestoreReport {
         format,
         tables,
+        rows,
         differences,
         replaced: replace,
         seconds: started.elapsed().as_secs_f64(),

@@ -75,16 +75,21 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// The user tables of the database with their exact row counts, by `schema.table`.
-pub async fn table_row_counts(conn: &mut PgConnection) -> Result<Vec<(String, i64)>> {
-    let tables: Vec<(String, String)> = sqlx::query_as(
+/// The user tables of the database, as (schema, table), in order.
+pub async fn tables(conn: &mut PgConnection) -> Result<Vec<(String, String)>> {
+    sqlx::query_as(
         "SELECT table_schema, table_name FROM information_schema.tables \
          WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema') \
          ORDER BY 1, 2",
     )
     .fetch_all(&mut *conn)
     .await
-    .map_err(OpsError::sql("cannot list the tables"))?;
+    .map_err(OpsError::sql("cannot list the tables"))
+}
+
+/// The user tables of the database with their exact row counts, by `schema.table`.
+pub async fn table_row_counts(conn: &mut PgConnection) -> Result<Vec<(String, i64)>> {
+    let tables = tables(conn).await?;
     let mut counts = Vec::new();
     for (schema, table) in tables {
         let statement = sqlx::AssertSqlSafe(format!(

@@ -53,7 +53,7 @@ fn migrations_dir(loaded: &LoadedProject) -> PathBuf {
 
 /// `nanika db …`.
 pub fn run(project_dir: Option<&PathBuf>, command: DbCommand) -> CliResult<ExitCode> {
-    let loaded = context::load(project_dir)?;
+    let loaded = context::load_for_services(project_dir)?;
     let url = &loaded.infra.env.database_url;
     match command {
         DbCommand::Migrate {
@@ -347,10 +347,14 @@ fn restore(
     let report = block_on(dump::restore(&bins, url, path, options));
     spinner.finish_and_clear();
     let report = report.map_err(ops_error)?;
-    let rows: i64 = report.tables.iter().map(|(_, n)| n).sum();
     if report.replaced {
+        let rows = report
+            .rows
+            .as_ref()
+            .map(|r| format!(", {} rows", r.iter().map(|(_, n)| n).sum::<i64>()))
+            .unwrap_or_default();
         crate::say!(
-            "restored {} tables ({rows} rows) into {} in {:.2} s",
+            "restored {} tables{rows} into {} in {:.2} s",
             report.tables.len(),
             url.database,
             report.seconds

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 /// Runs every check; fails when any check fails.
 pub fn run(project_dir: Option<&PathBuf>, json: bool) -> CliResult {
-    let loaded = context::load(project_dir)?;
+    let loaded = context::load_for_services(project_dir)?;
     let user = ServerUser::for_current_process().map_err(super::services::runtime_error)?;
     let layout = StateLayout::new(loaded.project.root(), user);
     let search = context::binary_search();

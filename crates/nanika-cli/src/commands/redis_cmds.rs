@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 /// `nanika redis …`.
 pub fn run(project_dir: Option<&PathBuf>, command: RedisCommand) -> CliResult<ExitCode> {
-    let loaded = context::load(project_dir)?;
+    let loaded = context::load_for_services(project_dir)?;
     let url = &loaded.infra.env.redis_url;
     if let RedisCommand::Cli { args } = &command {
         let bins = nanika_runtime::native::binaries::find_redis(&context::binary_search())
@@ -123,7 +123,7 @@ pub fn run(project_dir: Option<&PathBuf>, command: RedisCommand) -> CliResult<Ex
 
 /// `nanika sessions …`.
 pub fn sessions(project_dir: Option<&PathBuf>, command: SessionsCommand) -> CliResult<ExitCode> {
-    let loaded = context::load(project_dir)?;
+    let loaded = context::load_for_services(project_dir)?;
     let redis_url = &loaded.infra.env.redis_url;
     let db_url = &loaded.infra.env.database_url;
     let mut con = redis_admin::connect(redis_url).map_err(ops_error)?;

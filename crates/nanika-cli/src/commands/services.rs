@@ -201,7 +201,7 @@ pub fn down(
     volumes: bool,
     yes: bool,
 ) -> CliResult {
-    let loaded = context::load(project_dir)?;
+    let loaded = context::load_for_services(project_dir)?;
     if runtime_for(&loaded, runtime, false)? == RuntimeKind::Docker {
         if volumes {
             confirm(
@@ -259,7 +259,7 @@ pub fn restart(
     runtime: RuntimeArg,
     services: Vec<Service>,
 ) -> CliResult {
-    let loaded = context::load(project_dir)?;
+    let loaded = context::load_for_services(project_dir)?;
     require_valid_config(&loaded)?;
     if runtime_for(&loaded, runtime, false)? == RuntimeKind::Docker {
         let compose = Compose::new(loaded.project.root());
@@ -284,7 +284,7 @@ fn uptime(seconds: u64) -> String {
 
 /// `nanika ps`.
 pub fn ps(project_dir: Option<&PathBuf>, runtime: RuntimeArg, json: bool) -> CliResult {
-    let loaded = context::load(project_dir)?;
+    let loaded = context::load_for_services(project_dir)?;
     if runtime_for(&loaded, runtime, false)? == RuntimeKind::Docker {
         let compose = Compose::new(loaded.project.root());
         return compose.run(&compose.ps()).map_err(runtime_error);
@@ -329,7 +329,7 @@ pub fn logs(
     follow_logs: bool,
     tail: usize,
 ) -> CliResult {
-    let loaded = context::load(project_dir)?;
+    let loaded = context::load_for_services(project_dir)?;
     if runtime_for(&loaded, runtime, false)? == RuntimeKind::Docker {
         let compose = Compose::new(loaded.project.root());
         return compose

@@ -294,6 +294,7 @@ impl<'a> Native<'a> {
             run_as: self.layout.server_user.as_ref().map(|u| (u.uid, u.gid)),
             log: self.log_path(Service::Postgres),
             generation: 0,
+            version: Some(bins.version.clone()),
         })
     }
 
@@ -315,6 +316,7 @@ impl<'a> Native<'a> {
             run_as: None,
             log: self.log_path(Service::Redis),
             generation: 0,
+            version: Some(bins.version.clone()),
         })
     }
 
@@ -366,19 +368,25 @@ impl<'a> Native<'a> {
         if !supervisor::is_running(&self.layout) {
             return Ok(());
         }
+        // Wait on the supervisor's lock itself: it is released the moment the supervisor exits,
+        // so `down` returns then rather than at the next poll.
+        let lock = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(supervisor::lock_file(&self.layout))
+            .map_err(RuntimeError::io("cannot open the supervisor lock"))?
+            .into_file();
         self.signal_supervisor(Signal::SIGTERM)?;
-        let deadline = Instant::now() + DOWN_TIMEOUT;
-        let mut pause = Duration::from_millis(5);
-        while supervisor::is_running(&self.layout) {
-            if Instant::now() > deadline {
-                return Err(RuntimeError::Other(
-                    "the supervisor did not stop the servers in time".into(),
-                ));
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(100));
+        let (done, released) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(lock.lock());
+        });
+        match released.recv_timeout(DOWN_TIMEOUT) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(RuntimeError::Other(
+                "the supervisor did not stop the servers in time".into(),
+            )),
         }
-        Ok(())
     }
 
     /// Servers of this project still running without a supervisor (it was killed): stops them
@@ -628,7 +636,7 @@ impl<'a> Native<'a> {
         self.wait_healthy(&targets, None, progress)
     }
 
-    /// The state of each service, checked with a real query.
+    /// The state of each service, checked with a real query (both at once).
     pub fn status(&self) -> Vec<ServiceStatus> {
         let supervised = supervisor::is_running(&self.layout);
         let status = if supervised { self.read_status() } else { None };
@@ -637,59 +645,67 @@ impl<'a> Native<'a> {
         } else {
             Plan::default()
         };
-        let prober = Prober::new().ok();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        Service::ALL
-            .iter()
-            .map(|&service| {
-                let report = status.as_ref().and_then(|s| s.services.get(&service));
-                let unsupervised_pid = match service {
-                    Service::Postgres => match postgres::postmaster(&self.layout) {
-                        Postmaster::Running(pid) => Some(pid),
-                        _ => None,
-                    },
-                    Service::Redis => redis::running(&self.layout),
-                };
-                let pid = report
-                    .and_then(|r| r.pid)
-                    .filter(|p| procfs::is_alive(*p))
-                    .or(if supervised { None } else { unsupervised_pid });
-                let answers = pid.is_some()
-                    && prober
-                        .as_ref()
-                        .is_some_and(|p| self.status_probe(p, service));
-                let state = match (
-                    supervised && plan.services.contains_key(&service),
-                    pid,
-                    answers,
-                ) {
-                    (true, Some(_), true) => ServiceState::Healthy,
-                    (true, Some(_), false) => ServiceState::Starting,
-                    (true, None, _) => ServiceState::Crashed,
-                    (false, Some(_), _) => ServiceState::Unsupervised,
-                    (false, None, _) => ServiceState::Stopped,
-                };
-                let version = match service {
-                    Service::Postgres => binaries::find_postgres(&self.search)
-                        .ok()
-                        .map(|b| b.version),
-                    Service::Redis => binaries::find_redis(&self.search).ok().map(|b| b.version),
-                };
-                ServiceStatus {
-                    service,
-                    state,
-                    pid,
-                    port: self.port(service),
-                    uptime_secs: report
-                        .filter(|_| pid.is_some())
-                        .and_then(|r| r.started_at)
-                        .map(|t| now.saturating_sub(t)),
-                    version,
-                    restarts: report.map_or(0, |r| r.restarts),
-                }
-            })
-            .collect()
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = Service::ALL
+                .iter()
+                .map(|&service| {
+                    let (status, plan) = (&status, &plan);
+                    scope.spawn(move || {
+                        let report = status.as_ref().and_then(|s| s.services.get(&service));
+                        let unsupervised_pid = match service {
+                            Service::Postgres => match postgres::postmaster(&self.layout) {
+                                Postmaster::Running(pid) => Some(pid),
+                                _ => None,
+                            },
+                            Service::Redis => redis::running(&self.layout),
+                        };
+                        let pid = report
+                            .and_then(|r| r.pid)
+                            .filter(|p| procfs::is_alive(*p))
+                            .or(if supervised { None } else { unsupervised_pid });
+                        let answers = pid.is_some()
+                            && Prober::new().is_ok_and(|p| self.status_probe(&p, service));
+                        let planned = plan.services.get(&service);
+                        let state = match (planned.is_some(), pid, answers) {
+                            (true, Some(_), true) => ServiceState::Healthy,
+                            (true, Some(_), false) => ServiceState::Starting,
+                            (true, None, _) => ServiceState::Crashed,
+                            (false, Some(_), _) => ServiceState::Unsupervised,
+                            (false, None, _) => ServiceState::Stopped,
+                        };
+                        let version =
+                            planned
+                                .and_then(|p| p.version.clone())
+                                .or_else(|| match service {
+                                    Service::Postgres => binaries::find_postgres(&self.search)
+                                        .ok()
+                                        .map(|b| b.version),
+                                    Service::Redis => {
+                                        binaries::find_redis(&self.search).ok().map(|b| b.version)
+                                    }
+                                });
+                        ServiceStatus {
+                            service,
+                            state,
+                            pid,
+                            port: self.port(service),
+                            uptime_secs: report
+                                .filter(|_| pid.is_some())
+                                .and_then(|r| r.started_at)
+                                .map(|t| now.saturating_sub(t)),
+                            version,
+                            restarts: report.map_or(0, |r| r.restarts),
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a status check does not panic"))
+                .collect()
+        })
     }
 }

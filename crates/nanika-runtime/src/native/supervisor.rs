@@ -43,6 +43,9 @@ pub struct ServicePlan {
     pub log: PathBuf,
     /// Bumped by `nanika restart` to ask for a restart with an unchanged command line.
     pub generation: u64,
+    /// The server's version, as found when the plan was made (so `ps` need not run the binary).
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 /// What the supervisor runs.
@@ -397,7 +400,7 @@ fn reap(running: &mut BTreeMap<Service, Running>) {
 /// Waits for `pid` to end, up to `limit`.
 fn wait_for_exit(pid: Pid, limit: Duration) -> Option<WaitStatus> {
     let deadline = Instant::now() + limit;
-    let mut pause = Duration::from_millis(2);
+    let mut pause = Duration::from_micros(500);
     loop {
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => {}
@@ -408,7 +411,7 @@ fn wait_for_exit(pid: Pid, limit: Duration) -> Option<WaitStatus> {
             return None;
         }
         std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
+        pause = (pause * 2).min(Duration::from_millis(5));
     }
 }
 
