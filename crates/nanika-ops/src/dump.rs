@@ -245,8 +245,10 @@ pub struct RestoreReport {
 }
 
 /// How to restore.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
+    /// The password of nanika's superuser, when the cluster has one (see [`pg::admin_url`]).
+    pub admin_password: Option<nanika_config::Secret>,
     /// Replace a database that is not empty (the caller confirmed and took a safety backup).
     pub clean: bool,
     /// Compare the restored row counts with the current database's; without `clean`, a database
@@ -295,6 +297,8 @@ pub async fn restore(
     if format == Format::Sql {
         check_sql_complete(path)?;
     }
+    let admin_url = pg::admin_url(url, options.admin_password.as_ref());
+    let owner = quote_ident(&url.user);
     let existing_tables = table_count(url).await?;
     if existing_tables > 0 && !options.clean && !options.verify {
         return Err(OpsError::Refused {
@@ -308,8 +312,12 @@ pub async fn restore(
             if options.jobs > 1 && format != Format::Sql {
                 // Parallel jobs cannot share one transaction: make the database empty again.
                 let name = quote_ident(&url.database);
-                admin(url, format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
-                admin(url, format!("CREATE DATABASE {name}")).await?;
+                admin(
+                    &admin_url,
+                    format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                )
+                .await?;
+                admin(&admin_url, format!("CREATE DATABASE {name} OWNER {owner}")).await?;
             }
             return Err(error);
         }
@@ -336,17 +344,21 @@ pub async fn restore(
     }
     let scratch = format!("{}__nanika_restore", url.database);
     admin(
-        url,
+        &admin_url,
         format!("DROP DATABASE IF EXISTS {}", quote_ident(&scratch)),
     )
     .await?;
-    admin(url, format!("CREATE DATABASE {}", quote_ident(&scratch))).await?;
+    admin(
+        &admin_url,
+        format!("CREATE DATABASE {} OWNER {owner}", quote_ident(&scratch)),
+    )
+    .await?;
     let mut scratch_url = url.clone();
     scratch_url.database = scratch.clone();
     let restored = restore_into(bins, &scratch_url, path, format, options.jobs);
     if let Err(error) = restored {
         let _ = admin(
-            url,
+            &admin_url,
             format!("DROP DATABASE IF EXISTS {}", quote_ident(&scratch)),
         )
         .await;
@@ -386,10 +398,10 @@ pub async fn restore(
     }
     let replace = existing_tables == 0 || options.clean;
     if replace {
-        swap_in(url, &scratch).await?;
+        swap_in(url, &admin_url, &scratch).await?;
     } else {
         admin(
-            url,
+            &admin_url,
             format!("DROP DATABASE IF EXISTS {}", quote_ident(&scratch)),
         )
         .await?;
@@ -448,9 +460,9 @@ fn restore_into(
 }
 
 /// Replaces `url`'s database with `scratch`: ends other connections, renames, drops the old one.
-async fn swap_in(url: &DatabaseUrl, scratch: &str) -> Result<()> {
+async fn swap_in(url: &DatabaseUrl, admin_url: &DatabaseUrl, scratch: &str) -> Result<()> {
     let old = format!("{}__nanika_old", url.database);
-    let mut conn = pg::connect(url, Some("postgres")).await?;
+    let mut conn = pg::connect(admin_url, Some("postgres")).await?;
     let run = |sql: String| sqlx::AssertSqlSafe(sql);
     let mut result = Ok(());
     for sql in [

@@ -65,6 +65,21 @@ pub async fn connect(url: &DatabaseUrl, database: Option<&str>) -> Result<PgConn
     }
 }
 
+/// The URL for work on whole databases (create, drop, rename, end other sessions): the
+/// cluster's superuser when nanika's native cluster has one (`admin_password`), else the app's
+/// own role. Only a superuser may end the autovacuum worker that holds a freshly restored
+/// database, so the app's role alone can fail there.
+pub fn admin_url(url: &DatabaseUrl, admin_password: Option<&nanika_config::Secret>) -> DatabaseUrl {
+    match admin_password {
+        Some(password) => DatabaseUrl {
+            user: nanika_runtime::native::postgres::ADMIN_ROLE.to_string(),
+            password: password.clone(),
+            ..url.clone()
+        },
+        None => url.clone(),
+    }
+}
+
 /// Closes a connection, ignoring errors (the work is done).
 pub async fn close(conn: PgConnection) {
     let _ = conn.close().await;

@@ -182,6 +182,32 @@ impl Project {
         run(&mut self.command(args))
     }
 
+    /// As the cluster's superuser: only it may end the autovacuum worker that holds a database
+    /// which was just restored.
+    fn admin_psql(&self, sql: &str) -> String {
+        let password =
+            fs::read_to_string(self.dir.path().join(".nanika/run/postgres-admin.password"))
+                .unwrap();
+        run(Command::new(format!("{PG_BIN}/psql"))
+            .args([
+                "-X",
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.pg_port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-Atc",
+                sql,
+            ])
+            .env("PGPASSWORD", password.trim()))
+        .trim()
+        .to_string()
+    }
+
     fn psql(&self, database: &str, sql: &str) -> String {
         run(Command::new(format!("{PG_BIN}/psql"))
             .args([
@@ -440,7 +466,7 @@ fn stats(samples: &[Duration]) -> Stats {
 }
 
 struct Row {
-    operation: &'static str,
+    operation: String,
     baseline: &'static str,
     target: &'static str,
     nanika: Stats,
@@ -476,7 +502,7 @@ fn pairs(
 }
 
 fn row(
-    operation: &'static str,
+    operation: String,
     baseline: &'static str,
     target: &'static str,
     limit: f64,
@@ -495,7 +521,8 @@ fn row(
         raw: Some(raw),
     };
     eprintln!(
-        "{operation}: nanika {} ms, raw {} ms, ratio {}",
+        "{}: nanika {} ms, raw {} ms, ratio {}",
+        row.operation,
         ms(row.nanika.median),
         ms(row.raw.as_ref().unwrap().median),
         row.note
@@ -544,7 +571,7 @@ fn main() {
         );
         drop(project);
         rows.push(row(
-            "cold `up`",
+            "cold `up`".into(),
             "initdb + pg_ctl start -w + CREATE ROLE/DATABASE + redis-server + PING",
             "≤ 1.10",
             1.10,
@@ -581,7 +608,7 @@ fn main() {
         },
     );
     rows.push(row(
-        "warm `up`",
+        "warm `up`".into(),
         "pg_ctl start -w + redis-server + PING",
         "≤ 1.10, under 1 s",
         1.10,
@@ -606,7 +633,7 @@ fn main() {
         },
     );
     rows.push(row(
-        "`down`",
+        "`down`".into(),
         "pg_ctl stop -m fast + redis-cli SHUTDOWN",
         "≤ 1.10",
         1.10,
@@ -637,7 +664,7 @@ fn main() {
         },
     );
     rows.push(row(
-        "`status --json`",
+        "`status --json`".into(),
         "pg_isready + redis-cli ping",
         "≤ 1.00",
         1.00,
@@ -677,7 +704,7 @@ fn main() {
         },
     );
     rows.push(row(
-        "`db backup` (pgbench scale 50, custom)",
+        format!("`db backup` (pgbench scale {scale}, custom)"),
         "pg_dump -Fc",
         "≤ 1.05",
         1.05,
@@ -687,11 +714,8 @@ fn main() {
     let (xs, ys) = pairs(
         n,
         || {
-            project.psql(
-                "postgres",
-                "DROP DATABASE IF EXISTS nanika_game WITH (FORCE)",
-            );
-            project.psql("postgres", "CREATE DATABASE nanika_game");
+            project.admin_psql("DROP DATABASE IF EXISTS nanika_game WITH (FORCE)");
+            project.admin_psql("CREATE DATABASE nanika_game OWNER nanika_user");
         },
         || {
             timed(|| {
@@ -701,11 +725,8 @@ fn main() {
             })
         },
         || {
-            project.psql(
-                "postgres",
-                "DROP DATABASE IF EXISTS raw_restore WITH (FORCE)",
-            );
-            project.psql("postgres", "CREATE DATABASE raw_restore");
+            project.admin_psql("DROP DATABASE IF EXISTS raw_restore WITH (FORCE)");
+            project.admin_psql("CREATE DATABASE raw_restore OWNER nanika_user");
         },
         || {
             timed(|| {
@@ -716,22 +737,16 @@ fn main() {
         },
     );
     rows.push(row(
-        "`db restore --jobs 2` of that dump",
+        "`db restore --jobs 2` of that dump".into(),
         "pg_restore -j 2 into a fresh database",
         "≤ 1.05",
         1.05,
         &xs,
         &ys,
     ));
-    project.psql(
-        "postgres",
-        "DROP DATABASE IF EXISTS raw_restore WITH (FORCE)",
-    );
-    project.psql(
-        "postgres",
-        "DROP DATABASE IF EXISTS nanika_game WITH (FORCE)",
-    );
-    project.psql("postgres", "CREATE DATABASE nanika_game");
+    project.admin_psql("DROP DATABASE IF EXISTS raw_restore WITH (FORCE)");
+    project.admin_psql("DROP DATABASE IF EXISTS nanika_game WITH (FORCE)");
+    project.admin_psql("CREATE DATABASE nanika_game OWNER nanika_user");
 
     // Seed: a million messages with COPY, against psql's \copy of the same rows.
     project.run(&["db", "migrate"]);
@@ -775,7 +790,7 @@ fn main() {
         },
     );
     let mut seed_row = row(
-        "`db seed --messages 1000000`",
+        format!("`db seed --messages {messages}`"),
         "psql \\copy of the same rows from CSV",
         "≤ 1.20; ≥ 5× one INSERT a row",
         1.20,
@@ -815,7 +830,7 @@ fn main() {
         .collect();
     let migrate = stats(&samples);
     rows.push(Row {
-        operation: "`db migrate`, nothing pending",
+        operation: "`db migrate`, nothing pending".into(),
         baseline: "—",
         target: "under 50 ms",
         met: Some(migrate.median < Duration::from_millis(50)),

@@ -248,6 +248,7 @@ pub fn run(project_dir: Option<&PathBuf>, command: DbCommand) -> CliResult<ExitC
                 &loaded,
                 &path,
                 RestoreOptions {
+                    admin_password: admin_password(&loaded),
                     clean,
                     verify,
                     jobs,
@@ -285,17 +286,30 @@ pub fn exit_like(
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
+/// The password of the native cluster's own superuser, when it has one.
+fn admin_password(loaded: &LoadedProject) -> Option<nanika_config::Secret> {
+    let user = nanika_runtime::native::layout::ServerUser::for_current_process()
+        .ok()
+        .flatten();
+    nanika_runtime::native::layout::StateLayout::new(loaded.project.root(), user)
+        .postgres_admin_password()
+}
+
 async fn reset(loaded: &LoadedProject) -> Result<(), OpsError> {
     let url = &loaded.infra.env.database_url;
     let name = pg::quote_ident(&url.database);
-    let mut admin = pg::connect(url, Some("postgres")).await?;
+    let admin_url = pg::admin_url(url, admin_password(loaded).as_ref());
+    let mut admin = pg::connect(&admin_url, Some("postgres")).await?;
     for sql in [
         format!(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
             url.database.replace('\'', "''")
         ),
         format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-        format!("CREATE DATABASE {name}"),
+        format!(
+            "CREATE DATABASE {name} OWNER {}",
+            pg::quote_ident(&url.user)
+        ),
     ] {
         sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
             .execute(&mut admin)
@@ -344,6 +358,7 @@ fn restore(
         }
     }
     let spinner = spinner(&format!("restoring {}", path.display()));
+    let verify = options.verify;
     let report = block_on(dump::restore(&bins, url, path, options));
     spinner.finish_and_clear();
     let report = report.map_err(ops_error)?;
@@ -360,7 +375,7 @@ fn restore(
             report.seconds
         );
     }
-    if options.verify {
+    if verify {
         if report.differences.is_empty() {
             crate::say!(
                 "verified: every table of the backup has the row count of {}",
