@@ -340,6 +340,17 @@ fn clean_restore_takes_a_safety_backup_and_needs_confirmation() {
         stack.psql("SELECT count(*) FROM chat_rooms WHERE name = 'later'"),
         "0"
     );
+    // The swapped-in database still belongs to the app, which can still create in it.
+    assert_eq!(
+        stack.psql(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
+        ),
+        "nanika_user"
+    );
+    assert_eq!(
+        stack.psql("SELECT has_schema_privilege('public', 'CREATE')"),
+        "t"
+    );
 }
 
 #[test]
@@ -546,6 +557,12 @@ fn psql_reset_and_maintain() {
         stack.psql("SELECT count(*) FROM chat_rooms"),
         "1",
         "only the seeded lobby"
+    );
+    assert_eq!(
+        stack.psql(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
+        ),
+        "nanika_user"
     );
 
     let maintain = stack.run(&["db", "maintain", "--json"]);
