@@ -194,37 +194,6 @@ fn a_busy_port_fails_before_anything_starts_and_names_the_holder() {
 }
 
 #[test]
-fn concurrent_ups_start_one_of_each_server() {
-    let stack = Stack::new();
-    let children: Vec<_> = (0..3)
-        .map(|_| {
-            let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("nanika"));
-            cmd.arg("up")
-                .current_dir(&stack.root)
-                .env("NANIKA_RUNTIME", "native");
-            cmd.stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for child in children {
-        let output = child.wait_with_output().unwrap();
-        assert!(output.status.success(), "{}", text(&output));
-    }
-    let processes = stack.own_processes();
-    let postmasters = processes
-        .iter()
-        .filter(|p| p.contains("postgres -D"))
-        .count();
-    let redises = processes
-        .iter()
-        .filter(|p| p.contains("redis-server"))
-        .count();
-    assert_eq!((postmasters, redises), (1, 1), "{processes:#?}");
-}
-
-#[test]
 fn stale_pid_files_are_handled_without_touching_other_processes() {
     let stack = Stack::new();
     stack.up();

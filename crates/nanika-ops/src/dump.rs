@@ -321,18 +321,7 @@ pub async fn restore(
             }
             return Err(error);
         }
-        let mut conn = pg::connect(url, None).await?;
-        let tables = pg::tables(&mut conn)
-            .await?
-            .into_iter()
-            .map(|(schema, table)| format!("{schema}.{table}"))
-            .collect();
-        let rows = if options.verify {
-            Some(pg::table_row_counts(&mut conn).await?)
-        } else {
-            None
-        };
-        pg::close(conn).await;
+        let (tables, rows) = describe(url, options.verify).await?;
         return Ok(RestoreReport {
             format,
             tables,
@@ -364,18 +353,7 @@ pub async fn restore(
         .await;
         return Err(error);
     }
-    let mut conn = pg::connect(&scratch_url, None).await?;
-    let tables: Vec<String> = pg::tables(&mut conn)
-        .await?
-        .into_iter()
-        .map(|(schema, table)| format!("{schema}.{table}"))
-        .collect();
-    let rows = if options.verify {
-        Some(pg::table_row_counts(&mut conn).await?)
-    } else {
-        None
-    };
-    pg::close(conn).await;
+    let (tables, rows) = describe(&scratch_url, options.verify).await?;
     let mut differences = Vec::new();
     if let Some(tables) = &rows {
         let mut conn = pg::connect(url, None).await?;
@@ -414,6 +392,23 @@ pub async fn restore(
         replaced: replace,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The restored database's tables and, when `count`, their row counts.
+async fn describe(url: &DatabaseUrl, count: bool) -> Result<(Vec<String>, Option<RowCounts>)> {
+    let mut conn = pg::connect(url, None).await?;
+    let tables = pg::tables(&mut conn)
+        .await?
+        .into_iter()
+        .map(|(schema, table)| format!("{schema}.{table}"))
+        .collect();
+    let rows = if count {
+        Some(pg::table_row_counts(&mut conn).await?)
+    } else {
+        None
+    };
+    pg::close(conn).await;
+    Ok((tables, rows))
 }
 
 fn restore_into(

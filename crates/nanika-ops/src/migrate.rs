@@ -11,19 +11,20 @@ use std::path::{Path, PathBuf};
 /// The table sqlx records applied migrations in.
 pub const TABLE: &str = "_sqlx_migrations";
 
-/// The schema the spec implies, as the project's first migrations: (file name, SQL).
+/// The schema the spec implies, as the project's first migrations: (file name, SQL). The
+/// repository's own `migrations/` is their one source; `nanika init` writes them into new projects.
 pub const INITIAL: &[(&str, &str)] = &[
     (
         "20250801000001_users.sql",
-        include_str!("../migrations/20250801000001_users.sql"),
+        include_str!("../../../migrations/20250801000001_users.sql"),
     ),
     (
         "20250801000002_chat.sql",
-        include_str!("../migrations/20250801000002_chat.sql"),
+        include_str!("../../../migrations/20250801000002_chat.sql"),
     ),
     (
         "20250801000003_session_backups.sql",
-        include_str!("../migrations/20250801000003_session_backups.sql"),
+        include_str!("../../../migrations/20250801000003_session_backups.sql"),
     ),
 ];
 
