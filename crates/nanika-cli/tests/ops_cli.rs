@@ -157,12 +157,7 @@ fn backup_and_restore_round_trip_in_every_format() {
     let before = fingerprint(&stack);
     for (format, extension) in [("custom", "dump"), ("sql", "sql"), ("directory", "dir")] {
         let path = stack.root.join(format!("backups/round-trip.{extension}"));
-        let backup = stack
-            .nanika()
-            .args(["db", "backup", "--format", format, "-o"])
-            .arg(&path)
-            .output()
-            .unwrap();
+        let backup = stack.run_path(&["db", "backup", "--format", format, "-o"], &path);
         assert!(backup.status.success(), "{format}: {}", text(&backup));
         assert!(!Path::new(&format!("{}.partial", path.display())).exists());
         empty_database(&stack);
@@ -206,22 +201,13 @@ fn bad_restores_change_nothing() {
     let dump = stack.root.join("backups/full.dump");
     assert!(
         stack
-            .nanika()
-            .args(["db", "backup", "-o"])
-            .arg(&dump)
-            .output()
-            .unwrap()
+            .run_path(&["db", "backup", "-o"], &dump)
             .status
             .success()
     );
     let before = fingerprint(&stack);
 
-    let refused = stack
-        .nanika()
-        .args(["db", "restore"])
-        .arg(&dump)
-        .output()
-        .unwrap();
+    let refused = stack.run_path(&["db", "restore"], &dump);
     assert_eq!(refused.status.code(), Some(1));
     assert!(
         text(&refused).contains("database nanika_game is not empty")
@@ -233,12 +219,7 @@ fn bad_restores_change_nothing() {
     let bytes = std::fs::read(&dump).unwrap();
     let truncated = stack.root.join("backups/truncated.dump");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
-    let failed = stack
-        .nanika()
-        .args(["db", "restore", "--clean", "--yes"])
-        .arg(&truncated)
-        .output()
-        .unwrap();
+    let failed = stack.run_path(&["db", "restore", "--clean", "--yes"], &truncated);
     assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
     assert!(text(&failed).contains("pg_restore"), "{}", text(&failed));
     assert_eq!(
@@ -255,11 +236,7 @@ fn bad_restores_change_nothing() {
     let sql = stack.root.join("backups/full.sql");
     assert!(
         stack
-            .nanika()
-            .args(["db", "backup", "--format", "sql", "-o"])
-            .arg(&sql)
-            .output()
-            .unwrap()
+            .run_path(&["db", "backup", "--format", "sql", "-o"], &sql)
             .status
             .success()
     );
@@ -272,12 +249,7 @@ fn bad_restores_change_nothing() {
             .unwrap()],
     )
     .unwrap();
-    let incomplete = stack
-        .nanika()
-        .args(["db", "restore", "--clean", "--yes"])
-        .arg(&cut)
-        .output()
-        .unwrap();
+    let incomplete = stack.run_path(&["db", "restore", "--clean", "--yes"], &cut);
     assert_eq!(incomplete.status.code(), Some(1));
     assert!(
         text(&incomplete).contains("is incomplete"),
@@ -287,12 +259,7 @@ fn bad_restores_change_nothing() {
 
     let junk = stack.root.join("backups/notes.txt");
     std::fs::write(&junk, "just some notes\n").unwrap();
-    let not_dump = stack
-        .nanika()
-        .args(["db", "restore", "--clean", "--yes"])
-        .arg(&junk)
-        .output()
-        .unwrap();
+    let not_dump = stack.run_path(&["db", "restore", "--clean", "--yes"], &junk);
     assert_eq!(not_dump.status.code(), Some(1));
     assert!(
         text(&not_dump).contains("neither a pg_dump archive nor a pg_dump SQL script"),
@@ -308,32 +275,18 @@ fn clean_restore_takes_a_safety_backup_and_needs_confirmation() {
     let dump = stack.root.join("backups/base.dump");
     assert!(
         stack
-            .nanika()
-            .args(["db", "backup", "-o"])
-            .arg(&dump)
-            .output()
-            .unwrap()
+            .run_path(&["db", "backup", "-o"], &dump)
             .status
             .success()
     );
     stack.psql("INSERT INTO chat_rooms (name) VALUES ('later')");
-    let unconfirmed = stack
-        .nanika()
-        .args(["db", "restore", "--clean"])
-        .arg(&dump)
-        .output()
-        .unwrap();
+    let unconfirmed = stack.run_path(&["db", "restore", "--clean"], &dump);
     assert_eq!(unconfirmed.status.code(), Some(2), "{}", text(&unconfirmed));
     assert_eq!(
         stack.psql("SELECT count(*) FROM chat_rooms WHERE name = 'later'"),
         "1"
     );
-    let done = stack
-        .nanika()
-        .args(["db", "restore", "--clean", "--yes"])
-        .arg(&dump)
-        .output()
-        .unwrap();
+    let done = stack.run_path(&["db", "restore", "--clean", "--yes"], &dump);
     assert!(done.status.success(), "{}", text(&done));
     assert!(text(&done).contains("safety backup: "), "{}", text(&done));
     assert_eq!(

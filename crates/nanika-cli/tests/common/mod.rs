@@ -98,6 +98,11 @@ impl Stack {
         self.nanika().args(args).output().unwrap()
     }
 
+    /// Runs `nanika ARGS PATH` in the project.
+    pub fn run_path(&self, args: &[&str], path: &Path) -> Output {
+        self.nanika().args(args).arg(path).output().unwrap()
+    }
+
     pub fn up(&self) -> Output {
         let output = self.run(&["up"]);
         assert!(

@@ -295,8 +295,8 @@ mod tests {
 
     #[test]
     fn external_state_is_named_after_the_project_and_stable() {
-        let a = StateLayout::external_home(Path::new("/root/work/game"));
-        assert_eq!(a, StateLayout::external_home(Path::new("/root/work/game")));
+        let a = StateLayout::external_home(Path::new("/home/dev/game"));
+        assert_eq!(a, StateLayout::external_home(Path::new("/home/dev/game")));
         assert!(
             a.starts_with(EXTERNAL_STATE_ROOT)
                 && a.file_name()
@@ -304,7 +304,7 @@ mod tests {
                     .to_string_lossy()
                     .starts_with("game-")
         );
-        assert_ne!(a, StateLayout::external_home(Path::new("/root/other/game")));
+        assert_ne!(a, StateLayout::external_home(Path::new("/home/other/game")));
     }
 
     #[test]
