@@ -142,8 +142,14 @@ pub fn up(
         };
         crate::say!("{service:8} {state} on 127.0.0.1:{port}");
     }
-    crate::say!("DATABASE_URL={}", env.database_url);
-    crate::say!("REDIS_URL={}", env.redis_url);
+    // The URLs of the services that are up now, for the app (passwords masked).
+    let up: Vec<&Service> = report.started.iter().chain(&report.already_up).collect();
+    if up.contains(&&Service::Postgres) {
+        crate::say!("DATABASE_URL={}", env.database_url);
+    }
+    if up.contains(&&Service::Redis) {
+        crate::say!("REDIS_URL={}", env.redis_url);
+    }
     if attach {
         return attach_logs(&native);
     }
