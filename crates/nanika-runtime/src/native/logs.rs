@@ -4,6 +4,7 @@
 use fs_err as fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// The size at which a log is rotated.
 pub const MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
@@ -66,17 +67,25 @@ impl RotatingLog {
         self.size = 0;
         Ok(())
     }
+}
 
-    /// Copies `reader` into the log line by line until it ends (a child's stdout or stderr).
-    pub fn pump(mut self, reader: impl Read) {
-        let mut reader = BufReader::new(reader);
-        let mut line = Vec::new();
-        while let Ok(n) = reader.read_until(b'\n', &mut line) {
-            if n == 0 || self.write_line(&line).is_err() {
-                break;
-            }
-            line.clear();
+/// A log written by several threads at once (a server's stdout, its stderr, and the supervisor's
+/// own remarks): one writer, so rotation sees every byte.
+pub type SharedLog = Arc<Mutex<RotatingLog>>;
+
+/// Copies `reader` into the log line by line until it ends (a child's stdout or stderr).
+pub fn pump(log: &SharedLog, reader: impl Read) {
+    let mut reader = BufReader::new(reader);
+    let mut line = Vec::new();
+    while let Ok(n) = reader.read_until(b'\n', &mut line) {
+        if n == 0 {
+            break;
         }
+        let written = log.lock().map(|mut log| log.write_line(&line));
+        if !matches!(written, Ok(Ok(()))) {
+            break;
+        }
+        line.clear();
     }
 }
 
@@ -116,5 +125,36 @@ mod tests {
         );
         assert_eq!(tail(&path, 1), ["line 099 of the log"]);
         assert!(dir.path().join("x.log.2").exists() && !dir.path().join("x.log.3").exists());
+    }
+
+    #[test]
+    fn two_streams_share_one_bounded_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
+        let log: SharedLog = Arc::new(Mutex::new(RotatingLog::with_limit(&path, 300).unwrap()));
+        let lines = |tag: &str| {
+            (0..200)
+                .map(|i| format!("{tag} {i:04}\n"))
+                .collect::<String>()
+                .into_bytes()
+        };
+        let (out, err) = (lines("out"), lines("err"));
+        std::thread::scope(|scope| {
+            scope.spawn(|| pump(&log, &out[..]));
+            scope.spawn(|| pump(&log, &err[..]));
+        });
+        let total: u64 = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(
+            total <= 300 * u64::from(KEPT_ROTATIONS + 1),
+            "{total} bytes kept by two writers"
+        );
+        let newest = tail(&path, 1000);
+        assert!(
+            newest.iter().all(|l| l.len() == 8),
+            "no line is torn: {newest:?}"
+        );
     }
 }

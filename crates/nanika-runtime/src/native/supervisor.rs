@@ -8,7 +8,7 @@
 //! file, is how other nanika processes know a supervisor runs.
 
 use super::layout::StateLayout;
-use super::logs::RotatingLog;
+use super::logs::{RotatingLog, SharedLog};
 use crate::Service;
 use crate::error::{Result, RuntimeError};
 use fs_err as fs;
@@ -169,6 +169,28 @@ struct Running {
     backoff: Duration,
     restart_at: Option<Instant>,
     report: ServiceReport,
+    /// The service's log, opened once and shared by its output streams and the supervisor.
+    log: Option<SharedLog>,
+}
+
+impl Running {
+    fn log(&mut self) -> Option<SharedLog> {
+        if self.log.is_none() {
+            self.log = RotatingLog::open(&self.plan.log)
+                .ok()
+                .map(|log| std::sync::Arc::new(std::sync::Mutex::new(log)));
+        }
+        self.log.clone()
+    }
+
+    /// Writes a remark of the supervisor's into the service's log.
+    fn note(&mut self, text: &str) {
+        if let Some(log) = self.log()
+            && let Ok(mut log) = log.lock()
+        {
+            let _ = log.write_line(format!("nanika: {text}").as_bytes());
+        }
+    }
 }
 
 /// The supervisor's main loop. Returns when told to stop, after every server has stopped.
@@ -294,6 +316,7 @@ fn reconcile(layout: &StateLayout, running: &mut BTreeMap<Service, Running>) {
                         restarts: 0,
                         last_exit: None,
                     },
+                    log: None,
                 };
                 start(service, &mut entry);
                 running.insert(service, entry);
@@ -316,18 +339,14 @@ fn start(service: Service, entry: &mut Running) {
     }
     match command.spawn() {
         Ok(mut child) => {
-            for stream in [
-                child
-                    .stdout
-                    .take()
-                    .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            let streams: [Option<Box<dyn std::io::Read + Send>>; 2] = [
+                child.stdout.take().map(|s| Box::new(s) as _),
                 child.stderr.take().map(|s| Box::new(s) as _),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                if let Ok(log) = RotatingLog::open(&plan.log) {
-                    std::thread::spawn(move || log.pump(stream));
+            ];
+            if let Some(log) = entry.log() {
+                for stream in streams.into_iter().flatten() {
+                    let log = log.clone();
+                    std::thread::spawn(move || super::logs::pump(&log, stream));
                 }
             }
             entry.pid = Some(Pid::from_raw(child.id() as i32));
@@ -338,15 +357,8 @@ fn start(service: Service, entry: &mut Running) {
             drop(child);
         }
         Err(error) => {
-            if let Ok(mut log) = RotatingLog::open(&plan.log) {
-                let _ = log.write_line(
-                    format!(
-                        "nanika: cannot start {service} ({}): {error}",
-                        plan.program.display()
-                    )
-                    .as_bytes(),
-                );
-            }
+            let program = entry.plan.program.display().to_string();
+            entry.note(&format!("cannot start {service} ({program}): {error}"));
             entry.report.last_exit = Some(format!("could not start: {error}"));
             schedule_restart(entry);
         }
@@ -379,10 +391,7 @@ fn reap(running: &mut BTreeMap<Service, Running>) {
                 let Some(how) = describe_exit(status) else {
                     continue;
                 };
-                if let Ok(mut log) = RotatingLog::open(&entry.plan.log) {
-                    let _ =
-                        log.write_line(format!("nanika: {service} {how}; restarting").as_bytes());
-                }
+                entry.note(&format!("{service} {how}; restarting"));
                 entry.report.last_exit = Some(how);
                 entry.pid = None;
                 entry.report.pid = None;
@@ -416,9 +425,21 @@ fn wait_for_exit(pid: Pid, limit: Duration) -> Option<WaitStatus> {
 }
 
 fn stop_one(service: Service, entry: &mut Running) {
+    send_stop(service, entry);
+    await_stop(service, entry);
+}
+
+/// Sends the graceful stop signal, once.
+fn send_stop(service: Service, entry: &mut Running) {
     entry.restart_at = None;
+    if let Some(pid) = entry.pid {
+        let _ = kill(pid, stop_signal(service));
+    }
+}
+
+/// Waits for a service that was sent its stop signal; insists after the grace period.
+fn await_stop(service: Service, entry: &mut Running) {
     let Some(pid) = entry.pid.take() else { return };
-    let _ = kill(pid, stop_signal(service));
     let status = wait_for_exit(pid, STOP_GRACE).or_else(|| {
         let _ = kill(pid, insist_signal(service));
         wait_for_exit(pid, STOP_GRACE)
@@ -429,16 +450,14 @@ fn stop_one(service: Service, entry: &mut Running) {
         .map(|how| format!("stopped ({how})"));
 }
 
-/// Stops every service at once (signals first, then waits), so Redis and PostgreSQL shut down
-/// in parallel.
+/// Stops every service at once (all signals first, then the waits), so Redis and PostgreSQL
+/// shut down in parallel.
 fn stop_all(running: &mut BTreeMap<Service, Running>) {
-    for (service, entry) in running.iter() {
-        if let Some(pid) = entry.pid {
-            let _ = kill(pid, stop_signal(*service));
-        }
+    for (service, entry) in running.iter_mut() {
+        send_stop(*service, entry);
     }
     for (service, entry) in running.iter_mut() {
-        stop_one(*service, entry);
+        await_stop(*service, entry);
     }
 }
 
