@@ -123,7 +123,6 @@ pub async fn bulk(
 ) -> Result<SeedReport> {
     let mut report = seed(conn).await?;
     let total = users + messages;
-    let mut done = 0;
     let mut tx = sqlx::Connection::begin(conn)
         .await
         .map_err(OpsError::sql("cannot begin the bulk seed"))?;
@@ -134,31 +133,20 @@ pub async fn bulk(
             .map_err(OpsError::sql("cannot count load users"))?;
     if users > 0 {
         let hash = hash_password("load-password")?;
-        let mut copy = tx
-            .copy_in_raw("COPY users (username, email, password_hash) FROM STDIN")
-            .await
-            .map_err(OpsError::sql("cannot start COPY users"))?;
-        let mut batch = String::new();
-        for n in 0..users {
-            let id = first as u64 + n + 1;
-            batch += &format!("load_user_{id}\tload_user_{id}@example.test\t{hash}\n");
-            if (n + 1) % COPY_BATCH == 0 || n + 1 == users {
-                copy.send(batch.as_bytes())
-                    .await
-                    .map_err(OpsError::sql("COPY users failed"))?;
-                done += if (n + 1) % COPY_BATCH == 0 {
-                    COPY_BATCH
-                } else {
-                    users % COPY_BATCH
-                };
-                progress(done, total);
-                batch.clear();
-            }
-        }
-        report.users += copy
-            .finish()
-            .await
-            .map_err(OpsError::sql("COPY users failed"))?;
+        let first = first as u64 + 1;
+        report.users += copy_rows(
+            &mut tx,
+            "COPY users (username, email, password_hash) FROM STDIN",
+            users,
+            |n| {
+                format!(
+                    "load_user_{id}\tload_user_{id}@example.test\t{hash}\n",
+                    id = first + n
+                )
+            },
+            &mut |sent| progress(sent, total),
+        )
+        .await?;
     }
     if messages > 0 {
         let room: i64 = sqlx::query_scalar("SELECT id FROM chat_rooms WHERE name = $1")
@@ -170,34 +158,44 @@ pub async fn bulk(
             .fetch_all(&mut *tx)
             .await
             .map_err(OpsError::sql("cannot list users"))?;
-        let mut copy = tx
-            .copy_in_raw("COPY chat_messages (room_id, author_id, body) FROM STDIN")
-            .await
-            .map_err(OpsError::sql("cannot start COPY chat_messages"))?;
-        let mut batch = String::new();
-        for n in 0..messages {
-            let author = authors[(n % authors.len() as u64) as usize];
-            batch += &format!("{room}\t{author}\tload message {n}\n");
-            if (n + 1) % COPY_BATCH == 0 || n + 1 == messages {
-                copy.send(batch.as_bytes())
-                    .await
-                    .map_err(OpsError::sql("COPY chat_messages failed"))?;
-                done += if (n + 1) % COPY_BATCH == 0 {
-                    COPY_BATCH
-                } else {
-                    messages % COPY_BATCH
-                };
-                progress(done, total);
-                batch.clear();
-            }
-        }
-        report.messages += copy
-            .finish()
-            .await
-            .map_err(OpsError::sql("COPY chat_messages failed"))?;
+        report.messages += copy_rows(
+            &mut tx,
+            "COPY chat_messages (room_id, author_id, body) FROM STDIN",
+            messages,
+            |n| {
+                format!(
+                    "{room}\t{}\tload message {n}\n",
+                    authors[(n % authors.len() as u64) as usize]
+                )
+            },
+            &mut |sent| progress(users + sent, total),
+        )
+        .await?;
     }
     tx.commit()
         .await
         .map_err(OpsError::sql("cannot commit the bulk seed"))?;
     Ok(report)
+}
+
+/// Sends `count` rows, made by `row(n)`, through one COPY in batches; `progress(sent)` after each.
+async fn copy_rows(
+    conn: &mut PgConnection,
+    statement: &'static str,
+    count: u64,
+    row: impl Fn(u64) -> String,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64> {
+    let failed = || OpsError::sql(format!("`{statement}` failed"));
+    let mut copy = conn.copy_in_raw(statement).await.map_err(failed())?;
+    let mut batch = String::new();
+    for n in 0..count {
+        batch += &row(n);
+        if (n + 1) % COPY_BATCH == 0 || n + 1 == count {
+            copy.send(batch.as_bytes()).await.map_err(failed())?;
+            progress(n + 1);
+            batch.clear();
+        }
+    }
+    copy.finish().await.map_err(failed())
 }

@@ -95,25 +95,9 @@ impl Prober {
             let mut conn = PgConnection::connect_with(&target.options("postgres"))
                 .await
                 .map_err(classify)?;
-            let exists: Option<i32> =
-                sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-                    .bind(&target.database)
-                    .fetch_optional(&mut conn)
-                    .await
-                    .map_err(classify)?;
-            if exists.is_none() {
-                // Identifiers cannot be bound as parameters; the name is quoted as an identifier.
-                let statement = sqlx::AssertSqlSafe(format!(
-                    "CREATE DATABASE {}",
-                    quote_ident(&target.database)
-                ));
-                sqlx::query(statement)
-                    .execute(&mut conn)
-                    .await
-                    .map_err(classify)?;
-            }
+            let created = create_database_if_missing(&mut conn, &target.database, None).await?;
             let _ = conn.close().await;
-            Ok(exists.is_none())
+            Ok(created)
         })
     }
 
@@ -151,22 +135,7 @@ impl Prober {
                     .await
                     .map_err(classify)?;
             }
-            let database: Option<i32> =
-                sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-                    .bind(&app.database)
-                    .fetch_optional(&mut conn)
-                    .await
-                    .map_err(classify)?;
-            if database.is_none() {
-                let statement = sqlx::AssertSqlSafe(format!(
-                    "CREATE DATABASE {} OWNER {user}",
-                    quote_ident(&app.database)
-                ));
-                sqlx::query(statement)
-                    .execute(&mut conn)
-                    .await
-                    .map_err(classify)?;
-            }
+            create_database_if_missing(&mut conn, &app.database, Some(&user)).await?;
             let _ = conn.close().await;
             Ok(())
         })
@@ -183,6 +152,32 @@ impl Prober {
                 .unwrap_or_else(|_| Err(ProbeError::Other("timed out".into())))
         })
     }
+}
+
+/// Creates `database` (owned by the quoted role `owner`, else by the connected one) unless it
+/// exists; returns whether it did.
+async fn create_database_if_missing(
+    conn: &mut PgConnection,
+    database: &str,
+    owner: Option<&str>,
+) -> Result<bool, ProbeError> {
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(database)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(classify)?;
+    if exists.is_some() {
+        return Ok(false);
+    }
+    // Identifiers cannot be bound as parameters; the name is quoted as an identifier.
+    let owner = owner.map(|o| format!(" OWNER {o}")).unwrap_or_default();
+    let statement =
+        sqlx::AssertSqlSafe(format!("CREATE DATABASE {}{owner}", quote_ident(database)));
+    sqlx::query(statement)
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+    Ok(true)
 }
 
 /// Quotes an identifier for SQL.
