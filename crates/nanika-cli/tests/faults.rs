@@ -296,22 +296,7 @@ fn servers_listen_on_loopback_only_and_require_passwords() {
             "{service} listens beyond loopback: {addresses:?}"
         );
     }
-    let wrong = std::process::Command::new(format!("{}/psql", common::PG_BIN))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &stack.pg_port.to_string(),
-            "-U",
-            "nanika_user",
-            "-d",
-            "nanika_game",
-            "-c",
-            "SELECT 1",
-        ])
-        .env("PGPASSWORD", "not-the-password")
-        .output()
-        .unwrap();
+    let wrong = stack.psql_with("not-the-password", "nanika_game", "SELECT 1");
     assert!(
         !wrong.status.success() && text(&wrong).contains("password authentication failed"),
         "{}",

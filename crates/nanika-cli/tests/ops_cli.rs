@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{PG_BIN, Stack, text};
+use common::{Stack, text};
 use std::path::Path;
 
 /// A stack that is up, migrated and seeded.
@@ -71,22 +71,11 @@ fn migrate_applies_once_and_refuses_a_changed_migration() {
     );
 
     // Constraints keep bad data out.
-    let blank = std::process::Command::new(format!("{PG_BIN}/psql"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &stack.pg_port.to_string(),
-            "-U",
-            "nanika_user",
-            "-d",
-            "nanika_game",
-            "-c",
-            "INSERT INTO users (username, email, password_hash) VALUES (' ', 'x@y', 'h')",
-        ])
-        .env("PGPASSWORD", common::PASSWORD)
-        .output()
-        .unwrap();
+    let blank = stack.psql_with(
+        common::PASSWORD,
+        "nanika_game",
+        "INSERT INTO users (username, email, password_hash) VALUES (' ', 'x@y', 'h')",
+    );
     assert!(
         !blank.status.success() && text(&blank).contains("users_username_not_blank"),
         "{}",

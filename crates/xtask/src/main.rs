@@ -116,6 +116,26 @@ fn give_to_server(path: &Path) {
     }
 }
 
+/// `psql -X -q` on loopback as `user` with `password` (through the environment), to `database`.
+fn psql(port: u16, user: &str, password: &str, database: &str) -> Command {
+    let mut command = Command::new(format!("{PG_BIN}/psql"));
+    command
+        .args([
+            "-X",
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            user,
+            "-d",
+            database,
+        ])
+        .env("PGPASSWORD", password);
+    command
+}
+
 /// A nanika project on free ports.
 struct Project {
     dir: tempfile::TempDir,
@@ -188,45 +208,15 @@ impl Project {
         let password =
             fs::read_to_string(self.dir.path().join(".nanika/run/postgres-admin.password"))
                 .unwrap();
-        run(Command::new(format!("{PG_BIN}/psql"))
-            .args([
-                "-X",
-                "-q",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.pg_port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-Atc",
-                sql,
-            ])
-            .env("PGPASSWORD", password.trim()))
-        .trim()
-        .to_string()
+        run(psql(self.pg_port, "postgres", password.trim(), "postgres").args(["-Atc", sql]))
+            .trim()
+            .to_string()
     }
 
     fn psql(&self, database: &str, sql: &str) -> String {
-        run(Command::new(format!("{PG_BIN}/psql"))
-            .args([
-                "-X",
-                "-q",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.pg_port.to_string(),
-                "-U",
-                "nanika_user",
-                "-d",
-                database,
-                "-Atc",
-                sql,
-            ])
-            .env("PGPASSWORD", APP_PASSWORD))
-        .trim()
-        .to_string()
+        run(psql(self.pg_port, "nanika_user", APP_PASSWORD, database).args(["-Atc", sql]))
+            .trim()
+            .to_string()
     }
 
     fn pg_env(&self, command: &mut Command) {
@@ -345,26 +335,14 @@ impl Raw {
     }
 
     fn create_app(&self) {
-        run(Command::new(format!("{PG_BIN}/psql"))
-            .args([
-                "-X",
-                "-q",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.pg_port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-            ])
-            .args([
+        run(
+            psql(self.pg_port, "postgres", "admin-password", "postgres").args([
                 "-c",
                 "CREATE ROLE nanika_user LOGIN CREATEDB PASSWORD 'nanika_password'",
                 "-c",
                 "CREATE DATABASE nanika_game OWNER nanika_user",
-            ])
-            .env("PGPASSWORD", "admin-password"));
+            ]),
+        );
     }
 
     fn redis_start(&self) {
@@ -783,9 +761,10 @@ fn main() {
                     "\\copy chat_messages (room_id, author_id, body) FROM '{}' WITH (FORMAT csv)",
                     csv.display()
                 );
-                let mut psql = Command::new(format!("{PG_BIN}/psql"));
-                project.pg_env(&mut psql);
-                run(psql.args(["-X", "-q", "-c", &copy]));
+                run(
+                    psql(project.pg_port, "nanika_user", APP_PASSWORD, "nanika_game")
+                        .args(["-c", &copy]),
+                );
             })
         },
     );
@@ -810,9 +789,11 @@ fn main() {
     fs::write(&inserts, sql).unwrap();
     truncate();
     let insert_time = timed(|| {
-        let mut psql = Command::new(format!("{PG_BIN}/psql"));
-        project.pg_env(&mut psql);
-        run(psql.args(["-X", "-q", "-f"]).arg(&inserts));
+        run(
+            psql(project.pg_port, "nanika_user", APP_PASSWORD, "nanika_game")
+                .arg("-f")
+                .arg(&inserts),
+        );
     });
     let insert_rate = sample as f64 / insert_time.as_secs_f64();
     let nanika_rate = messages as f64 / seed_row.nanika.median.as_secs_f64();
@@ -890,22 +871,8 @@ fn main() {
             .unwrap();
             loop {
                 let healthy = match service {
-                    "postgres" => Command::new(format!("{PG_BIN}/psql"))
-                        .args([
-                            "-X",
-                            "-q",
-                            "-h",
-                            "127.0.0.1",
-                            "-p",
-                            &project.pg_port.to_string(),
-                            "-U",
-                            "nanika_user",
-                            "-d",
-                            "nanika_game",
-                            "-c",
-                            "SELECT 1",
-                        ])
-                        .env("PGPASSWORD", APP_PASSWORD)
+                    "postgres" => psql(project.pg_port, "nanika_user", APP_PASSWORD, "nanika_game")
+                        .args(["-c", "SELECT 1"])
                         .stderr(Stdio::null())
                         .stdout(Stdio::null())
                         .status()

@@ -136,9 +136,17 @@ impl Stack {
 
     /// Runs SQL in `database` as the app user and returns its unaligned output.
     pub fn psql_in(&self, database: &str, sql: &str) -> String {
+        let output = self.psql_with(PASSWORD, database, sql);
+        assert!(output.status.success(), "psql {sql}: {}", text(&output));
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    }
+
+    /// Runs SQL as the app user with `password`, whatever comes of it.
+    pub fn psql_with(&self, password: &str, database: &str, sql: &str) -> Output {
         let port = self.pg_port.to_string();
-        let output = std::process::Command::new(format!("{PG_BIN}/psql"))
+        std::process::Command::new(format!("{PG_BIN}/psql"))
             .args([
+                "-X",
                 "-h",
                 "127.0.0.1",
                 "-p",
@@ -150,11 +158,9 @@ impl Stack {
                 "-Atc",
                 sql,
             ])
-            .env("PGPASSWORD", PASSWORD)
+            .env("PGPASSWORD", password)
             .output()
-            .unwrap();
-        assert!(output.status.success(), "psql {sql}: {}", text(&output));
-        String::from_utf8(output.stdout).unwrap().trim().to_string()
+            .unwrap()
     }
 
     pub fn redis(&self, args: &[&str]) -> String {
