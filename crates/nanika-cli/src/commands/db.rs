@@ -42,9 +42,19 @@ pub fn block_on<F: Future>(work: F) -> F::Output {
         .block_on(work)
 }
 
-fn postgres_binaries() -> CliResult<nanika_runtime::native::binaries::PostgresBinaries> {
-    nanika_runtime::native::binaries::find_postgres(&context::binary_search())
-        .map_err(super::services::runtime_error)
+/// The tools of the installation the project's server runs from, else the ones found on the host.
+fn postgres_binaries(
+    loaded: &LoadedProject,
+) -> CliResult<nanika_runtime::native::binaries::PostgresBinaries> {
+    let user = nanika_runtime::native::layout::ServerUser::for_current_process()
+        .ok()
+        .flatten();
+    let layout = nanika_runtime::native::layout::StateLayout::new(loaded.project.root(), user);
+    match nanika_runtime::native::supervisor::running_postgres(&layout) {
+        Some(binaries) => Ok(binaries),
+        None => nanika_runtime::native::binaries::find_postgres(&context::binary_search())
+            .map_err(super::services::runtime_error),
+    }
 }
 
 fn migrations_dir(loaded: &LoadedProject) -> PathBuf {
@@ -173,7 +183,7 @@ pub fn run(project_dir: Option<&PathBuf>, command: DbCommand) -> CliResult<ExitC
             crate::say!("database {} recreated, migrated and seeded", url.database);
         }
         DbCommand::Psql { args } => {
-            let bins = postgres_binaries()?;
+            let bins = postgres_binaries(&loaded)?;
             let mut command = std::process::Command::new(bins.tool("psql"));
             command.args(&args);
             for (key, value) in url.pg_env() {
@@ -227,7 +237,7 @@ pub fn run(project_dir: Option<&PathBuf>, command: DbCommand) -> CliResult<ExitC
                 url.database,
                 path.display()
             ));
-            let report = dump::backup(&postgres_binaries()?, url, &path, format, jobs);
+            let report = dump::backup(&postgres_binaries(&loaded)?, url, &path, format, jobs);
             spinner.finish_and_clear();
             let report = report.map_err(ops_error)?;
             crate::say!(
@@ -331,7 +341,7 @@ fn restore(
     yes: bool,
 ) -> CliResult<ExitCode> {
     let url = &loaded.infra.env.database_url;
-    let bins = postgres_binaries()?;
+    let bins = postgres_binaries(loaded)?;
     // Check the file before asking anything: a file that is no dump is refused outright.
     dump::detect(path).map_err(ops_error)?;
     if options.clean {

@@ -111,6 +111,20 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
+/// The PostgreSQL installation the running server was started from, as its plan records it:
+/// the tools to use against it (pg_dump, psql) without running `postgres --version` again.
+pub fn running_postgres(layout: &StateLayout) -> Option<super::binaries::PostgresBinaries> {
+    if !is_running(layout) {
+        return None;
+    }
+    let plan: Plan = read_json(&plan_file(layout))?;
+    let postgres = plan.services.get(&Service::Postgres)?;
+    Some(super::binaries::PostgresBinaries {
+        bin_dir: postgres.program.parent()?.to_path_buf(),
+        version: postgres.version.clone()?,
+    })
+}
+
 /// Whether a supervisor holds this project's lock now.
 pub fn is_running(layout: &StateLayout) -> bool {
     let Ok(file) = std::fs::OpenOptions::new()
