@@ -482,3 +482,19 @@ fn the_docker_runtime_says_clearly_when_no_engine_answers() {
         "a failed docker up records nothing"
     );
 }
+
+#[test]
+fn ps_only_looks_and_up_recreates_a_dropped_app_database() {
+    let stack = Stack::new();
+    stack.up();
+    stack.psql_in("postgres", "DROP DATABASE nanika_game");
+    let status = stack.service("postgres");
+    assert_ne!(status["state"], "crashed", "{status}");
+    let exists = stack.psql_in(
+        "postgres",
+        "SELECT count(*) FROM pg_database WHERE datname = 'nanika_game'",
+    );
+    assert_eq!(exists, "0", "ps must not create anything");
+    stack.up();
+    assert_eq!(stack.psql("SELECT current_database()"), "nanika_game");
+}

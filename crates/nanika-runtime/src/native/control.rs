@@ -422,16 +422,12 @@ impl<'a> Native<'a> {
         Ok(notes)
     }
 
+    /// One real query to `service` as the app. It creates nothing: `up` makes sure of the app
+    /// database before its first probe, and `ps` must not change anything.
     fn probe(&self, prober: &Prober, service: Service) -> std::result::Result<(), ProbeError> {
         let timeout = Duration::from_secs(2);
         match service {
-            Service::Postgres => match prober.postgres(&self.postgres_target(), timeout) {
-                Err(ProbeError::NoDatabase) => {
-                    prober.ensure_database(&self.postgres_target(), timeout)?;
-                    prober.postgres(&self.postgres_target(), timeout)
-                }
-                other => other,
-            },
+            Service::Postgres => prober.postgres(&self.postgres_target(), timeout),
             Service::Redis => crate::health::redis_ping(
                 self.port(Service::Redis),
                 self.loaded.infra.redis.requirepass.as_ref(),
