@@ -3,7 +3,7 @@
 
 use crate::error::CliResult;
 use nanika_config::env_vars;
-use nanika_config::{LoadedProject, Project};
+use nanika_config::{LoadedProject, Project, Rejected, ValidProject};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -41,6 +41,25 @@ pub fn load(project_dir: Option<&PathBuf>) -> CliResult<LoadedProject> {
 /// The project with what the services and operations need loaded (not the compose file).
 pub fn load_for_services(project_dir: Option<&PathBuf>) -> CliResult<LoadedProject> {
     Ok(project(project_dir)?.load_for_services(&process_env())?)
+}
+
+/// The project with what the services need loaded, refused with every error it has: the only
+/// way the commands that connect to or change a server get a project.
+pub fn valid(project_dir: Option<&PathBuf>) -> CliResult<ValidProject> {
+    load_for_services(project_dir)?
+        .validate()
+        .map_err(|rejected| rejected_error(&rejected))
+}
+
+/// The error for a project refused for its configuration: every error finding, and that
+/// nothing was done.
+pub fn rejected_error(rejected: &Rejected) -> crate::error::CliError {
+    let mut message = format!("{rejected}; nothing was done");
+    for finding in rejected.errors() {
+        message += &format!("\n{finding}");
+    }
+    crate::error::CliError::failure(message)
+        .hint("fix them; `nanika config check` lists every finding with the spec's values")
 }
 
 /// The machine's memory, from `/proc/meminfo`, when it can be read.

@@ -38,9 +38,11 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
     let services = |list: Vec<cli::ServiceArg>| list.into_iter().map(Into::into).collect();
     match cli.command {
         Command::Exec { command } => return commands::env::exec(project_dir, &command),
-        Command::Db(command) => return commands::db::run(project_dir, command),
-        Command::Redis(command) => return commands::redis_cmds::run(project_dir, command),
-        Command::Sessions(command) => return commands::redis_cmds::sessions(project_dir, command),
+        Command::Db(command) => return commands::db::run(project_dir, runtime, command),
+        Command::Redis(command) => return commands::redis_cmds::run(project_dir, runtime, command),
+        Command::Sessions(command) => {
+            return commands::redis_cmds::sessions(project_dir, runtime, command);
+        }
         Command::Doctor { json } => commands::doctor::run(project_dir, json),
         Command::Up {
             services: list,

@@ -517,7 +517,7 @@ fn lint_for_production_fails_on_weak_secrets() {
 }
 
 #[test]
-fn lint_catches_a_database_url_that_disagrees() {
+fn check_catches_a_database_url_that_disagrees() {
     let project = initialised();
     project.replace(ENV, "POSTGRES_PORT=5432", "POSTGRES_PORT=15432");
     project.replace(
@@ -525,14 +525,30 @@ fn lint_catches_a_database_url_that_disagrees() {
         "@localhost:5432/nanika_game",
         "@localhost:5432/other_db",
     );
-    let output = nanika(&project).args(["config", "lint"]).output().unwrap();
+    let output = nanika(&project).args(["config", "check"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("error[url-mismatch]: .env:11: DATABASE_URL: its database is `other_db` but POSTGRES_DB is `nanika_game`"), "{stdout}");
+    assert!(stdout.contains("error[url-mismatch]: .env:11: DATABASE_URL: its database is `other_db` but POSTGRES_DB is `nanika_game` (.env:6)"), "{stdout}");
     assert!(
-        stdout.contains("its port is `5432` but POSTGRES_PORT is `15432`"),
+        stdout.contains("error[port-mismatch]: .env:11: DATABASE_URL: reaches port 5432, but PostgreSQL listens on 15432 (POSTGRES_PORT: .env:17)"),
         "{stdout}"
     );
+    // Every command that reaches a server refuses, with the same findings, before connecting.
+    for args in [
+        &["db", "migrate"][..],
+        &["redis", "keys"],
+        &["ps"],
+        &["env"],
+    ] {
+        let output = nanika(&project).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("nothing was done"), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("error[port-mismatch]"),
+            "{args:?}: {stderr}"
+        );
+    }
 }
 
 #[test]
@@ -603,7 +619,9 @@ fn show_traces_every_value_to_its_source_and_masks_secrets() {
         find(PG, "shared_buffers")["source"],
         serde_json::json!({"kind": "file", "file": PG, "line": 12})
     );
-    assert_eq!(find(PG, "work_mem")["source"]["kind"], "spec-default");
+    // A setting missing from the file is not the spec's value: the server never sees it.
+    assert_eq!(find(PG, "work_mem")["source"]["kind"], "missing-from-file");
+    assert_eq!(find(PG, "work_mem")["value"], "(not set)");
     assert_eq!(find("env", "REDIS_PORT")["value"], "16379");
     assert_eq!(find("env", "REDIS_PORT")["source"]["kind"], "process-env");
     assert_eq!(

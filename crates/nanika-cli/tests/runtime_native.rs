@@ -398,6 +398,11 @@ fn a_password_that_no_longer_matches_is_explained() {
         "POSTGRES_PASSWORD=nanika_password",
         "POSTGRES_PASSWORD=changed-later-1234",
     );
+    stack.project.replace(
+        ".env",
+        "nanika_user:nanika_password@",
+        "nanika_user:changed-later-1234@",
+    );
     let output = stack.run(&["up"]);
     assert_eq!(output.status.code(), Some(1));
     assert!(
@@ -405,6 +410,8 @@ fn a_password_that_no_longer_matches_is_explained() {
         "{}",
         text(&output)
     );
+    // The data is not the problem: nothing suggests deleting it.
+    assert!(!text(&output).contains("--volumes"), "{}", text(&output));
     assert_eq!(
         stack.own_processes(),
         Vec::<String>::new(),

@@ -282,6 +282,11 @@ pub enum Source {
     },
     /// The process environment.
     ProcessEnv,
+    /// Nowhere: the server config does not set it, so the server runs with its built-in default.
+    MissingFromFile {
+        /// The file that should set it.
+        file: &'static str,
+    },
 }
 
 impl std::fmt::Display for Source {
@@ -290,6 +295,12 @@ impl std::fmt::Display for Source {
             Source::SpecDefault => f.write_str("spec default"),
             Source::File { file, line } => write!(f, "{file}:{line}"),
             Source::ProcessEnv => f.write_str("process env"),
+            Source::MissingFromFile { file } => {
+                write!(
+                    f,
+                    "missing from {file}: the server uses its built-in default"
+                )
+            }
         }
     }
 }
@@ -308,7 +319,7 @@ pub struct ResolvedSetting {
 pub fn resolved_settings(loaded: &LoadedProject) -> Vec<ResolvedSetting> {
     settings(&loaded.infra)
         .into_iter()
-        .map(|setting| {
+        .map(|mut setting| {
             let source = match loaded
                 .env_sources
                 .get(setting.key.as_str())
@@ -322,6 +333,11 @@ pub fn resolved_settings(loaded: &LoadedProject) -> Vec<ResolvedSetting> {
                 Some(EnvSource::SpecDefault) => Source::SpecDefault,
                 None => match written_at(loaded, &setting) {
                     (file, Some(line)) => Source::File { file, line },
+                    (file @ (POSTGRES_CONF | REDIS_CONF), None) if !setting.secret => {
+                        // The model holds the spec's value, but the server never sees it.
+                        setting.value = "(not set)".into();
+                        Source::MissingFromFile { file }
+                    }
                     (_, None) => Source::SpecDefault,
                 },
             };

@@ -25,6 +25,23 @@ pub struct DotenvEntry {
 pub fn lex(text: &str, file: &Path) -> (Vec<DotenvEntry>, Vec<Finding>) {
     let mut entries: Vec<DotenvEntry> = Vec::new();
     let mut findings = Vec::new();
+    // Editors on Windows save UTF-8 with a byte order mark; read as text it would become part of
+    // the first variable's name.
+    let text = match text.strip_prefix('\u{feff}') {
+        Some(rest) => {
+            findings.push(
+                Finding::warning(
+                    "byte-order-mark",
+                    file,
+                    "starts with a UTF-8 byte order mark (BOM); nanika ignores it, but other tools may read it as part of the first variable's name",
+                )
+                .at_line(1)
+                .with_hint("save the file as UTF-8 without BOM"),
+            );
+            rest
+        }
+        None => text,
+    };
     for (index, raw) in text.lines().enumerate() {
         let number = index + 1;
         let line = raw.trim();
@@ -129,6 +146,38 @@ fn lex_line(line: &str) -> Result<(String, String), String> {
         ));
     }
     Ok((key.to_string(), value))
+}
+
+/// `.env.example`'s text with the given host ports written into both the port variables and the
+/// URLs, so that a `.env` made from it while `POSTGRES_PORT`/`REDIS_PORT` are exported agrees
+/// with the servers from the start. Lines it cannot read are left as they are (and reported by
+/// the checks).
+pub fn with_ports(text: &str, postgres_port: Option<u16>, redis_port: Option<u16>) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let ending = &line[body.len()..];
+        let replaced = lex_line(body.trim()).ok().and_then(|(key, value)| {
+            match (key.as_str(), postgres_port, redis_port) {
+                (env_vars::POSTGRES_PORT, Some(port), _)
+                | (env_vars::REDIS_PORT, _, Some(port)) => Some(format!("{key}={port}")),
+                (env_vars::DATABASE_URL, Some(port), _) => {
+                    let mut url = DatabaseUrl::parse(&value).ok()?;
+                    url.port = port;
+                    Some(format!("{key}={}", url.expose()))
+                }
+                (env_vars::REDIS_URL, _, Some(port)) => {
+                    let mut url = RedisUrl::parse(&value).ok()?;
+                    url.port = port;
+                    Some(format!("{key}={}", url.expose()))
+                }
+                _ => None,
+            }
+        });
+        out += replaced.as_deref().unwrap_or(body);
+        out += ending;
+    }
+    out
 }
 
 /// Renders `.env.example`: the spec's variables with their meanings as comments.
@@ -305,6 +354,26 @@ mod tests {
         let parsed = resolve(&text, Path::new(".env.example"), &BTreeMap::new());
         assert!(parsed.findings.is_empty(), "{:?}", parsed.findings);
         assert_eq!(parsed.value.settings, EnvSettings::spec());
+    }
+
+    #[test]
+    fn ports_are_written_into_the_port_variables_and_the_urls() {
+        let text = render_example(&EnvSettings::spec());
+        let moved = with_ports(&text, Some(45432), Some(46379));
+        let parsed = resolve(&moved, Path::new(".env"), &BTreeMap::new());
+        assert!(parsed.findings.is_empty(), "{:?}", parsed.findings);
+        let env = parsed.value.settings;
+        assert_eq!((env.postgres_port, env.database_url.port), (45432, 45432));
+        assert_eq!((env.redis_port, env.redis_url.port), (46379, 46379));
+        assert_eq!(with_ports(&text, None, None), text);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_named_and_ignored() {
+        let (entries, findings) = lex("\u{feff}POSTGRES_DB=x\n", Path::new(".env"));
+        assert_eq!(entries[0].key, "POSTGRES_DB");
+        assert_eq!(findings.len(), 1);
+        assert!(findings[0].message.contains("byte order mark"));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!   text into the model (with a [`Finding`] for every problem, on its line) and rendering the
 //!   model back into text.
 //! - [`project`]: where a project's files are, and loading all of them at once.
-//! - [`check`] and [`lint`]: what is wrong with a project's files, and what is risky in them.
+//! - [`check`] and [`lint`]: what is wrong with a project's files, and what is risky in them;
+//!   [`validate`]: what must hold across them before anything acts on a server ([`ValidProject`]).
 //! - [`urls`], [`secret`], [`units`]: the value types the model is made of.
 //!
 //! Nothing here prints, spawns or reads the process environment: callers pass it in.
@@ -25,8 +26,10 @@ pub mod redisconf;
 pub mod secret;
 pub mod units;
 pub mod urls;
+pub mod validate;
 
 pub use finding::{Finding, Severity};
 pub use model::Infrastructure;
 pub use project::{LoadedProject, Project, ProjectError};
 pub use secret::Secret;
+pub use validate::{Rejected, ValidProject};

@@ -155,91 +155,12 @@ pub fn lint(loaded: &LoadedProject, options: LintOptions) -> Vec<Finding> {
         }
     }
 
-    findings.extend(url_mismatches(loaded));
     findings
 }
 
 fn is_loopback(address: &str) -> bool {
     let address = address.trim_start_matches('-');
     address == "localhost" || address == "::1" || address.starts_with("127.")
-}
-
-/// `DATABASE_URL` and `REDIS_URL` must point at what `POSTGRES_*`, the ports and redis.conf set up,
-/// or the app fails to connect while every server looks healthy.
-fn url_mismatches(loaded: &LoadedProject) -> Vec<Finding> {
-    let env = &loaded.infra.env;
-    let url = &env.database_url;
-    let mut findings = Vec::new();
-    let mut compare =
-        |key: &'static str, what: &str, in_url: String, expected: String, from: &str| {
-            if in_url != expected {
-                findings.push(
-                    Finding::error(
-                        "url-mismatch",
-                        loaded.env_file,
-                        format!("its {what} is `{in_url}` but {from} is `{expected}`"),
-                    )
-                    .at_optional_line(loaded.line_of(loaded.env_file, key))
-                    .for_key(key)
-                    .with_hint(format!("make {key} agree with {from}")),
-                );
-            }
-        };
-    compare(
-        "DATABASE_URL",
-        "user",
-        url.user.clone(),
-        env.postgres_user.clone(),
-        "POSTGRES_USER",
-    );
-    compare(
-        "DATABASE_URL",
-        "database",
-        url.database.clone(),
-        env.postgres_db.clone(),
-        "POSTGRES_DB",
-    );
-    compare(
-        "DATABASE_URL",
-        "port",
-        url.port.to_string(),
-        env.postgres_port.to_string(),
-        "POSTGRES_PORT",
-    );
-    compare(
-        "REDIS_URL",
-        "port",
-        env.redis_url.port.to_string(),
-        env.redis_port.to_string(),
-        "REDIS_PORT",
-    );
-    if url.password != env.postgres_password {
-        findings.push(
-            Finding::error(
-                "url-mismatch",
-                loaded.env_file,
-                "its password differs from POSTGRES_PASSWORD (values hidden)",
-            )
-            .at_optional_line(loaded.line_of(loaded.env_file, "DATABASE_URL"))
-            .for_key("DATABASE_URL")
-            .with_hint("use the same password in both"),
-        );
-    }
-    if let Some(required) = &loaded.infra.redis.requirepass
-        && &env.redis_url.password != required
-    {
-        findings.push(
-            Finding::error(
-                "url-mismatch",
-                loaded.env_file,
-                "its password differs from redis.conf's requirepass (values hidden)",
-            )
-            .at_optional_line(loaded.line_of(loaded.env_file, "REDIS_URL"))
-            .for_key("REDIS_URL")
-            .with_hint("write redis://:PASSWORD@HOST:PORT with requirepass's password"),
-        );
-    }
-    findings
 }
 
 #[cfg(test)]

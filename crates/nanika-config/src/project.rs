@@ -134,11 +134,13 @@ impl Project {
         files: FileSet,
     ) -> Result<LoadedProject, ProjectError> {
         let mut findings = Vec::new();
+        let mut missing_files = Vec::new();
         let mut read = |relative: &'static str| -> Result<Option<String>, ProjectError> {
             let path = self.path(relative);
             match fs_err::read_to_string(&path) {
                 Ok(text) => Ok(Some(text)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    missing_files.push(relative);
                     findings.push(
                         Finding::error("missing-file", relative, "does not exist").with_hint(
                             "run `nanika init --force` in the project to write the spec's files",
@@ -173,7 +175,7 @@ impl Project {
             compose,
             env: env.value.settings,
         };
-        Ok(LoadedProject {
+        let mut loaded = LoadedProject {
             project: self.clone(),
             infra,
             lines: BTreeMap::from([
@@ -184,8 +186,12 @@ impl Project {
             ]),
             env_file,
             env_sources: env.value.sources,
+            missing_files,
             findings,
-        })
+        };
+        let cross = crate::validate::cross_checks(&loaded);
+        loaded.findings.extend(cross);
+        Ok(loaded)
     }
 }
 
@@ -224,6 +230,8 @@ pub struct LoadedProject {
     pub env_file: &'static str,
     /// Where each environment variable came from.
     pub env_sources: BTreeMap<&'static str, EnvSource>,
+    /// The files that do not exist (each is also a finding).
+    pub missing_files: Vec<&'static str>,
     /// Every problem the files have.
     pub findings: Vec<Finding>,
 }

@@ -6,11 +6,13 @@ use crate::pg;
 use crate::redis_admin::{self, info_field};
 use nanika_config::LoadedProject;
 use nanika_config::project::{POSTGRES_CONF, REDIS_CONF};
+use nanika_runtime::Service;
 use nanika_runtime::native::binaries::{self, BinarySearch};
 use nanika_runtime::native::layout::StateLayout;
 use nanika_runtime::native::postgres::{self, Postmaster};
 use nanika_runtime::native::procfs;
 use nanika_runtime::native::redis as native_redis;
+use nanika_runtime::native::supervisor;
 use serde::Serialize;
 use std::path::Path;
 
@@ -79,6 +81,7 @@ pub struct DoctorInput<'a> {
 /// Runs every check.
 pub async fn run(input: &DoctorInput<'_>) -> Vec<Check> {
     let mut checks = Vec::new();
+    config_checks(input, &mut checks);
     binaries_checks(input, &mut checks);
     port_checks(input, &mut checks);
     state_checks(input, &mut checks);
@@ -86,6 +89,53 @@ pub async fn run(input: &DoctorInput<'_>) -> Vec<Check> {
     redis_checks(input, &mut checks);
     disk_checks(input, &mut checks);
     checks
+}
+
+/// Every other command refuses a configuration with errors; doctor reports them and goes on.
+fn config_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
+    let errors: Vec<String> = input
+        .loaded
+        .findings
+        .iter()
+        .filter(|f| f.severity == nanika_config::Severity::Error)
+        .map(|f| {
+            format!(
+                "{}: {}{}",
+                f.location(),
+                f.key.as_ref().map(|k| format!("{k}: ")).unwrap_or_default(),
+                f.message
+            )
+        })
+        .collect();
+    checks.push(if errors.is_empty() {
+        ok("config.valid", "the project's files and environment have no error")
+    } else {
+        fail(
+            "config.valid",
+            format!("{} error(s): {}", errors.len(), errors.join("; ")),
+            "fix them (`nanika config check` shows each with its hint); until then nanika refuses to act on the servers",
+        )
+    });
+}
+
+/// Whose PostgreSQL the app's URL reaches: this project's carries its marker.
+async fn postgres_identity(
+    input: &DoctorInput<'_>,
+    conn: &mut sqlx::postgres::PgConnection,
+) -> Result<(), String> {
+    let marker: Option<String> =
+        sqlx::query_scalar("SELECT current_setting('nanika.project', true)")
+            .fetch_one(&mut *conn)
+            .await
+            .ok()
+            .flatten()
+            .filter(|m: &String| !m.is_empty());
+    let ours = postgres::project_marker(input.layout);
+    match marker {
+        Some(marker) if marker == ours => Ok(()),
+        Some(other) => Err(format!("it belongs to the nanika project at {other}")),
+        None => Err("it was not started by nanika for this project".into()),
+    }
 }
 
 fn binaries_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
@@ -115,8 +165,18 @@ fn binaries_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
 
 fn port_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
     let env = &input.loaded.infra.env;
-    let ours_pg = matches!(postgres::postmaster(input.layout), Postmaster::Running(_));
-    let ours_redis = native_redis::running(input.layout).is_some();
+    // Ours only when this project's server runs on that very port, as its plan remembers it.
+    let plan: Option<supervisor::Plan> =
+        supervisor::read_json(&supervisor::plan_file(input.layout));
+    let planned = |service: Service, port: u16| {
+        plan.as_ref()
+            .and_then(|p| p.services.get(&service))
+            .is_some_and(|s| s.port == port || s.port == 0)
+    };
+    let ours_pg = matches!(postgres::postmaster(input.layout), Postmaster::Running(_))
+        && planned(Service::Postgres, env.postgres_port);
+    let ours_redis =
+        native_redis::running(input.layout).is_some() && planned(Service::Redis, env.redis_port);
     for (name, port, ours, var) in [
         (
             "ports.postgres",
@@ -191,9 +251,18 @@ async fn postgres_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
     let port = env.postgres_port;
     match pg::connect(url, None).await {
         Ok(mut conn) => {
+            if let Err(whose) = postgres_identity(input, &mut conn).await {
+                checks.push(fail(
+                    "postgres.identity",
+                    format!("{}:{} answers, but it is not this project's PostgreSQL: {whose}", url.host, url.port),
+                    "check POSTGRES_PORT and DATABASE_URL (`nanika config show`), and start this project's with `nanika up`",
+                ));
+                pg::close(conn).await;
+                return;
+            }
             checks.push(ok(
                 "postgres.reachable",
-                format!("{} answers as {}", url, url.user),
+                format!("{} answers as {}, and it is this project's", url, url.user),
             ));
             let can_create: Option<bool> =
                 sqlx::query_scalar("SELECT has_schema_privilege(current_user, 'public', 'CREATE')")
@@ -298,7 +367,9 @@ async fn drift_postgres(
     checks: &mut Vec<Check>,
 ) {
     let committed = nanika_config::check::settings(&input.loaded.infra);
+    let spec = nanika_config::check::settings(&nanika_config::Infrastructure::spec());
     let mut drifted = Vec::new();
+    let mut off_spec = Vec::new();
     for setting in committed.iter().filter(|s| s.file == POSTGRES_CONF) {
         if matches!(setting.key.as_str(), "listen_addresses" | "port") {
             continue;
@@ -316,7 +387,18 @@ async fn drift_postgres(
                 setting.key, setting.value
             ));
         }
+        if let Some(wanted) = spec
+            .iter()
+            .find(|s| s.file == POSTGRES_CONF && s.key == setting.key)
+            && !same_postgres_value(&setting.key, &wanted.value, &running)
+        {
+            off_spec.push(format!(
+                "{} is {running}, the spec says {}",
+                setting.key, wanted.value
+            ));
+        }
     }
+    checks.push(spec_check("postgres.spec", &off_spec, "PostgreSQL"));
     checks.push(if drifted.is_empty() {
         ok(
             "postgres.drift",
@@ -418,7 +500,27 @@ fn redis_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
             return;
         }
     };
-    checks.push(ok("redis.reachable", format!("{url} answers")));
+    let answering: Option<u32> = redis_admin::info(&mut con, url, Some("server"))
+        .ok()
+        .and_then(|info| info_field(&info, "process_id").and_then(|p| p.parse().ok()));
+    let ours = native_redis::running(input.layout);
+    if answering.is_none() || answering != ours {
+        checks.push(fail(
+            "redis.identity",
+            format!(
+                "{}:{} answers, but it is not this project's Redis (its process is {})",
+                url.host,
+                url.port,
+                answering.map_or_else(|| "unknown".to_string(), |p| p.to_string())
+            ),
+            "check REDIS_PORT and REDIS_URL (`nanika config show`), and start this project's with `nanika up`",
+        ));
+        return;
+    }
+    checks.push(ok(
+        "redis.reachable",
+        format!("{url} answers, and it is this project's"),
+    ));
     let info = redis_admin::info(&mut con, url, None).unwrap_or_default();
     let number = |field: &str| {
         info_field(&info, field)
@@ -476,6 +578,8 @@ fn redis_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
         ),
     });
     let mut drifted = Vec::new();
+    let mut off_spec = Vec::new();
+    let spec = nanika_config::check::settings(&nanika_config::Infrastructure::spec());
     for setting in nanika_config::check::settings(&input.loaded.infra)
         .iter()
         .filter(|s| s.file == REDIS_CONF && !s.secret)
@@ -491,19 +595,32 @@ fn redis_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
             continue;
         };
         let Some(running) = pair.get(1) else { continue };
-        let file_bytes = nanika_config::units::parse_redis_memory(&setting.value)
-            .ok()
-            .map(|m| m.bytes().to_string());
-        if running != &setting.value
-            && Some(running.clone()) != file_bytes
-            && !(setting.key == "maxclients" && running_max < wanted)
-        {
+        let differs = |value: &str| {
+            let bytes = nanika_config::units::parse_redis_memory(value)
+                .ok()
+                .map(|m| m.bytes().to_string());
+            running != value
+                && Some(running.clone()) != bytes
+                && !(setting.key == "maxclients" && running_max < wanted)
+        };
+        if differs(&setting.value) {
             drifted.push(format!(
                 "{} is {running}, the file says {}",
                 setting.key, setting.value
             ));
         }
+        if let Some(wanted) = spec
+            .iter()
+            .find(|s| s.file == REDIS_CONF && s.key == setting.key)
+            && differs(&wanted.value)
+        {
+            off_spec.push(format!(
+                "{} is {running}, the spec says {}",
+                setting.key, wanted.value
+            ));
+        }
     }
+    checks.push(spec_check("redis.spec", &off_spec, "Redis"));
     checks.push(if drifted.is_empty() {
         ok(
             "redis.drift",
@@ -516,6 +633,20 @@ fn redis_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
             "restart Redis to apply the file: `nanika restart redis`",
         )
     });
+}
+
+/// The running server against the spec's values (not only against the file, which may itself
+/// have drifted from the spec).
+fn spec_check(name: &str, off_spec: &[String], server: &str) -> Check {
+    if off_spec.is_empty() {
+        ok(name, format!("the running {server} has the spec's values"))
+    } else {
+        warn(
+            name,
+            off_spec.join("; "),
+            "if that is not on purpose, write the spec's value in the file (`nanika config check` lists the differences) and restart",
+        )
+    }
 }
 
 fn disk_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {

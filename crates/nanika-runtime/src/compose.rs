@@ -195,6 +195,46 @@ impl Compose {
         }
     }
 
+    /// Proves that `service`'s container of this compose project runs and publishes the port
+    /// the configuration names (`docker compose port`): the containers are the project's own,
+    /// found through its compose file and project name, never by a port alone.
+    pub fn verify(&self, service: Service, configured: u16) -> Result<()> {
+        let container_port = match service {
+            Service::Postgres => "5432",
+            Service::Redis => "6379",
+        };
+        let mut command = self.base();
+        command.extend([
+            "port".to_string(),
+            service.as_str().into(),
+            container_port.into(),
+        ]);
+        let output = Command::new(&command[0])
+            .args(&command[1..])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(RuntimeError::io(format!("cannot run {}", command[0])))?;
+        let published = String::from_utf8_lossy(&output.stdout);
+        let port = published
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok())
+            .filter(|_| output.status.success());
+        match port {
+            None => Err(RuntimeError::NotRunning {
+                service,
+                other_listener: None,
+            }),
+            Some(running) if running != configured => Err(RuntimeError::PortMoved {
+                service,
+                running,
+                configured,
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// Runs a command line built above, with the terminal attached.
     pub fn run(&self, command: &[String]) -> Result<()> {
         let status = Command::new(&command[0])

@@ -100,6 +100,36 @@ pub enum RuntimeError {
     /// Docker was asked for but cannot be used.
     #[error("docker compose is not available: {0}")]
     DockerUnavailable(String),
+    /// A command needs a service of this project that is not running.
+    #[error("this project's {service} is not running{}", other_listener.as_ref().map(|o| format!(" ({o}, but that is not this project's)")).unwrap_or_default())]
+    NotRunning {
+        /// The service.
+        service: Service,
+        /// What answers on the configured port instead, when something does.
+        other_listener: Option<String>,
+    },
+    /// The configuration names another port than the one the running server listens on.
+    #[error(
+        "this project's {service} runs on port {running}, but the configuration now says {configured}"
+    )]
+    PortMoved {
+        /// The service.
+        service: Service,
+        /// The port it listens on.
+        running: u16,
+        /// The port the configuration names.
+        configured: u16,
+    },
+    /// The URL reaches a server that answers but is not this project's.
+    #[error("{address} answers, but it is not this project's {service}{}", whose.as_ref().map(|w| format!(" (it belongs to {w})")).unwrap_or_default())]
+    NotThisProject {
+        /// The service.
+        service: Service,
+        /// What was reached, `host:port`.
+        address: String,
+        /// Whose server it is, when it says.
+        whose: Option<String>,
+    },
     /// Something else, said in words.
     #[error("{0}")]
     Other(String),
@@ -119,10 +149,7 @@ impl RuntimeError {
                 format!("install it with `{install}`, or point nanika at it with NANIKA_PG_BIN_DIR / NANIKA_REDIS_BIN")
             }
             RuntimeError::PortInUse { service, .. } => {
-                let var = match service {
-                    Service::Postgres => "POSTGRES_PORT",
-                    Service::Redis => "REDIS_PORT",
-                };
+                let var = port_variable(*service);
                 format!("stop that program, or pick another port: set {var} in .env (and the port in the URLs)")
             }
             RuntimeError::DataDirVersion { .. } => {
@@ -134,8 +161,29 @@ impl RuntimeError {
                 "pass `--runtime {existing}`; to switch, run `nanika down` first and then `--runtime` explicitly (the old data stays where it is)"
             ),
             RuntimeError::DockerUnavailable(_) => "use the native runtime (`--runtime native`), which needs no Docker".into(),
+            RuntimeError::NotRunning { service, .. } => {
+                format!("start it with `nanika up {service}`")
+            }
+            RuntimeError::PortMoved { service, running, configured } => {
+                let var = port_variable(*service);
+                format!(
+                    "to keep using it where it runs, set {var}={running} (and the port in the URL); to move it to {configured}, run `nanika down` and then `nanika up`. Its data is not affected either way"
+                )
+            }
+            RuntimeError::NotThisProject { service, .. } => {
+                let var = port_variable(*service);
+                format!("check {var} and the URL in .env and the process environment (`nanika config show`); `nanika ps` shows where this project's servers run")
+            }
             _ => return None,
         })
+    }
+}
+
+/// The environment variable that sets `service`'s host port.
+fn port_variable(service: Service) -> &'static str {
+    match service {
+        Service::Postgres => "POSTGRES_PORT",
+        Service::Redis => "REDIS_PORT",
     }
 }
 

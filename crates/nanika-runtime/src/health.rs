@@ -1,11 +1,12 @@
-//! "Ready" as the app sees it: PostgreSQL answers `SELECT 1` as the app user on the app database
-//! over TCP, and Redis answers `PING`. Not a log line, not a socket that accepts.
+//! "Ready" as the app sees it: PostgreSQL answers a query as the app user on the app database
+//! over TCP, and Redis answers `PING`. Not a log line, not a socket that accepts. The same probes
+//! read whose server answers: PostgreSQL's `nanika.project` setting, Redis's process id.
 
 use nanika_config::Secret;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 /// Why a probe did not succeed.
@@ -23,6 +24,9 @@ pub enum ProbeError {
     /// The app database does not exist.
     #[error("database does not exist")]
     NoDatabase,
+    /// A server answers, but not this project's (whose, when it says).
+    #[error("the server that answers is not this project's")]
+    Foreign(Option<String>),
     /// Anything else, in the server's or the system's words.
     #[error("{0}")]
     Other(String),
@@ -69,18 +73,24 @@ impl Prober {
         Ok(Prober { runtime })
     }
 
-    /// One attempt at `SELECT 1` on the app database.
-    pub fn postgres(&self, target: &PostgresTarget, timeout: Duration) -> Result<(), ProbeError> {
+    /// One real query on the app database, which also reads the server's project marker
+    /// (`nanika.project`, `None` for a server started without one).
+    pub fn postgres(
+        &self,
+        target: &PostgresTarget,
+        timeout: Duration,
+    ) -> Result<Option<String>, ProbeError> {
         self.run(timeout, async {
             let mut conn = PgConnection::connect_with(&target.options(&target.database))
                 .await
                 .map_err(classify)?;
-            sqlx::query("SELECT 1")
-                .execute(&mut conn)
-                .await
-                .map_err(classify)?;
+            let marker: Option<String> =
+                sqlx::query_scalar("SELECT current_setting('nanika.project', true)")
+                    .fetch_one(&mut conn)
+                    .await
+                    .map_err(classify)?;
             let _ = conn.close().await;
-            Ok(())
+            Ok(marker.filter(|m| !m.is_empty()))
         })
     }
 
@@ -205,48 +215,97 @@ fn classify(error: sqlx::Error) -> ProbeError {
     }
 }
 
+/// A connection to Redis speaking just enough RESP for probes.
+struct RedisProbe {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl RedisProbe {
+    /// Connects to the first of `host:port`'s addresses that accepts, as a client would.
+    fn connect(host: &str, port: u16, timeout: Duration) -> Result<Self, ProbeError> {
+        let addresses: Vec<SocketAddr> = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| ProbeError::Other(format!("cannot resolve {host}: {e}")))?
+            .collect();
+        let mut refused = ProbeError::NotListening;
+        for address in addresses {
+            match TcpStream::connect_timeout(&address, timeout) {
+                Ok(stream) => {
+                    stream
+                        .set_read_timeout(Some(timeout))
+                        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+                        .map_err(|e| ProbeError::Other(e.to_string()))?;
+                    let reader = BufReader::new(
+                        stream
+                            .try_clone()
+                            .map_err(|e| ProbeError::Other(e.to_string()))?,
+                    );
+                    return Ok(RedisProbe {
+                        reader,
+                        writer: stream,
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                Err(e) => refused = ProbeError::Other(e.to_string()),
+            }
+        }
+        Err(refused)
+    }
+
+    /// Sends one command; returns a simple or error reply as its line, a bulk reply as its text.
+    fn ask(&mut self, args: &[&str]) -> Result<String, ProbeError> {
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request += &format!("${}\r\n{arg}\r\n", arg.len());
+        }
+        self.writer
+            .write_all(request.as_bytes())
+            .map_err(|e| ProbeError::Other(e.to_string()))?;
+        let mut reply = String::new();
+        self.reader
+            .read_line(&mut reply)
+            .map_err(|e| ProbeError::Other(e.to_string()))?;
+        let reply = reply.trim_end().to_string();
+        let Some(length) = reply.strip_prefix('$') else {
+            return Ok(reply);
+        };
+        let length: usize = length
+            .parse()
+            .map_err(|_| ProbeError::Other(format!("unexpected reply `{reply}`")))?;
+        let mut body = vec![0u8; length + 2];
+        std::io::Read::read_exact(&mut self.reader, &mut body)
+            .map_err(|e| ProbeError::Other(e.to_string()))?;
+        body.truncate(length);
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn auth(&mut self, user: &str, password: Option<&Secret>) -> Result<(), ProbeError> {
+        let Some(password) = password.filter(|p| !p.is_empty()) else {
+            return Ok(());
+        };
+        let reply = if user.is_empty() {
+            self.ask(&["AUTH", password.expose()])?
+        } else {
+            self.ask(&["AUTH", user, password.expose()])?
+        };
+        if reply == "+OK" {
+            Ok(())
+        } else {
+            Err(ProbeError::Auth)
+        }
+    }
+}
+
 /// One `PING` to Redis on loopback, authenticating first when a password is set.
 pub fn redis_ping(
     port: u16,
     password: Option<&Secret>,
     timeout: Duration,
 ) -> Result<(), ProbeError> {
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    let stream = TcpStream::connect_timeout(&address, timeout).map_err(|e| match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => ProbeError::NotListening,
-        _ => ProbeError::Other(e.to_string()),
-    })?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .and_then(|()| stream.set_write_timeout(Some(timeout)))
-        .map_err(|e| ProbeError::Other(e.to_string()))?;
-    let mut reader = BufReader::new(
-        stream
-            .try_clone()
-            .map_err(|e| ProbeError::Other(e.to_string()))?,
-    );
-    let mut writer = stream;
-    let mut ask = |args: &[&str]| -> Result<String, ProbeError> {
-        let mut request = format!("*{}\r\n", args.len());
-        for arg in args {
-            request += &format!("${}\r\n{arg}\r\n", arg.len());
-        }
-        writer
-            .write_all(request.as_bytes())
-            .map_err(|e| ProbeError::Other(e.to_string()))?;
-        let mut reply = String::new();
-        reader
-            .read_line(&mut reply)
-            .map_err(|e| ProbeError::Other(e.to_string()))?;
-        Ok(reply.trim_end().to_string())
-    };
-    if let Some(password) = password {
-        let reply = ask(&["AUTH", password.expose()])?;
-        if reply != "+OK" {
-            return Err(ProbeError::Auth);
-        }
-    }
-    match ask(&["PING"])?.as_str() {
+    let mut probe = RedisProbe::connect("127.0.0.1", port, timeout)?;
+    probe.auth("", password)?;
+    match probe.ask(&["PING"])?.as_str() {
         "+PONG" => Ok(()),
         reply if reply.starts_with("-LOADING") => Err(ProbeError::Starting),
         reply if reply.starts_with("-NOAUTH") || reply.starts_with("-WRONGPASS") => {
@@ -254,4 +313,25 @@ pub fn redis_ping(
         }
         reply => Err(ProbeError::Other(reply.to_string())),
     }
+}
+
+/// The pid of the Redis server that answers on `host:port` (`INFO server`'s `process_id`): the
+/// proof of whose server a URL reaches.
+pub fn redis_server_pid(
+    host: &str,
+    port: u16,
+    user: &str,
+    password: Option<&Secret>,
+    timeout: Duration,
+) -> Result<u32, ProbeError> {
+    let mut probe = RedisProbe::connect(host, port, timeout)?;
+    probe.auth(user, password)?;
+    let info = probe.ask(&["INFO", "server"])?;
+    if info.starts_with("-NOAUTH") || info.starts_with("-WRONGPASS") {
+        return Err(ProbeError::Auth);
+    }
+    info.lines()
+        .find_map(|line| line.strip_prefix("process_id:"))
+        .and_then(|pid| pid.trim().parse().ok())
+        .ok_or_else(|| ProbeError::Other(format!("no process_id in INFO server ({info:.40})")))
 }

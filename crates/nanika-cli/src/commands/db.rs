@@ -1,7 +1,7 @@
 //! `nanika db …`: migrations, seed, reset, psql, maintain, backup and restore.
 
 use super::services::confirm;
-use crate::cli::{DbCommand, FormatArg, MigrateAction};
+use crate::cli::{DbCommand, FormatArg, MigrateAction, RuntimeArg};
 use crate::context;
 use crate::error::{CliError, CliResult};
 use crate::output::print_table;
@@ -10,6 +10,7 @@ use nanika_config::LoadedProject;
 use nanika_ops::dump::{self, Format, RestoreOptions};
 use nanika_ops::migrate::{self, State};
 use nanika_ops::{OpsError, maintain, pg, seed};
+use nanika_runtime::Service;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,22 +63,34 @@ fn migrations_dir(loaded: &LoadedProject) -> PathBuf {
 }
 
 /// `nanika db …`.
-pub fn run(project_dir: Option<&PathBuf>, command: DbCommand) -> CliResult<ExitCode> {
-    let loaded = context::load_for_services(project_dir)?;
+pub fn run(
+    project_dir: Option<&PathBuf>,
+    runtime: RuntimeArg,
+    command: DbCommand,
+) -> CliResult<ExitCode> {
+    if let DbCommand::Migrate {
+        action: Some(MigrateAction::New { name }),
+        ..
+    } = &command
+    {
+        // Writes a file in the project and reaches no server.
+        let project = context::project(project_dir)?;
+        let path = migrate::new_migration(
+            &project.path("migrations"),
+            name,
+            &crate::clock::version_stamp(),
+        )
+        .map_err(ops_error)?;
+        crate::say!("created {}", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let loaded = super::services::target(project_dir, runtime, &[Service::Postgres])?;
     let url = &loaded.infra.env.database_url;
     match command {
         DbCommand::Migrate {
-            action: Some(MigrateAction::New { name }),
+            action: Some(MigrateAction::New { .. }),
             ..
-        } => {
-            let path = migrate::new_migration(
-                &migrations_dir(&loaded),
-                &name,
-                &crate::clock::version_stamp(),
-            )
-            .map_err(ops_error)?;
-            crate::say!("created {}", path.display());
-        }
+        } => unreachable!("handled above"),
         DbCommand::Migrate {
             action: Some(MigrateAction::Status { json }),
             ..

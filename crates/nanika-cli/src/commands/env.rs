@@ -88,7 +88,7 @@ fn masked_libpq(url: &str) -> String {
 
 /// `nanika env`.
 pub fn env(project_dir: Option<&PathBuf>, show_secrets: bool, json: bool) -> CliResult {
-    let loaded = context::load_for_services(project_dir)?;
+    let loaded = context::valid(project_dir)?;
     let vars = app_env(&loaded);
     if json {
         let map: serde_json::Map<String, serde_json::Value> = vars
@@ -117,7 +117,7 @@ pub fn exec(
     project_dir: Option<&PathBuf>,
     command: &[String],
 ) -> CliResult<std::process::ExitCode> {
-    let loaded = context::load_for_services(project_dir)?;
+    let loaded = context::valid(project_dir)?;
     let mut child = Command::new(&command[0]);
     child.args(&command[1..]);
     for var in app_env(&loaded) {

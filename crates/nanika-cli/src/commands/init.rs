@@ -113,14 +113,25 @@ fn ensure_gitignore(path: &Path) -> CliResult<Vec<&'static str>> {
 
 /// Creates `.env` from `.env.example` (mode 0600) when the project has none yet, as the first
 /// `nanika up` does. Returns whether it did.
-pub fn ensure_dotenv(root: &Path) -> CliResult<bool> {
+/// The host ports exported in the process environment are written into the new `.env` (its
+/// port variables and its URLs), so that the file agrees with the servers `up` starts.
+pub fn ensure_dotenv(
+    root: &Path,
+    process_env: &std::collections::BTreeMap<String, String>,
+) -> CliResult<bool> {
     let env = root.join(ENV_FILE);
     let example = root.join(ENV_EXAMPLE);
     if env.exists() || !example.exists() {
         return Ok(false);
     }
-    let text = fs::read(&example)
+    let text = fs::read_to_string(&example)
         .map_err(|e| CliError::failure("cannot read .env.example").caused_by(e))?;
-    write_atomically(&env, &text, 0o600)?;
+    let port = |var: &str| process_env.get(var).and_then(|v| v.parse::<u16>().ok());
+    let text = nanika_config::dotenv::with_ports(
+        &text,
+        port(nanika_config::env_vars::POSTGRES_PORT),
+        port(nanika_config::env_vars::REDIS_PORT),
+    );
+    write_atomically(&env, text.as_bytes(), 0o600)?;
     Ok(true)
 }

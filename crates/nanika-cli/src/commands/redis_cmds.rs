@@ -2,17 +2,22 @@
 
 use super::db::{block_on, exit_like, ops_error};
 use super::services::confirm;
-use crate::cli::{RedisCommand, SessionsCommand};
+use crate::cli::{RedisCommand, RuntimeArg, SessionsCommand};
 use crate::context;
 use crate::error::CliResult;
 use crate::output::print_table;
 use nanika_ops::{pg, redis_admin, sessions};
+use nanika_runtime::Service;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// `nanika redis …`.
-pub fn run(project_dir: Option<&PathBuf>, command: RedisCommand) -> CliResult<ExitCode> {
-    let loaded = context::load_for_services(project_dir)?;
+pub fn run(
+    project_dir: Option<&PathBuf>,
+    runtime: RuntimeArg,
+    command: RedisCommand,
+) -> CliResult<ExitCode> {
+    let loaded = super::services::target(project_dir, runtime, &[Service::Redis])?;
     let url = &loaded.infra.env.redis_url;
     if let RedisCommand::Cli { args } = &command {
         let bins = nanika_runtime::native::binaries::find_redis(&context::binary_search())
@@ -122,8 +127,13 @@ pub fn run(project_dir: Option<&PathBuf>, command: RedisCommand) -> CliResult<Ex
 }
 
 /// `nanika sessions …`.
-pub fn sessions(project_dir: Option<&PathBuf>, command: SessionsCommand) -> CliResult<ExitCode> {
-    let loaded = context::load_for_services(project_dir)?;
+pub fn sessions(
+    project_dir: Option<&PathBuf>,
+    runtime: RuntimeArg,
+    command: SessionsCommand,
+) -> CliResult<ExitCode> {
+    let loaded =
+        super::services::target(project_dir, runtime, &[Service::Postgres, Service::Redis])?;
     let redis_url = &loaded.infra.env.redis_url;
     let db_url = &loaded.infra.env.database_url;
     let mut con = redis_admin::connect(redis_url).map_err(ops_error)?;

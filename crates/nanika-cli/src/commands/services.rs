@@ -5,9 +5,9 @@ use crate::context;
 use crate::error::{CliError, CliResult};
 use crate::output::print_table;
 use crate::progress::Spinners;
-use nanika_config::LoadedProject;
+use nanika_config::{LoadedProject, ValidProject};
 use nanika_runtime::compose::{self, Compose, RuntimeChoice, RuntimeKind};
-use nanika_runtime::native::control::{Native, SupervisorCommand};
+use nanika_runtime::native::control::{Native, NativeState, SupervisorCommand};
 use nanika_runtime::{RuntimeError, Service, ServiceStatus};
 use std::io::{IsTerminal, Read, Seek};
 use std::path::PathBuf;
@@ -75,28 +75,42 @@ fn supervisor_command(loaded: &LoadedProject) -> CliResult<SupervisorCommand> {
     })
 }
 
-fn native(loaded: &LoadedProject) -> CliResult<Native<'_>> {
-    Native::new(loaded, context::binary_search()).map_err(runtime_error)
+fn native(valid: &ValidProject) -> CliResult<Native<'_>> {
+    Native::new(valid, context::binary_search()).map_err(runtime_error)
 }
 
-/// Refuses to start from files with errors: the servers would refuse them too, less clearly.
-fn require_valid_config(loaded: &LoadedProject) -> CliResult {
-    let errors: Vec<_> = loaded
-        .findings
-        .iter()
-        .filter(|f| f.severity == nanika_config::Severity::Error)
-        .collect();
-    if errors.is_empty() {
-        return Ok(());
+fn native_state(loaded: &LoadedProject) -> CliResult<NativeState> {
+    NativeState::new(loaded.project.root()).map_err(runtime_error)
+}
+
+/// The validated project, once each of `services` is proven to be this project's server,
+/// running where the configuration says: what every command that reads or changes data starts
+/// from ("identity before action").
+pub fn target(
+    project_dir: Option<&PathBuf>,
+    runtime: RuntimeArg,
+    services: &[Service],
+) -> CliResult<ValidProject> {
+    let valid = context::valid(project_dir)?;
+    match runtime_for(&valid, runtime, false)? {
+        RuntimeKind::Docker => {
+            let compose = Compose::new(valid.project.root());
+            for service in services {
+                let port = match service {
+                    Service::Postgres => valid.infra.env.postgres_port,
+                    Service::Redis => valid.infra.env.redis_port,
+                };
+                compose.verify(*service, port).map_err(runtime_error)?;
+            }
+        }
+        RuntimeKind::Native => {
+            let native = native(&valid)?;
+            for service in services {
+                native.verify(*service).map_err(runtime_error)?;
+            }
+        }
     }
-    for finding in &errors {
-        eprintln!("{finding}");
-    }
-    Err(CliError::failure(format!(
-        "the configuration has {} error(s); nothing was started",
-        errors.len()
-    ))
-    .hint("fix them (see `nanika config check`)"))
+    Ok(valid)
 }
 
 /// `nanika up`.
@@ -107,11 +121,14 @@ pub fn up(
     attach: bool,
 ) -> CliResult {
     let project = context::project(project_dir)?;
-    if super::init::ensure_dotenv(project.root())? {
+    let process_env = context::process_env();
+    if super::init::ensure_dotenv(project.root(), &process_env)? {
         eprintln!("wrote .env from .env.example (mode 0600); edit it, not the example");
     }
-    let loaded = project.load(&context::process_env())?;
-    require_valid_config(&loaded)?;
+    let loaded = project
+        .load(&process_env)?
+        .validate()
+        .map_err(|rejected| context::rejected_error(&rejected))?;
     if runtime_for(&loaded, runtime, true)? == RuntimeKind::Docker {
         let compose = Compose::new(loaded.project.root());
         compose.run(&compose.up(&services)).map_err(runtime_error)?;
@@ -172,7 +189,7 @@ fn attach_logs(native: &Native<'_>) -> CliResult {
     let _ = mask.wait();
     eprintln!("stopping…");
     let spinners = Spinners::new();
-    let result = native.down(&spinners);
+    let result = native.state().down(&spinners);
     spinners.finish();
     result.map(|_| ()).map_err(runtime_error)
 }
@@ -218,7 +235,7 @@ pub fn down(
         let compose = Compose::new(loaded.project.root());
         return compose.run(&compose.down(volumes)).map_err(runtime_error);
     }
-    let native = native(&loaded)?;
+    let native = native_state(&loaded)?;
     if volumes {
         let paths: Vec<String> = native
             .layout()
@@ -265,8 +282,7 @@ pub fn restart(
     runtime: RuntimeArg,
     services: Vec<Service>,
 ) -> CliResult {
-    let loaded = context::load_for_services(project_dir)?;
-    require_valid_config(&loaded)?;
+    let loaded = context::valid(project_dir)?;
     if runtime_for(&loaded, runtime, false)? == RuntimeKind::Docker {
         let compose = Compose::new(loaded.project.root());
         return compose
@@ -290,7 +306,7 @@ fn uptime(seconds: u64) -> String {
 
 /// `nanika ps`.
 pub fn ps(project_dir: Option<&PathBuf>, runtime: RuntimeArg, json: bool) -> CliResult {
-    let loaded = context::load_for_services(project_dir)?;
+    let loaded = context::valid(project_dir)?;
     if runtime_for(&loaded, runtime, false)? == RuntimeKind::Docker {
         let compose = Compose::new(loaded.project.root());
         return compose.run(&compose.ps()).map_err(runtime_error);
@@ -342,10 +358,12 @@ pub fn logs(
             .run(&compose.logs(follow_logs, Some(tail), service))
             .map_err(runtime_error);
     }
-    let native = native(&loaded)?;
+    let state = native_state(&loaded)?;
     let services: Vec<Service> = service.map_or_else(|| Service::ALL.to_vec(), |s| vec![s]);
-    let paths: Vec<(Service, PathBuf)> =
-        services.iter().map(|s| (*s, native.log_path(*s))).collect();
+    let paths: Vec<(Service, PathBuf)> = services
+        .iter()
+        .map(|s| (*s, state.layout().log(s.as_str())))
+        .collect();
     for (service, path) in &paths {
         for line in nanika_runtime::native::logs::tail(path, tail) {
             print_log_line(*service, &line);

@@ -12,8 +12,8 @@ use crate::error::{Result, RuntimeError};
 use crate::health::{PostgresTarget, ProbeError, Prober};
 use crate::{Progress, Service, ServiceState, ServiceStatus};
 use fs_err as fs;
-use nanika_config::LoadedProject;
 use nanika_config::project::{POSTGRES_CONF, REDIS_CONF};
+use nanika_config::{LoadedProject, ValidProject};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::path::PathBuf;
@@ -36,11 +36,18 @@ pub struct SupervisorCommand {
     pub args: Vec<String>,
 }
 
-/// The native runtime of one loaded project.
+/// The native runtime of one validated project: starting, checking and proving its servers.
 pub struct Native<'a> {
     loaded: &'a LoadedProject,
-    layout: StateLayout,
+    state: NativeState,
     search: BinarySearch,
+}
+
+/// What the native runtime can do from the project's state alone, whatever its configuration
+/// says: stop what this project started, and remove its state. `down` works through this even
+/// when the configuration has errors.
+pub struct NativeState {
+    layout: StateLayout,
 }
 
 /// The result of `up`.
@@ -82,54 +89,17 @@ fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
 /// An exclusive lock held for the duration of a command.
 struct CommandLock(#[allow(dead_code)] fs::File);
 
-impl<'a> Native<'a> {
-    /// The native runtime for `loaded`, finding binaries through `search`.
-    pub fn new(loaded: &'a LoadedProject, search: BinarySearch) -> Result<Self> {
-        let layout = StateLayout::new(loaded.project.root(), ServerUser::for_current_process()?);
-        Ok(Native {
-            loaded,
-            layout,
-            search,
+impl NativeState {
+    /// The state of the project at `root`.
+    pub fn new(root: &std::path::Path) -> Result<Self> {
+        Ok(NativeState {
+            layout: StateLayout::new(root, ServerUser::for_current_process()?),
         })
     }
 
     /// Where the state lives.
     pub fn layout(&self) -> &StateLayout {
         &self.layout
-    }
-
-    /// The host port of `service`.
-    pub fn port(&self, service: Service) -> u16 {
-        match service {
-            Service::Postgres => self.loaded.infra.env.postgres_port,
-            Service::Redis => self.loaded.infra.env.redis_port,
-        }
-    }
-
-    /// The log file of `service`.
-    pub fn log_path(&self, service: Service) -> PathBuf {
-        self.layout.log(service.as_str())
-    }
-
-    fn postgres_target(&self) -> PostgresTarget {
-        let env = &self.loaded.infra.env;
-        PostgresTarget {
-            host: "127.0.0.1".into(),
-            port: env.postgres_port,
-            user: env.postgres_user.clone(),
-            password: env.postgres_password.clone(),
-            database: env.postgres_db.clone(),
-        }
-    }
-
-    /// The cluster's superuser on the app database, when this cluster has nanika's own.
-    fn admin_target(&self) -> Option<PostgresTarget> {
-        let password = self.layout.postgres_admin_password()?;
-        Some(PostgresTarget {
-            user: postgres::ADMIN_ROLE.into(),
-            password,
-            ..self.postgres_target()
-        })
     }
 
     fn lock(&self, progress: &dyn Progress) -> Result<CommandLock> {
@@ -151,173 +121,6 @@ impl<'a> Native<'a> {
                 .map_err(RuntimeError::io("cannot take the command lock"))?;
         }
         Ok(CommandLock(file))
-    }
-
-    /// Starts `services` (all when empty) and returns once each answers a real query.
-    pub fn up(
-        &self,
-        services: &[Service],
-        supervisor_command: &SupervisorCommand,
-        progress: &dyn Progress,
-    ) -> Result<UpReport> {
-        let wanted: Vec<Service> = if services.is_empty() {
-            Service::ALL.to_vec()
-        } else {
-            services.to_vec()
-        };
-        let _lock = self.lock(progress)?;
-        let mut report = UpReport::default();
-        let pg_bins = wanted
-            .contains(&Service::Postgres)
-            .then(|| binaries::find_postgres(&self.search))
-            .transpose()?;
-        let redis_bins = wanted
-            .contains(&Service::Redis)
-            .then(|| binaries::find_redis(&self.search))
-            .transpose()?;
-
-        let supervised = supervisor::is_running(&self.layout);
-        let mut plan: Plan = if supervised {
-            supervisor::read_json(&supervisor::plan_file(&self.layout)).unwrap_or_default()
-        } else {
-            Plan::default()
-        };
-        if !supervised {
-            report.notes.extend(self.stop_unsupervised()?);
-        }
-        let to_start: Vec<Service> = wanted
-            .iter()
-            .copied()
-            .filter(|s| !plan.services.contains_key(s))
-            .collect();
-        for service in &to_start {
-            let port = self.port(*service);
-            if !procfs::port_is_free(port) {
-                return Err(RuntimeError::PortInUse {
-                    service: *service,
-                    port,
-                    holder: procfs::port_holder(port),
-                });
-            }
-        }
-        self.layout.create(self.port(Service::Postgres))?;
-        for service in &to_start {
-            let service_plan = match service {
-                Service::Postgres => self.prepare_postgres(
-                    pg_bins.as_ref().expect("found above"),
-                    progress,
-                    &mut report,
-                )?,
-                Service::Redis => self.prepare_redis(redis_bins.as_ref().expect("found above"))?,
-            };
-            plan.services.insert(*service, service_plan);
-        }
-        report.already_up = wanted
-            .iter()
-            .copied()
-            .filter(|s| !to_start.contains(s))
-            .collect();
-        report.started = to_start.clone();
-
-        let mut spawned = None;
-        if !to_start.is_empty() {
-            supervisor::write_json(&supervisor::plan_file(&self.layout), &plan)?;
-            if supervised {
-                self.signal_supervisor(Signal::SIGHUP)?;
-            } else {
-                spawned = Some(self.spawn_supervisor(supervisor_command)?);
-            }
-        }
-        for service in &wanted {
-            progress.step(
-                *service,
-                if to_start.contains(service) {
-                    "starting"
-                } else {
-                    "checking"
-                },
-            );
-        }
-        let waited = self.wait_healthy(&wanted, spawned.as_mut(), progress);
-        if let Err(error) = waited {
-            // Leave nothing half-running: undo what this call started.
-            if spawned.is_some() {
-                let _ = self.stop_supervisor();
-            } else if !to_start.is_empty() {
-                plan.services.retain(|s, _| !to_start.contains(s));
-                let _ = supervisor::write_json(&supervisor::plan_file(&self.layout), &plan);
-                let _ = self.signal_supervisor(Signal::SIGHUP);
-            }
-            return Err(error);
-        }
-        crate::compose::record_runtime(&self.layout.project, crate::compose::RuntimeKind::Native)?;
-        Ok(report)
-    }
-
-    fn prepare_postgres(
-        &self,
-        bins: &PostgresBinaries,
-        progress: &dyn Progress,
-        report: &mut UpReport,
-    ) -> Result<ServicePlan> {
-        if postgres::check_data_dir(&self.layout)? == DataDir::Missing {
-            progress.step(Service::Postgres, "initialising the cluster (initdb)");
-            let env = &self.loaded.infra.env;
-            if env.postgres_user == postgres::ADMIN_ROLE {
-                // The app asked to be the superuser itself: one role, as the postgres image does.
-                let _ = fs::remove_file(self.layout.postgres_admin_password_file());
-                postgres::initdb(
-                    bins,
-                    &self.layout,
-                    &env.postgres_user,
-                    &env.postgres_password,
-                )?;
-            } else {
-                let password = random_password()?;
-                let file = self.layout.postgres_admin_password_file();
-                write_private(&file, password.expose())?;
-                postgres::initdb(bins, &self.layout, postgres::ADMIN_ROLE, &password)?;
-            }
-        }
-        if let Some(holder) = postgres::clear_foreign_lock(&self.layout) {
-            report.notes.push(format!(
-                "removed a stale postmaster.pid that named {holder}, which is not PostgreSQL"
-            ));
-        }
-        postgres::install_config(&self.loaded.project.path(POSTGRES_CONF), &self.layout)?;
-        let port = self.port(Service::Postgres);
-        let (program, args) = postgres::server_args(bins, &self.layout, port);
-        Ok(ServicePlan {
-            program,
-            args,
-            cwd: self.layout.postgres_home.clone(),
-            run_as: self.layout.server_user.as_ref().map(|u| (u.uid, u.gid)),
-            log: self.log_path(Service::Postgres),
-            generation: 0,
-            version: Some(bins.version.clone()),
-        })
-    }
-
-    fn prepare_redis(&self, bins: &RedisBinaries) -> Result<ServicePlan> {
-        let stale = redis::pid_file(&self.layout);
-        if stale.exists() && redis::running(&self.layout).is_none() {
-            let _ = fs::remove_file(&stale);
-        }
-        let (program, args) = redis::server_args(
-            bins,
-            &self.layout,
-            &self.loaded.project.path(REDIS_CONF),
-            self.port(Service::Redis),
-        );
-        Ok(ServicePlan {
-            program,
-            args,
-            cwd: self.layout.redis_dir.clone(),
-            run_as: None,
-            log: self.log_path(Service::Redis),
-            generation: 0,
-            version: Some(bins.version.clone()),
-        })
     }
 
     fn spawn_supervisor(&self, command: &SupervisorCommand) -> Result<std::process::Child> {
@@ -422,123 +225,6 @@ impl<'a> Native<'a> {
         Ok(notes)
     }
 
-    /// One real query to `service` as the app. It creates nothing: `up` makes sure of the app
-    /// database before its first probe, and `ps` must not change anything.
-    fn probe(&self, prober: &Prober, service: Service) -> std::result::Result<(), ProbeError> {
-        let timeout = Duration::from_secs(2);
-        match service {
-            Service::Postgres => prober.postgres(&self.postgres_target(), timeout),
-            Service::Redis => crate::health::redis_ping(
-                self.port(Service::Redis),
-                self.loaded.infra.redis.requirepass.as_ref(),
-                timeout,
-            ),
-        }
-    }
-
-    /// Whether a service answers, for `ps`: PostgreSQL through nanika's superuser when there is
-    /// one, so that a server whose app connections are exhausted still shows as healthy.
-    fn status_probe(&self, prober: &Prober, service: Service) -> bool {
-        match (service, self.admin_target()) {
-            (Service::Postgres, Some(admin)) => {
-                prober.postgres(&admin, Duration::from_secs(2)).is_ok()
-            }
-            _ => self.probe(prober, service).is_ok(),
-        }
-    }
-
-    fn wait_healthy(
-        &self,
-        services: &[Service],
-        mut spawned: Option<&mut std::process::Child>,
-        progress: &dyn Progress,
-    ) -> Result<()> {
-        let prober = Prober::new().map_err(RuntimeError::io("cannot start the health checks"))?;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let mut pending: Vec<Service> = services.to_vec();
-        let mut pause = Duration::from_millis(5);
-        let restarts_before = self
-            .read_status()
-            .map(|s| s.services.values().map(|r| r.restarts).sum::<u32>())
-            .unwrap_or(0);
-        // The app database is made sure of first, through the `postgres` database: probing a
-        // database that does not exist yet would write a FATAL line into the server's log.
-        let mut database_checked = false;
-        while !pending.is_empty() {
-            let mut still = Vec::new();
-            for service in pending {
-                let answer = if service == Service::Postgres && !database_checked {
-                    let timeout = Duration::from_secs(2);
-                    let prepared = match self.admin_target() {
-                        Some(admin) => prober.bootstrap(&admin, &self.postgres_target(), timeout),
-                        None => prober
-                            .ensure_database(&self.postgres_target(), timeout)
-                            .map(|_| ()),
-                    };
-                    prepared
-                        .map(|()| database_checked = true)
-                        .and_then(|()| self.probe(&prober, service))
-                } else {
-                    self.probe(&prober, service)
-                };
-                match answer {
-                    Ok(()) => progress.step(service, "healthy"),
-                    Err(ProbeError::Auth) => {
-                        return Err(self.start_failed(service, "the server refused the password in .env (it was set when the data directory was created; change it with ALTER ROLE, or remove the state with `nanika down --volumes`)".into()));
-                    }
-                    Err(_) => still.push(service),
-                }
-            }
-            pending = still;
-            if pending.is_empty() {
-                break;
-            }
-            if let Some(child) = spawned.as_deref_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                let tail = logs::tail(&self.layout.log("supervisor"), LOG_TAIL_LINES);
-                return Err(RuntimeError::StartFailed {
-                    service: pending[0],
-                    reason: format!("the supervisor exited ({status})"),
-                    log: self.layout.log("supervisor"),
-                    log_tail: tail,
-                });
-            }
-            // A server that keeps dying while starting will not get healthy by waiting.
-            if let Some(status) = self.read_status() {
-                let restarts: u32 = status.services.values().map(|r| r.restarts).sum();
-                if restarts >= restarts_before + 3 {
-                    let service = pending[0];
-                    let how = status
-                        .services
-                        .get(&service)
-                        .and_then(|r| r.last_exit.clone())
-                        .unwrap_or_else(|| "it keeps exiting".into());
-                    return Err(self.start_failed(service, how));
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(self.start_failed(
-                    pending[0],
-                    format!("it did not answer within {} s", READY_TIMEOUT.as_secs()),
-                ));
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 3 / 2).min(Duration::from_millis(100));
-        }
-        Ok(())
-    }
-
-    fn start_failed(&self, service: Service, reason: String) -> RuntimeError {
-        let log = self.log_path(service);
-        RuntimeError::StartFailed {
-            service,
-            reason,
-            log_tail: logs::tail(&log, LOG_TAIL_LINES),
-            log,
-        }
-    }
-
     fn read_status(&self) -> Option<Status> {
         supervisor::read_json(&supervisor::status_file(&self.layout))
     }
@@ -579,6 +265,500 @@ impl<'a> Native<'a> {
         }
         Ok(removed)
     }
+}
+
+impl<'a> Native<'a> {
+    /// The native runtime for `valid`, finding binaries through `search`.
+    pub fn new(valid: &'a ValidProject, search: BinarySearch) -> Result<Self> {
+        let loaded: &'a LoadedProject = valid;
+        Ok(Native {
+            state: NativeState::new(loaded.project.root())?,
+            loaded,
+            search,
+        })
+    }
+
+    /// What can be done from the state alone (`down`, removing the state).
+    pub fn state(&self) -> &NativeState {
+        &self.state
+    }
+
+    /// Where the state lives.
+    pub fn layout(&self) -> &StateLayout {
+        &self.state.layout
+    }
+
+    /// The host port the configuration gives `service`.
+    pub fn port(&self, service: Service) -> u16 {
+        match service {
+            Service::Postgres => self.loaded.infra.env.postgres_port,
+            Service::Redis => self.loaded.infra.env.redis_port,
+        }
+    }
+
+    /// The port `service` runs on, as the supervisor's plan remembers it, when it runs.
+    pub fn running_port(&self, service: Service) -> Option<u16> {
+        if !supervisor::is_running(self.layout()) {
+            return None;
+        }
+        let plan: Plan = supervisor::read_json(&supervisor::plan_file(self.layout()))?;
+        plan.services
+            .get(&service)
+            .map(|p| p.port)
+            .filter(|p| *p != 0)
+    }
+
+    /// Proves that the server the app's URL for `service` reaches is this project's, running
+    /// under its supervisor, before a command reads or changes its data. The errors say what is
+    /// wrong: not running (and what answers on the port instead), moved to another port, or a
+    /// server of another project.
+    pub fn verify(&self, service: Service) -> Result<()> {
+        let configured = self.port(service);
+        let supervised_pid = self
+            .state
+            .read_status()
+            .filter(|_| supervisor::is_running(self.layout()))
+            .and_then(|s| s.services.get(&service).and_then(|r| r.pid))
+            .filter(|pid| procfs::is_alive(*pid));
+        let Some(pid) = supervised_pid else {
+            let other_listener = (!procfs::port_is_free(configured)).then(|| {
+                match procfs::port_holder(configured) {
+                    Some(holder) => format!("{holder} listens on port {configured}"),
+                    None => format!("something else listens on port {configured}"),
+                }
+            });
+            return Err(RuntimeError::NotRunning {
+                service,
+                other_listener,
+            });
+        };
+        if let Some(running) = self.running_port(service)
+            && running != configured
+        {
+            return Err(RuntimeError::PortMoved {
+                service,
+                running,
+                configured,
+            });
+        }
+        let env = &self.loaded.infra.env;
+        let timeout = Duration::from_secs(5);
+        let (address, answer) = match service {
+            Service::Postgres => {
+                let url = &env.database_url;
+                let target = PostgresTarget {
+                    host: url.host.clone(),
+                    port: url.port,
+                    ..self.postgres_target()
+                };
+                let prober =
+                    Prober::new().map_err(RuntimeError::io("cannot start the identity check"))?;
+                let answer = prober.postgres(&target, timeout).map(|marker| {
+                    let ours = postgres::project_marker(self.layout());
+                    match marker {
+                        Some(m) if m == ours => None,
+                        Some(m) => Some(Some(format!("the nanika project at {m}"))),
+                        None => Some(None),
+                    }
+                });
+                (format!("{}:{}", url.host, url.port), answer)
+            }
+            Service::Redis => {
+                let url = &env.redis_url;
+                let answer = crate::health::redis_server_pid(
+                    &url.host,
+                    url.port,
+                    &url.user,
+                    Some(&url.password),
+                    timeout,
+                )
+                .map(|answering| {
+                    (answering != pid).then(|| {
+                        Some(format!("process {}", procfs::describe(answering)))
+                            .filter(|_| procfs::is_alive(answering))
+                    })
+                });
+                (format!("{}:{}", url.host, url.port), answer)
+            }
+        };
+        match answer {
+            Ok(None) => Ok(()),
+            Ok(Some(whose)) => Err(RuntimeError::NotThisProject {
+                service,
+                address,
+                whose,
+            }),
+            Err(ProbeError::Auth) => Err(RuntimeError::Other(format!(
+                "{address} refused the app's password: it is not this project's {service}, or the password in the configuration is not the one the server was set up with"
+            ))),
+            Err(error) => Err(RuntimeError::Other(format!(
+                "cannot check whose {service} answers on {address}: {error}"
+            ))),
+        }
+    }
+
+    /// The log file of `service`.
+    pub fn log_path(&self, service: Service) -> PathBuf {
+        self.state.layout.log(service.as_str())
+    }
+
+    fn postgres_target(&self) -> PostgresTarget {
+        let env = &self.loaded.infra.env;
+        PostgresTarget {
+            host: "127.0.0.1".into(),
+            port: env.postgres_port,
+            user: env.postgres_user.clone(),
+            password: env.postgres_password.clone(),
+            database: env.postgres_db.clone(),
+        }
+    }
+
+    /// The cluster's superuser on the app database, when this cluster has nanika's own.
+    fn admin_target(&self) -> Option<PostgresTarget> {
+        let password = self.state.layout.postgres_admin_password()?;
+        Some(PostgresTarget {
+            user: postgres::ADMIN_ROLE.into(),
+            password,
+            ..self.postgres_target()
+        })
+    }
+
+    /// Starts `services` (all when empty) and returns once each answers a real query.
+    pub fn up(
+        &self,
+        services: &[Service],
+        supervisor_command: &SupervisorCommand,
+        progress: &dyn Progress,
+    ) -> Result<UpReport> {
+        let wanted: Vec<Service> = if services.is_empty() {
+            Service::ALL.to_vec()
+        } else {
+            services.to_vec()
+        };
+        let _lock = self.state.lock(progress)?;
+        let mut report = UpReport::default();
+        let pg_bins = wanted
+            .contains(&Service::Postgres)
+            .then(|| binaries::find_postgres(&self.search))
+            .transpose()?;
+        let redis_bins = wanted
+            .contains(&Service::Redis)
+            .then(|| binaries::find_redis(&self.search))
+            .transpose()?;
+
+        let supervised = supervisor::is_running(&self.state.layout);
+        let mut plan: Plan = if supervised {
+            supervisor::read_json(&supervisor::plan_file(&self.state.layout)).unwrap_or_default()
+        } else {
+            Plan::default()
+        };
+        if !supervised {
+            report.notes.extend(self.state.stop_unsupervised()?);
+        }
+        // A server already running on another port than the configuration now names: say so
+        // rather than probe the configured port, where another project's server may answer.
+        for service in &wanted {
+            if let Some(planned) = plan.services.get(service)
+                && planned.port != 0
+                && planned.port != self.port(*service)
+            {
+                return Err(RuntimeError::PortMoved {
+                    service: *service,
+                    running: planned.port,
+                    configured: self.port(*service),
+                });
+            }
+        }
+        let to_start: Vec<Service> = wanted
+            .iter()
+            .copied()
+            .filter(|s| !plan.services.contains_key(s))
+            .collect();
+        for service in &to_start {
+            let port = self.port(*service);
+            if !procfs::port_is_free(port) {
+                return Err(RuntimeError::PortInUse {
+                    service: *service,
+                    port,
+                    holder: procfs::port_holder(port),
+                });
+            }
+        }
+        self.state.layout.create(self.port(Service::Postgres))?;
+        for service in &to_start {
+            let service_plan = match service {
+                Service::Postgres => self.prepare_postgres(
+                    pg_bins.as_ref().expect("found above"),
+                    progress,
+                    &mut report,
+                )?,
+                Service::Redis => self.prepare_redis(redis_bins.as_ref().expect("found above"))?,
+            };
+            plan.services.insert(*service, service_plan);
+        }
+        report.already_up = wanted
+            .iter()
+            .copied()
+            .filter(|s| !to_start.contains(s))
+            .collect();
+        report.started = to_start.clone();
+
+        let mut spawned = None;
+        if !to_start.is_empty() {
+            supervisor::write_json(&supervisor::plan_file(&self.state.layout), &plan)?;
+            if supervised {
+                self.state.signal_supervisor(Signal::SIGHUP)?;
+            } else {
+                spawned = Some(self.state.spawn_supervisor(supervisor_command)?);
+            }
+        }
+        for service in &wanted {
+            progress.step(
+                *service,
+                if to_start.contains(service) {
+                    "starting"
+                } else {
+                    "checking"
+                },
+            );
+        }
+        let waited = self.wait_healthy(&wanted, spawned.as_mut(), progress);
+        if let Err(error) = waited {
+            // Leave nothing half-running: undo what this call started.
+            if spawned.is_some() {
+                let _ = self.state.stop_supervisor();
+            } else if !to_start.is_empty() {
+                plan.services.retain(|s, _| !to_start.contains(s));
+                let _ = supervisor::write_json(&supervisor::plan_file(&self.state.layout), &plan);
+                let _ = self.state.signal_supervisor(Signal::SIGHUP);
+            }
+            return Err(error);
+        }
+        crate::compose::record_runtime(
+            &self.state.layout.project,
+            crate::compose::RuntimeKind::Native,
+        )?;
+        Ok(report)
+    }
+
+    fn prepare_postgres(
+        &self,
+        bins: &PostgresBinaries,
+        progress: &dyn Progress,
+        report: &mut UpReport,
+    ) -> Result<ServicePlan> {
+        if postgres::check_data_dir(&self.state.layout)? == DataDir::Missing {
+            progress.step(Service::Postgres, "initialising the cluster (initdb)");
+            let env = &self.loaded.infra.env;
+            if env.postgres_user == postgres::ADMIN_ROLE {
+                // The app asked to be the superuser itself: one role, as the postgres image does.
+                let _ = fs::remove_file(self.state.layout.postgres_admin_password_file());
+                postgres::initdb(
+                    bins,
+                    &self.state.layout,
+                    &env.postgres_user,
+                    &env.postgres_password,
+                )?;
+            } else {
+                let password = random_password()?;
+                let file = self.state.layout.postgres_admin_password_file();
+                write_private(&file, password.expose())?;
+                postgres::initdb(bins, &self.state.layout, postgres::ADMIN_ROLE, &password)?;
+            }
+        }
+        if let Some(holder) = postgres::clear_foreign_lock(&self.state.layout) {
+            report.notes.push(format!(
+                "removed a stale postmaster.pid that named {holder}, which is not PostgreSQL"
+            ));
+        }
+        postgres::install_config(&self.loaded.project.path(POSTGRES_CONF), &self.state.layout)?;
+        let port = self.port(Service::Postgres);
+        let (program, args) = postgres::server_args(bins, &self.state.layout, port);
+        Ok(ServicePlan {
+            program,
+            args,
+            cwd: self.state.layout.postgres_home.clone(),
+            run_as: self
+                .state
+                .layout
+                .server_user
+                .as_ref()
+                .map(|u| (u.uid, u.gid)),
+            log: self.log_path(Service::Postgres),
+            generation: 0,
+            version: Some(bins.version.clone()),
+            port,
+        })
+    }
+
+    fn prepare_redis(&self, bins: &RedisBinaries) -> Result<ServicePlan> {
+        let stale = redis::pid_file(&self.state.layout);
+        if stale.exists() && redis::running(&self.state.layout).is_none() {
+            let _ = fs::remove_file(&stale);
+        }
+        let (program, args) = redis::server_args(
+            bins,
+            &self.state.layout,
+            &self.loaded.project.path(REDIS_CONF),
+            self.port(Service::Redis),
+        );
+        Ok(ServicePlan {
+            program,
+            args,
+            cwd: self.state.layout.redis_dir.clone(),
+            run_as: None,
+            log: self.log_path(Service::Redis),
+            generation: 0,
+            version: Some(bins.version.clone()),
+            port: self.port(Service::Redis),
+        })
+    }
+
+    /// One real query to `service` as the app. It creates nothing: `up` makes sure of the app
+    /// database before its first probe, and `ps` must not change anything.
+    /// A PostgreSQL answer counts only when the server carries this project's marker.
+    fn probe(
+        &self,
+        prober: &Prober,
+        service: Service,
+        port: u16,
+    ) -> std::result::Result<(), ProbeError> {
+        let timeout = Duration::from_secs(2);
+        match service {
+            Service::Postgres => {
+                let target = PostgresTarget {
+                    port,
+                    ..self.postgres_target()
+                };
+                self.ours(prober.postgres(&target, timeout)?)
+            }
+            Service::Redis => crate::health::redis_ping(
+                port,
+                self.loaded.infra.redis.requirepass.as_ref(),
+                timeout,
+            ),
+        }
+    }
+
+    /// Whether a PostgreSQL marker is this project's.
+    fn ours(&self, marker: Option<String>) -> std::result::Result<(), ProbeError> {
+        if marker.as_deref() == Some(postgres::project_marker(self.layout()).as_str()) {
+            Ok(())
+        } else {
+            Err(ProbeError::Foreign(marker))
+        }
+    }
+
+    /// Whether a service answers, for `ps`: PostgreSQL through nanika's superuser when there is
+    /// one, so that a server whose app connections are exhausted still shows as healthy.
+    fn status_probe(&self, prober: &Prober, service: Service, port: u16) -> bool {
+        match (service, self.admin_target()) {
+            (Service::Postgres, Some(admin)) => prober
+                .postgres(&PostgresTarget { port, ..admin }, Duration::from_secs(2))
+                .is_ok_and(|marker| self.ours(marker).is_ok()),
+            _ => self.probe(prober, service, port).is_ok(),
+        }
+    }
+
+    fn wait_healthy(
+        &self,
+        services: &[Service],
+        mut spawned: Option<&mut std::process::Child>,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let prober = Prober::new().map_err(RuntimeError::io("cannot start the health checks"))?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut pending: Vec<Service> = services.to_vec();
+        let mut pause = Duration::from_millis(5);
+        let restarts_before = self
+            .state
+            .read_status()
+            .map(|s| s.services.values().map(|r| r.restarts).sum::<u32>())
+            .unwrap_or(0);
+        // The app database is made sure of first, through the `postgres` database: probing a
+        // database that does not exist yet would write a FATAL line into the server's log.
+        let mut database_checked = false;
+        while !pending.is_empty() {
+            let mut still = Vec::new();
+            for service in pending {
+                let answer = if service == Service::Postgres && !database_checked {
+                    let timeout = Duration::from_secs(2);
+                    let prepared = match self.admin_target() {
+                        Some(admin) => prober.bootstrap(&admin, &self.postgres_target(), timeout),
+                        None => prober
+                            .ensure_database(&self.postgres_target(), timeout)
+                            .map(|_| ()),
+                    };
+                    prepared
+                        .map(|()| database_checked = true)
+                        .and_then(|()| self.probe(&prober, service, self.port(service)))
+                } else {
+                    self.probe(&prober, service, self.port(service))
+                };
+                match answer {
+                    Ok(()) => progress.step(service, "healthy"),
+                    Err(ProbeError::Auth) => {
+                        return Err(self.start_failed(service, "this project's server refused the password in the configuration: the role's password was set when the cluster was created, and POSTGRES_PASSWORD has changed since. Put the old password back, or change the role's with ALTER ROLE as the cluster's superuser (its password is in .nanika/run/postgres-admin.password)".into()));
+                    }
+                    Err(ProbeError::Foreign(whose)) => {
+                        let port = self.port(service);
+                        let whose = whose
+                            .map(|w| format!(" (the nanika project at {w})"))
+                            .unwrap_or_default();
+                        return Err(self.start_failed(service, format!("the server answering on port {port} is not the one this command started{whose}")));
+                    }
+                    Err(_) => still.push(service),
+                }
+            }
+            pending = still;
+            if pending.is_empty() {
+                break;
+            }
+            if let Some(child) = spawned.as_deref_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                let tail = logs::tail(&self.state.layout.log("supervisor"), LOG_TAIL_LINES);
+                return Err(RuntimeError::StartFailed {
+                    service: pending[0],
+                    reason: format!("the supervisor exited ({status})"),
+                    log: self.state.layout.log("supervisor"),
+                    log_tail: tail,
+                });
+            }
+            // A server that keeps dying while starting will not get healthy by waiting.
+            if let Some(status) = self.state.read_status() {
+                let restarts: u32 = status.services.values().map(|r| r.restarts).sum();
+                if restarts >= restarts_before + 3 {
+                    let service = pending[0];
+                    let how = status
+                        .services
+                        .get(&service)
+                        .and_then(|r| r.last_exit.clone())
+                        .unwrap_or_else(|| "it keeps exiting".into());
+                    return Err(self.start_failed(service, how));
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(self.start_failed(
+                    pending[0],
+                    format!("it did not answer within {} s", READY_TIMEOUT.as_secs()),
+                ));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 3 / 2).min(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    fn start_failed(&self, service: Service, reason: String) -> RuntimeError {
+        let log = self.log_path(service);
+        RuntimeError::StartFailed {
+            service,
+            reason,
+            log_tail: logs::tail(&log, LOG_TAIL_LINES),
+            log,
+        }
+    }
 
     /// Restarts `services` (all running ones when empty) and waits until they are healthy again.
     pub fn restart(
@@ -587,13 +767,13 @@ impl<'a> Native<'a> {
         supervisor_command: &SupervisorCommand,
         progress: &dyn Progress,
     ) -> Result<()> {
-        if !supervisor::is_running(&self.layout) {
+        if !supervisor::is_running(&self.state.layout) {
             self.up(services, supervisor_command, progress)?;
             return Ok(());
         }
-        let _lock = self.lock(progress)?;
+        let _lock = self.state.lock(progress)?;
         let mut plan: Plan =
-            supervisor::read_json(&supervisor::plan_file(&self.layout)).unwrap_or_default();
+            supervisor::read_json(&supervisor::plan_file(&self.state.layout)).unwrap_or_default();
         let targets: Vec<Service> = if services.is_empty() {
             plan.services.keys().copied().collect()
         } else {
@@ -611,12 +791,13 @@ impl<'a> Native<'a> {
             progress.step(*service, "restarting");
         }
         if targets.contains(&Service::Postgres) {
-            postgres::install_config(&self.loaded.project.path(POSTGRES_CONF), &self.layout)?;
+            postgres::install_config(&self.loaded.project.path(POSTGRES_CONF), &self.state.layout)?;
         }
-        supervisor::write_json(&supervisor::plan_file(&self.layout), &plan)?;
-        self.signal_supervisor(Signal::SIGHUP)?;
+        supervisor::write_json(&supervisor::plan_file(&self.state.layout), &plan)?;
+        self.state.signal_supervisor(Signal::SIGHUP)?;
         // The supervisor restarts asynchronously: wait until the old processes are gone first.
         let old: Vec<u32> = self
+            .state
             .read_status()
             .map(|s| {
                 targets
@@ -634,10 +815,14 @@ impl<'a> Native<'a> {
 
     /// The state of each service, checked with a real query (both at once).
     pub fn status(&self) -> Vec<ServiceStatus> {
-        let supervised = supervisor::is_running(&self.layout);
-        let status = if supervised { self.read_status() } else { None };
+        let supervised = supervisor::is_running(&self.state.layout);
+        let status = if supervised {
+            self.state.read_status()
+        } else {
+            None
+        };
         let plan: Plan = if supervised {
-            supervisor::read_json(&supervisor::plan_file(&self.layout)).unwrap_or_default()
+            supervisor::read_json(&supervisor::plan_file(&self.state.layout)).unwrap_or_default()
         } else {
             Plan::default()
         };
@@ -651,20 +836,25 @@ impl<'a> Native<'a> {
                     let (status, plan) = (&status, &plan);
                     scope.spawn(move || {
                         let report = status.as_ref().and_then(|s| s.services.get(&service));
+                        let planned = plan.services.get(&service);
+                        // Where it really runs, which the configuration may no longer say.
+                        let port = planned
+                            .map(|p| p.port)
+                            .filter(|p| *p != 0)
+                            .unwrap_or_else(|| self.port(service));
                         let unsupervised_pid = match service {
-                            Service::Postgres => match postgres::postmaster(&self.layout) {
+                            Service::Postgres => match postgres::postmaster(&self.state.layout) {
                                 Postmaster::Running(pid) => Some(pid),
                                 _ => None,
                             },
-                            Service::Redis => redis::running(&self.layout),
+                            Service::Redis => redis::running(&self.state.layout),
                         };
                         let pid = report
                             .and_then(|r| r.pid)
                             .filter(|p| procfs::is_alive(*p))
                             .or(if supervised { None } else { unsupervised_pid });
                         let answers = pid.is_some()
-                            && Prober::new().is_ok_and(|p| self.status_probe(&p, service));
-                        let planned = plan.services.get(&service);
+                            && Prober::new().is_ok_and(|p| self.status_probe(&p, service, port));
                         let state = match (planned.is_some(), pid, answers) {
                             (true, Some(_), true) => ServiceState::Healthy,
                             (true, Some(_), false) => ServiceState::Starting,
@@ -687,7 +877,7 @@ impl<'a> Native<'a> {
                             service,
                             state,
                             pid,
-                            port: self.port(service),
+                            port,
                             uptime_secs: report
                                 .filter(|_| pid.is_some())
                                 .and_then(|r| r.started_at)

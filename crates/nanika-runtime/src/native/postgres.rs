@@ -233,8 +233,20 @@ pub fn server_args(
             "unix_socket_directories={}",
             layout.postgres_socket_dir(port).display()
         ),
+        "-c".into(),
+        format!("{PROJECT_SETTING}={}", project_marker(layout)),
     ];
     (binaries.tool("postgres"), args)
+}
+
+/// A custom setting every native server of nanika carries, readable by any role with `SHOW`: it
+/// names the project the server belongs to, so a command can prove whose server it reached.
+pub const PROJECT_SETTING: &str = "nanika.project";
+
+/// The value of [`PROJECT_SETTING`] for this project: its directory. Two checkouts, or a copy of
+/// one, differ in it; the message for a server of another project can name that project.
+pub fn project_marker(layout: &StateLayout) -> String {
+    layout.project.to_string_lossy().into_owned()
 }
 
 /// What `postmaster.pid` says about a server on this data directory.

@@ -46,6 +46,10 @@ pub struct ServicePlan {
     /// The server's version, as found when the plan was made (so `ps` need not run the binary).
     #[serde(default)]
     pub version: Option<String>,
+    /// The port it listens on: remembered so that a command run with another port in its
+    /// environment is told where the server really is (0 in plans written before it was kept).
+    #[serde(default)]
+    pub port: u16,
 }
 
 /// What the supervisor runs.
