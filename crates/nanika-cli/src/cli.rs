@@ -104,14 +104,7 @@ pub enum Command {
         tail: usize,
     },
     /// Print the environment an app needs to reach the services (secrets masked).
-    Env {
-        /// Print passwords and secrets instead of masking them.
-        #[arg(long)]
-        show_secrets: bool,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Env(EnvArgs),
     /// Run a command with the services' environment (DATABASE_URL, PG*, REDIS_URL, ...).
     Exec {
         /// The command and its arguments.
@@ -151,6 +144,39 @@ pub struct InitArgs {
     /// Overwrite config files that already exist (an existing .env is always kept).
     #[arg(long)]
     pub force: bool,
+}
+
+/// `nanika env`.
+#[derive(Debug, Args)]
+pub struct EnvArgs {
+    /// Print passwords and secrets instead of masking them.
+    #[arg(long)]
+    pub show_secrets: bool,
+    /// Print for a program instead of for people: `shell` lines to `eval`, a `dotenv` file, or
+    /// `json`.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<EnvFormat>,
+    /// Print as JSON (the same as `--format json`).
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
+}
+
+impl EnvArgs {
+    /// The format asked for, `--json` included; `None` for the default `KEY=value` lines.
+    pub fn format(&self) -> Option<EnvFormat> {
+        self.format.or(self.json.then_some(EnvFormat::Json))
+    }
+}
+
+/// `nanika env --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EnvFormat {
+    /// `export KEY='value'` lines, safe to `eval` in sh and bash whatever the values.
+    Shell,
+    /// A .env file that Node's dotenv and Docker Compose both read back to the same values.
+    Dotenv,
+    /// One JSON object.
+    Json,
 }
 
 /// `nanika config …`.

@@ -60,7 +60,7 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
             follow,
             tail,
         } => commands::services::logs(project_dir, runtime, service.map(Into::into), follow, tail),
-        Command::Env { show_secrets, json } => commands::env::env(project_dir, show_secrets, json),
+        Command::Env(args) => commands::env::env(project_dir, &args),
         Command::Supervise => {
             let project = context::project(project_dir)?;
             let user = nanika_runtime::native::layout::ServerUser::for_current_process()

@@ -300,7 +300,7 @@ pub fn resolve(
                 Ok(url) => settings.database_url = url,
                 Err(e) => findings.push(bad(
                     e.to_string(),
-                    "write postgresql://USER:PASSWORD@HOST:PORT/DB?schema=public; other parameters must be libpq's",
+                    "write postgresql://USER:PASSWORD@HOST:PORT/DB?schema=public; other parameters must be Prisma's or libpq's; percent-encode special characters in the password",
                 )),
             },
             env_vars::REDIS_URL => match RedisUrl::parse(value) {

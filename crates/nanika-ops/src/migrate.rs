@@ -93,8 +93,36 @@ fn explain(error: MigrateError) -> OpsError {
     OpsError::Migration { message, hint }
 }
 
+/// The advisory lock every nanika migration command holds from before the migrations table is
+/// created until it is done: sqlx's own lock is taken only after `CREATE TABLE IF NOT EXISTS`,
+/// which two sessions racing on a new database fail with a duplicate key in `pg_type`.
+const LOCK_KEY: i64 = 0x6e61_6e69_6b61; // "nanika"
+
+/// Runs `work` holding [`LOCK_KEY`]; released when done, failed or not (and by the server when
+/// the connection drops).
+async fn locked<T>(
+    conn: &mut PgConnection,
+    work: impl AsyncFnOnce(&mut PgConnection) -> Result<T>,
+) -> Result<T> {
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(LOCK_KEY)
+        .execute(&mut *conn)
+        .await
+        .map_err(OpsError::sql("cannot take the migration lock"))?;
+    let result = work(&mut *conn).await;
+    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(LOCK_KEY)
+        .execute(&mut *conn)
+        .await;
+    result
+}
+
 /// Every migration, on disk or applied, and where it stands.
 pub async fn status(conn: &mut PgConnection, dir: &Path) -> Result<Vec<Status>> {
+    locked(conn, async |conn| status_unlocked(conn, dir).await).await
+}
+
+async fn status_unlocked(conn: &mut PgConnection, dir: &Path) -> Result<Vec<Status>> {
     let migrator = migrator(dir).await?;
     conn.ensure_migrations_table(TABLE).await.map_err(explain)?;
     let applied = conn.list_applied_migrations(TABLE).await.map_err(explain)?;
@@ -132,7 +160,11 @@ pub async fn status(conn: &mut PgConnection, dir: &Path) -> Result<Vec<Status>> 
 /// Applies the pending migrations (or, with `dry_run`, only lists them); returns them.
 /// Refuses, before applying anything, when an applied migration was changed or removed.
 pub async fn run(conn: &mut PgConnection, dir: &Path, dry_run: bool) -> Result<Vec<Status>> {
-    let statuses = status(conn, dir).await?;
+    locked(conn, async |conn| run_unlocked(conn, dir, dry_run).await).await
+}
+
+async fn run_unlocked(conn: &mut PgConnection, dir: &Path, dry_run: bool) -> Result<Vec<Status>> {
+    let statuses = status_unlocked(conn, dir).await?;
     if let Some(bad) = statuses
         .iter()
         .find(|s| matches!(s.state, State::Modified | State::Missing | State::Dirty))

@@ -124,11 +124,19 @@ impl Prober {
             let mut conn = PgConnection::connect_with(&admin.options("postgres"))
                 .await
                 .map_err(classify)?;
-            // log_statement = 'mod' would write `CREATE ROLE … PASSWORD '…'` into the log.
-            sqlx::query("SET log_statement = 'none'")
-                .execute(&mut conn)
-                .await
-                .map_err(classify)?;
+            // log_statement = 'mod' would write `CREATE ROLE … PASSWORD '…'` into the log, and
+            // log_min_error_statement would write it there too if it failed; the session's
+            // statements are kept out of the log either way (and log_min_duration_statement's).
+            for setting in [
+                "SET log_statement = 'none'",
+                "SET log_min_error_statement = 'panic'",
+                "SET log_min_duration_statement = -1",
+            ] {
+                sqlx::query(setting)
+                    .execute(&mut conn)
+                    .await
+                    .map_err(classify)?;
+            }
             let role: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_roles WHERE rolname = $1")
                 .bind(&app.user)
                 .fetch_optional(&mut conn)

@@ -95,6 +95,8 @@ pub struct ServiceStatus {
     pub version: Option<String>,
     /// How often the supervisor restarted it after a crash.
     pub restarts: u32,
+    /// For a crashed service: in how many milliseconds the supervisor starts it again.
+    pub next_start_in_ms: Option<u64>,
 }
 
 /// Receives progress while services start and stop, e.g. to draw spinners.

@@ -1,5 +1,6 @@
 //! `nanika env` and `nanika exec`: the environment an app needs to reach the services.
 
+use crate::cli::{EnvArgs, EnvFormat};
 use crate::context;
 use crate::error::{CliError, CliResult};
 use nanika_config::LoadedProject;
@@ -57,58 +58,91 @@ fn shown(var: &Var, loaded: &LoadedProject, show_secrets: bool) -> String {
     match var.name {
         "DATABASE_URL" => loaded.infra.env.database_url.to_string(),
         "REDIS_URL" => loaded.infra.env.redis_url.to_string(),
-        "DATABASE_URL_LIBPQ" => {
-            let password = loaded.infra.env.database_url.password.expose();
-            if password.is_empty() {
-                var.value.clone()
-            } else {
-                masked_libpq(&var.value)
-            }
-        }
+        "DATABASE_URL_LIBPQ" => loaded.infra.env.database_url.masked_libpq_url(),
         _ => MASK.to_string(),
     }
 }
 
-fn masked_libpq(url: &str) -> String {
-    // postgresql://user:PASSWORD@host…: mask between the first ':' after the scheme and the '@'.
-    let Some(scheme_end) = url.find("://") else {
-        return MASK.into();
-    };
-    let rest = &url[scheme_end + 3..];
-    match (rest.find(':'), rest.find('@')) {
-        (Some(colon), Some(at)) if colon < at => format!(
-            "{}{}:{MASK}{}",
-            &url[..scheme_end + 3],
-            &rest[..colon],
-            &rest[at..]
-        ),
-        _ => url.to_string(),
+/// `value` single-quoted for sh and bash: inside single quotes nothing is special but the quote
+/// itself, which is closed, escaped and reopened (`'\''`), so `eval` gives back `value` exactly.
+fn shell_quoted(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+/// `value` as a .env value that Node's `dotenv` and Docker Compose's parser (compose-go
+/// `dotenv/parser.go`) both read back as `value`; `None` when no such form exists.
+///
+/// - Single quotes are literal in both: no escapes, no `$` interpolation, `#` is no comment. They
+///   cannot hold a `'`, a `\` at the end (compose reads `\'` as an escaped quote and looks on),
+///   or a carriage return (Node turns one into a newline before it parses). One-line values go
+///   there, which nanika's own line-by-line .env reader reads alike too.
+/// - Double quotes: Node reads only `\n` and `\r` in them (a `\"` or `\\` stays two characters)
+///   while compose reads every backslash escape and interpolates `$`. So a value with a line
+///   break goes there, as `\n` and `\r`, when it has no `"`, `\` or `$`.
+/// - Else a value with line breaks that single quotes can hold is written across lines in them.
+/// - A value with a `'`, a carriage return or a `\` at its end, and also a `"`, `\` or `$`, has no
+///   form both read alike.
+fn dotenv_value(value: &str) -> Option<String> {
+    let single = !value.contains(['\'', '\r']) && !value.ends_with('\\');
+    let double = !value.contains(['"', '\\', '$']);
+    if single && !value.contains('\n') {
+        Some(format!("'{value}'"))
+    } else if double {
+        Some(format!(
+            "\"{}\"",
+            value.replace('\n', r"\n").replace('\r', r"\r")
+        ))
+    } else if single {
+        Some(format!("'{value}'"))
+    } else {
+        None
     }
 }
 
-/// `nanika env`.
-pub fn env(project_dir: Option<&PathBuf>, show_secrets: bool, json: bool) -> CliResult {
-    let loaded = context::valid(project_dir)?;
-    let vars = app_env(&loaded);
-    if json {
-        let map: serde_json::Map<String, serde_json::Value> = vars
+/// The variables as `format` prints them; the human `KEY=value` lines when `None`.
+fn render(vars: &[(&'static str, String)], format: Option<EnvFormat>) -> CliResult<String> {
+    let lines: Vec<String> = match format {
+        None => vars
             .iter()
-            .map(|v| {
-                (
-                    v.name.to_string(),
-                    serde_json::Value::String(shown(v, &loaded, show_secrets)),
-                )
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect(),
+        Some(EnvFormat::Shell) => vars
+            .iter()
+            .map(|(name, value)| format!("export {name}={}", shell_quoted(value)))
+            .collect(),
+        Some(EnvFormat::Dotenv) => vars
+            .iter()
+            .map(|(name, value)| match dotenv_value(value) {
+                Some(value) => Ok(format!("{name}={value}")),
+                None => Err(CliError::failure(format!(
+                    "{name} cannot be written as a .env value that Node's dotenv and Docker Compose read alike: it has a `'`, a carriage return or a `\\` at its end, and also a `\"`, `\\` or `$`"
+                ))
+                .hint("print it with --format shell or --format json, or choose a value without one of them")),
             })
-            .collect();
-        crate::say!(
-            "{}",
-            serde_json::to_string_pretty(&map).expect("strings serialize")
-        );
-        return Ok(());
-    }
-    for var in &vars {
-        crate::say!("{}={}", var.name, shown(var, &loaded, show_secrets));
-    }
+            .collect::<CliResult<_>>()?,
+        Some(EnvFormat::Json) => {
+            let map: serde_json::Map<String, serde_json::Value> = vars
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.clone().into()))
+                .collect();
+            let json = serde_json::to_string_pretty(&map)
+                .map_err(|e| CliError::failure("cannot write the JSON").caused_by(e))?;
+            vec![json]
+        }
+    };
+    Ok(lines.join("\n"))
+}
+
+/// `nanika env`.
+pub fn env(project_dir: Option<&PathBuf>, args: &EnvArgs) -> CliResult {
+    let loaded = context::valid(project_dir)?;
+    let vars: Vec<(&'static str, String)> = app_env(&loaded)
+        .iter()
+        .map(|var| (var.name, shown(var, &loaded, args.show_secrets)))
+        .collect();
+    // Rendered whole before printing, so a value that cannot be written prints nothing at all.
+    let text = render(&vars, args.format())?;
+    crate::say!("{text}");
     Ok(())
 }
 
@@ -134,4 +168,73 @@ pub fn exec(
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(1);
     Ok(std::process::ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// Reads `KEY=…` back with nanika's own .env reader, which reads as compose does.
+    fn read_back(line: &str) -> String {
+        let (entries, findings) = nanika_config::dotenv::lex(line, Path::new(".env"));
+        assert!(findings.is_empty(), "{line}: {findings:?}");
+        entries[0].value.clone()
+    }
+
+    #[test]
+    fn shell_values_are_single_quoted() {
+        assert_eq!(
+            shell_quoted("-c search_path=public"),
+            "'-c search_path=public'"
+        );
+        assert_eq!(shell_quoted("it's $x"), r"'it'\''s $x'");
+        assert_eq!(shell_quoted(""), "''");
+    }
+
+    #[test]
+    fn dotenv_values_take_the_form_both_readers_agree_on() {
+        for (value, form) in [
+            ("plain", "'plain'"),
+            ("-c search_path=public", "'-c search_path=public'"),
+            (r#"a "b" \c $d #e"#, r#"'a "b" \c $d #e'"#),
+            ("it's #1", r#""it's #1""#),
+            ("two\nlines", r#""two\nlines""#),
+            ("cr\rhere", r#""cr\rhere""#),
+            ("$two\nlines", "'$two\nlines'"),
+            ("", "''"),
+        ] {
+            assert_eq!(dotenv_value(value).as_deref(), Some(form), "{value:?}");
+        }
+        for value in ["it's $5", r#"it's "x""#, r"it's \", r"ends with \", "a\r$"] {
+            assert_eq!(dotenv_value(value), None, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn one_line_dotenv_values_read_back_with_nanikas_reader() {
+        for value in [
+            "p+w %41@:/#?&\"$ x",
+            "it's #1",
+            "two\nlines",
+            r"back\slash",
+            " padded ",
+        ] {
+            let form = dotenv_value(value).unwrap();
+            assert_eq!(read_back(&format!("K={form}")), value, "{form}");
+        }
+    }
+
+    #[test]
+    fn a_value_without_a_common_form_fails_naming_its_variable_only() {
+        let vars = [
+            ("NODE_ENV", "development".to_string()),
+            ("POSTGRES_PASSWORD", "it's $ecret".to_string()),
+        ];
+        let err = render(&vars, Some(EnvFormat::Dotenv)).unwrap_err();
+        let message = format!("{err:?}");
+        assert!(message.contains("POSTGRES_PASSWORD"), "{message}");
+        assert!(!message.contains("ecret"), "{message}");
+        assert!(render(&vars, Some(EnvFormat::Shell)).is_ok());
+    }
 }

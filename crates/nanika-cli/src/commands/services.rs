@@ -325,7 +325,10 @@ pub fn ps(project_dir: Option<&PathBuf>, runtime: RuntimeArg, json: bool) -> Cli
         .map(|s| {
             vec![
                 s.service.to_string(),
-                s.state.to_string(),
+                match s.next_start_in_ms {
+                    Some(ms) => format!("{} (next start in {:.1}s)", s.state, ms as f64 / 1000.0),
+                    None => s.state.to_string(),
+                },
                 s.pid.map_or_else(dash, |p| p.to_string()),
                 s.port.to_string(),
                 s.uptime_secs.map_or_else(dash, uptime),

@@ -826,9 +826,10 @@ impl<'a> Native<'a> {
         } else {
             Plan::default()
         };
-        let now = SystemTime::now()
+        let since_epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+            .unwrap_or_default();
+        let (now, now_ms) = (since_epoch.as_secs(), since_epoch.as_millis() as u64);
         std::thread::scope(|scope| {
             let handles: Vec<_> = Service::ALL
                 .iter()
@@ -884,6 +885,10 @@ impl<'a> Native<'a> {
                                 .map(|t| now.saturating_sub(t)),
                             version,
                             restarts: report.map_or(0, |r| r.restarts),
+                            next_start_in_ms: report
+                                .filter(|_| state == ServiceState::Crashed)
+                                .and_then(|r| r.next_start_at_ms)
+                                .map(|at| at.saturating_sub(now_ms)),
                         }
                     })
                 })

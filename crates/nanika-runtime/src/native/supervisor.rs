@@ -70,6 +70,9 @@ pub struct ServiceReport {
     pub restarts: u32,
     /// How it last ended, e.g. `killed by SIGKILL`.
     pub last_exit: Option<String>,
+    /// When the supervisor starts it again after a crash (milliseconds since the epoch).
+    #[serde(default)]
+    pub next_start_at_ms: Option<u64>,
 }
 
 /// What the supervisor reports.
@@ -147,6 +150,12 @@ pub fn is_running(layout: &StateLayout) -> bool {
     }
 }
 
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -155,7 +164,9 @@ fn now_secs() -> u64 {
 
 /// The first restart waits this long; each further one twice as long, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A server that keeps crashing is still retried this often: a development server down for
+/// half a minute after a few crashes costs more than the retries do.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(4);
 /// A server that ran this long before dying starts again from the first backoff (as Docker's
 /// restart policy resets its delay after 10 s).
 const STABLE_AFTER: Duration = Duration::from_secs(10);
@@ -333,6 +344,7 @@ fn reconcile(layout: &StateLayout, running: &mut BTreeMap<Service, Running>) {
                         started_at: None,
                         restarts: 0,
                         last_exit: None,
+                        next_start_at_ms: None,
                     },
                     log: None,
                 };
@@ -371,6 +383,7 @@ fn start(service: Service, entry: &mut Running) {
             entry.started = Some(Instant::now());
             entry.report.pid = Some(child.id());
             entry.report.started_at = Some(now_secs());
+            entry.report.next_start_at_ms = None;
             // The supervisor reaps its children itself (waitpid), not through `Child`.
             drop(child);
         }
@@ -388,6 +401,7 @@ fn schedule_restart(entry: &mut Running) {
         entry.backoff = FIRST_BACKOFF;
     }
     entry.restart_at = Some(Instant::now() + entry.backoff);
+    entry.report.next_start_at_ms = Some(now_millis() + entry.backoff.as_millis() as u64);
     entry.backoff = (entry.backoff * 2).min(MAX_BACKOFF);
 }
 
