@@ -24,6 +24,10 @@ pub enum ProbeError {
     /// The app database does not exist.
     #[error("database does not exist")]
     NoDatabase,
+    /// The server refused a statement for good (a name it reserves, a missing privilege): waiting
+    /// will not help.
+    #[error("the server refused: {0}")]
+    Refused(String),
     /// A server answers, but not this project's (whose, when it says).
     #[error("the server that answers is not this project's")]
     Foreign(Option<String>),
@@ -217,7 +221,11 @@ fn classify(error: sqlx::Error) -> ProbeError {
             Some("57P03") => ProbeError::Starting,
             Some("28P01") | Some("28000") => ProbeError::Auth,
             Some("3D000") => ProbeError::NoDatabase,
-            _ => ProbeError::Other(db.message().to_string()),
+            // Out of connections, or shutting down: it may pass.
+            Some("53300") | Some("57P01") | Some("57P02") => {
+                ProbeError::Other(db.message().to_string())
+            }
+            _ => ProbeError::Refused(db.message().to_string()),
         },
         _ => ProbeError::Other(error.to_string()),
     }

@@ -700,6 +700,9 @@ impl<'a> Native<'a> {
                     Err(ProbeError::Auth) => {
                         return Err(self.start_failed(service, "this project's server refused the password in the configuration: the role's password was set when the cluster was created, and POSTGRES_PASSWORD has changed since. Put the old password back, or change the role's with ALTER ROLE as the cluster's superuser (its password is in .nanika/run/postgres-admin.password)".into()));
                     }
+                    Err(ProbeError::Refused(why)) => {
+                        return Err(self.start_failed(service, format!("the server refused to set up the app's role or database: {why}")));
+                    }
                     Err(ProbeError::Foreign(whose)) => {
                         let port = self.port(service);
                         let whose = whose
