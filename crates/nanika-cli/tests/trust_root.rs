@@ -13,7 +13,10 @@ fn a_failed_role_creation_never_logs_the_password() {
     // `public` passes nanika's checks but PostgreSQL refuses it as a role name, so the
     // statement that carries the password fails on the server.
     for (from, to) in [
-        ("POSTGRES_USER=nanika_user", "POSTGRES_USER=public".to_string()),
+        (
+            "POSTGRES_USER=nanika_user",
+            "POSTGRES_USER=public".to_string(),
+        ),
         (
             "POSTGRES_PASSWORD=nanika_password",
             format!("POSTGRES_PASSWORD={password}"),
@@ -83,7 +86,11 @@ fn a_server_that_keeps_crashing_is_retried_at_least_every_four_seconds() {
             }
             redis["state"] == "healthy" && redis["pid"].as_u64() != Some(pid)
         });
-        assert!(restarted, "redis was not restarted: {}", stack.service("redis"));
+        assert!(
+            restarted,
+            "redis was not restarted: {}",
+            stack.service("redis")
+        );
     }
     assert!(seen_waiting, "ps never showed when the next start is");
     assert!(

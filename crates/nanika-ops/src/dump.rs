@@ -11,9 +11,9 @@ use crate::pg::{self, quote_ident};
 use fs_err as fs;
 use nanika_config::urls::DatabaseUrl;
 use nanika_runtime::native::binaries::PostgresBinaries;
+use nanika_runtime::native::safe_fs::{self, Dir, Kind};
 use serde::Serialize;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -54,18 +54,106 @@ pub struct BackupReport {
     pub seconds: f64,
 }
 
+/// The name of a project's backup directory, the only directory nanika creates for backups.
+pub const BACKUPS_DIR: &str = "backups";
+
+/// A database name made safe to use in a file name: only `[A-Za-z0-9._-]`, no `..`, no leading
+/// `.` (the name comes from `.env`, and must never lead a backup out of `backups/`).
+pub fn file_name_part(name: &str) -> String {
+    let mut safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    while safe.contains("..") {
+        safe = safe.replace("..", "_");
+    }
+    if safe.starts_with('.') {
+        safe.replace_range(..1, "_");
+    }
+    if safe.is_empty() {
+        safe.push_str("database");
+    }
+    safe
+}
+
 /// `backups/DB-YYYYMMDD-HHMMSS.EXT` under `root`, with `-2`, `-3`… added when that name is taken
-/// (two backups in one second).
+/// (two backups in one second). `DB` is the database name made safe by [`file_name_part`].
 pub fn default_path(root: &Path, database: &str, format: Format, timestamp: &str) -> PathBuf {
-    let dir = root.join("backups");
+    let dir = root.join(BACKUPS_DIR);
     let extension = format.extension();
-    let mut path = dir.join(format!("{database}-{timestamp}.{extension}"));
+    let stem = format!("{}-{}", file_name_part(database), file_name_part(timestamp));
+    let mut path = dir.join(format!("{stem}.{extension}"));
     let mut n = 2;
-    while path.exists() {
-        path = dir.join(format!("{database}-{timestamp}-{n}.{extension}"));
+    // A dangling link takes a name too.
+    while std::fs::symlink_metadata(&path).is_ok() {
+        path = dir.join(format!("{stem}-{n}.{extension}"));
         n += 1;
     }
     path
+}
+
+/// Whether `dir` is the `backups/` directory of a nanika project.
+fn is_project_backups(dir: &Path) -> bool {
+    dir.file_name().is_some_and(|n| n == BACKUPS_DIR)
+        && nanika_config::project::Project::at(
+            dir.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        )
+        .is_ok()
+}
+
+/// Opens a project's `backups/` directory, creating it owner-only (0700) when it does not exist.
+/// It must be a real directory: a link there (a clone may carry one) is refused, not followed.
+/// An existing one is used as it is, its permissions unchanged.
+pub fn open_project_backups(dir: &Path) -> Result<Dir> {
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let (backups, _) = Dir::open(parent)?.make_dir(BACKUPS_DIR, 0o700)?;
+    Ok(backups)
+}
+
+/// The directory a backup is written into, opened, and the file's name in it. The directory
+/// must exist, except a project's own `backups/`, which is created (0700); it is never
+/// created anywhere else and never has its permissions changed.
+fn output_place(output: &Path) -> Result<(Dir, String)> {
+    let name = output
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| OpsError::Refused {
+            message: format!("{} does not name a file", output.display()),
+            hint: "give -o a file name, such as backups/game.dump".into(),
+        })?;
+    let parent = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if is_project_backups(parent) {
+        return Ok((open_project_backups(parent)?, name.to_string()));
+    }
+    if !parent.is_dir() {
+        return Err(OpsError::Refused {
+            message: format!(
+                "{} does not exist (or is not a directory); nothing was written",
+                parent.display()
+            ),
+            hint: format!(
+                "create it first (mkdir -p {}), or leave out -o to write to backups/",
+                parent.display()
+            ),
+        });
+    }
+    // Any other directory is the user's choice, as typed: used, never changed.
+    Ok((Dir::open(parent)?, name.to_string()))
 }
 
 fn size_of(path: &Path) -> u64 {
@@ -78,12 +166,17 @@ fn size_of(path: &Path) -> u64 {
     }
 }
 
-fn remove_any(path: &Path) {
-    let _ = if path.is_dir() {
-        fs::remove_dir_all(path)
-    } else {
-        fs::remove_file(path)
-    };
+/// Removes nanika's own temporary `name` in `dir` (a link is removed, never followed).
+fn remove_partial(dir: &Dir, name: &str) {
+    match dir.kind(name) {
+        Ok(Kind::Dir) => {
+            let _ = safe_fs::remove_tree(&dir.join(name));
+        }
+        Ok(Kind::Missing) | Err(_) => {}
+        Ok(_) => {
+            let _ = dir.remove_file(name);
+        }
+    }
 }
 
 /// Runs a libpq tool with the connection in its environment (never on its command line).
@@ -108,7 +201,9 @@ fn run_tool(mut command: Command, url: &DatabaseUrl, shown: String) -> Result<()
     }
 }
 
-/// Dumps the URL's database to `output` in `format`, through a temporary name.
+/// Dumps the URL's database to exactly `output` in `format`, through a temporary name nanika
+/// creates owner-only (a 0600 file, or a 0700 directory for the directory format). `output`'s
+/// directory must exist, except a project's `backups/` (see [`open_project_backups`]).
 pub fn backup(
     bins: &PostgresBinaries,
     url: &DatabaseUrl,
@@ -116,23 +211,23 @@ pub fn backup(
     format: Format,
     jobs: u32,
 ) -> Result<BackupReport> {
-    if output.exists() {
+    let (dir, name) = output_place(output)?;
+    if dir.kind(&name)? != Kind::Missing {
         return Err(OpsError::Refused {
             message: format!("{} already exists", output.display()),
             hint: "choose another -o path, or remove the old backup first".into(),
         });
     }
-    let parent = output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !parent.exists() {
-        fs::create_dir_all(parent)
-            .map_err(OpsError::io(format!("cannot create {}", parent.display())))?;
-        let _ = fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700));
+    let partial_name = format!("{name}.partial");
+    let partial = dir.join(&partial_name);
+    remove_partial(&dir, &partial_name);
+    // Made by nanika, owner-only, before pg_dump writes into it: its mode is never anyone's
+    // but nanika's to set.
+    if format == Format::Directory {
+        dir.make_dir(&partial_name, 0o700)?;
+    } else {
+        drop(dir.create_file(&partial_name, 0o600)?);
     }
-    let partial = PathBuf::from(format!("{}.partial", output.display()));
-    remove_any(&partial);
     let started = Instant::now();
     let mut command = Command::new(bins.tool("pg_dump"));
     let flag = match format {
@@ -150,25 +245,18 @@ pub fn backup(
     }
     let shown = format!("pg_dump {flag} -f {} {}", partial.display(), url.database);
     if let Err(error) = run_tool(command, url, shown) {
-        remove_any(&partial);
+        remove_partial(&dir, &partial_name);
         return Err(error);
     }
-    let _ = fs::set_permissions(
-        &partial,
-        std::fs::Permissions::from_mode(if format == Format::Directory {
-            0o700
-        } else {
-            0o600
-        }),
-    );
-    fs::rename(&partial, output).map_err(OpsError::io(format!(
-        "cannot move the backup to {}",
-        output.display()
-    )))?;
+    if let Err(error) = dir.rename_new(&partial_name, &name) {
+        remove_partial(&dir, &partial_name);
+        return Err(error.into());
+    }
+    let path = dir.join(&name);
     Ok(BackupReport {
+        bytes: size_of(&path),
         path: output.to_path_buf(),
         format,
-        bytes: size_of(output),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -501,4 +589,82 @@ async fn swap_in(url: &DatabaseUrl, admin_url: &DatabaseUrl, scratch: &str) -> R
     }
     pg::close(conn).await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn database_names_never_lead_out_of_backups() {
+        for (name, safe) in [
+            ("nanika_game", "nanika_game"),
+            ("../escape", "__escape"),
+            ("../../etc/cron.d/x", "____etc_cron.d_x"),
+            ("a/b", "a_b"),
+            ("..", "_"),
+            ("...", "_."),
+            (".hidden", "_hidden"),
+            ("ゲーム", "___"),
+            ("", "database"),
+        ] {
+            let got = file_name_part(name);
+            assert_eq!(got, safe, "{name}");
+            assert!(
+                !got.contains('/') && !got.contains("..") && !got.starts_with('.'),
+                "{got}"
+            );
+        }
+        let root = Path::new("/home/dev/game");
+        let path = default_path(root, "../../escape", Format::Custom, "20250101-000000");
+        assert_eq!(path.parent(), Some(root.join("backups").as_path()));
+        assert!(
+            path.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .ends_with("escape-20250101-000000.dump")
+        );
+    }
+
+    fn project() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("compose.yaml"), "services: {}\n").unwrap();
+        dir
+    }
+
+    #[test]
+    fn only_a_projects_backups_directory_is_created_and_it_is_owner_only() {
+        let dir = project();
+        let (opened, name) = output_place(&dir.path().join("backups/x.dump")).unwrap();
+        assert_eq!(name, "x.dump");
+        let mode = std::fs::metadata(opened.path())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o700);
+
+        let missing = dir.path().join("exports/deeper/x.dump");
+        let refused = output_place(&missing).unwrap_err();
+        assert!(refused.to_string().contains("exports/deeper"), "{refused}");
+        assert!(!dir.path().join("exports").exists(), "never created");
+
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+        output_place(&shared.join("x.dump")).unwrap();
+        let mode = std::fs::metadata(&shared).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755, "an existing directory keeps its mode");
+    }
+
+    #[test]
+    fn a_backups_link_in_a_project_is_not_followed() {
+        let dir = project();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("backups")).unwrap();
+        let refused = output_place(&dir.path().join("backups/x.dump")).unwrap_err();
+        assert!(refused.to_string().contains("symbolic link"), "{refused}");
+        assert!(open_project_backups(&dir.path().join("backups")).is_err());
+    }
 }

@@ -3,6 +3,7 @@
 
 use crate::error::{OpsError, Result};
 use nanika_config::urls::RedisUrl;
+use nanika_runtime::native::safe_fs::Kind;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -86,7 +87,8 @@ pub struct FlushReport {
 }
 
 /// Saves a snapshot (copied to `backup_dir` when the server writes it on this machine), then
-/// deletes every key of every database.
+/// deletes every key of every database. `backup_dir` is the project's `backups/`: created 0700
+/// when missing, refused when it is a link; the copy is a new 0600 file nanika creates.
 pub fn flush(
     con: &mut redis::Connection,
     url: &RedisUrl,
@@ -105,13 +107,7 @@ pub fn flush(
     };
     let rdb = Path::new(&config("dir", con)?).join(config("dbfilename", con)?);
     let snapshot = if rdb.is_file() {
-        fs_err::create_dir_all(backup_dir).map_err(OpsError::io(format!(
-            "cannot create {}",
-            backup_dir.display()
-        )))?;
-        let target = backup_dir.join(format!("redis-{timestamp}.rdb"));
-        fs_err::copy(&rdb, &target).map_err(OpsError::io("cannot copy the Redis snapshot"))?;
-        Some(target)
+        Some(copy_snapshot(&rdb, backup_dir, timestamp)?)
     } else {
         None
     };
@@ -120,6 +116,31 @@ pub fn flush(
         keys_removed,
         snapshot,
     })
+}
+
+/// Copies `rdb` to a new owner-only `redis-TIMESTAMP.rdb` (`-2`, `-3`… when taken) in
+/// `backup_dir`.
+fn copy_snapshot(rdb: &Path, backup_dir: &Path, timestamp: &str) -> Result<PathBuf> {
+    let dir = crate::dump::open_project_backups(backup_dir)?;
+    let stem = format!("redis-{}", crate::dump::file_name_part(timestamp));
+    let mut name = format!("{stem}.rdb");
+    let mut n = 2;
+    while dir.kind(&name)? != Kind::Missing {
+        name = format!("{stem}-{n}.rdb");
+        n += 1;
+    }
+    let mut target = dir.create_file(&name, 0o600)?;
+    let path = dir.join(&name);
+    let copied =
+        fs_err::File::open(rdb).and_then(|mut source| std::io::copy(&mut source, &mut target));
+    if let Err(error) = copied {
+        let _ = dir.remove_file(&name);
+        return Err(OpsError::io(format!(
+            "cannot copy the Redis snapshot to {}",
+            path.display()
+        ))(error));
+    }
+    Ok(path)
 }
 
 /// What `ttl-audit` found.

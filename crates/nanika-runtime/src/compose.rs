@@ -3,6 +3,7 @@
 
 use crate::Service;
 use crate::error::{Result, RuntimeError};
+use crate::native::safe_fs::Dir;
 use nanika_config::project::{COMPOSE_FILE, STATE_DIR};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -47,13 +48,16 @@ pub fn recorded_runtime(project: &Path) -> Option<RuntimeKind> {
     }
 }
 
-/// Records the runtime a project came up with.
+/// Records the runtime a project came up with, in a file nanika creates (never through a link a
+/// clone may carry), renamed into place.
 pub fn record_runtime(project: &Path, kind: RuntimeKind) -> Result<()> {
-    let state = project.join(STATE_DIR);
-    fs_err::create_dir_all(&state)
-        .map_err(RuntimeError::io("cannot create the state directory"))?;
-    fs_err::write(state.join("runtime"), format!("{}\n", kind.as_str()))
-        .map_err(RuntimeError::io("cannot record the runtime"))
+    let (state, _) = Dir::open(project)?.make_dir(STATE_DIR, 0o700)?;
+    let temp = "runtime.tmp";
+    state.remove_file(temp)?;
+    let mut file = state.create_file(temp, 0o600)?;
+    std::io::Write::write_all(&mut file, format!("{}\n", kind.as_str()).as_bytes())
+        .map_err(RuntimeError::io("cannot record the runtime"))?;
+    state.rename_over(temp, "runtime")
 }
 
 /// The runtime to use, and a note when an explicit choice switches away from the recorded one.

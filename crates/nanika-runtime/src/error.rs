@@ -79,6 +79,17 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    /// A path nanika would have to follow a link to use, or that belongs to someone else: it is
+    /// left exactly as it is.
+    #[error("{}: {problem}", path.display())]
+    Untrusted {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+        /// How to fix it.
+        fix: String,
+    },
     /// A helper program failed.
     #[error("`{command}` failed ({status})")]
     Command {
@@ -156,6 +167,7 @@ impl RuntimeError {
                 "nanika never re-initialises a data directory: upgrade it with pg_upgrade, or back it up and run `nanika down --volumes`".into()
             }
             RuntimeError::DataDirPermissions { fix, .. } => format!("run `{fix}`"),
+            RuntimeError::Untrusted { fix, .. } => fix.clone(),
             RuntimeError::StartFailed { log, .. } => format!("the full log is {}", log.display()),
             RuntimeError::RuntimeMismatch { existing, .. } => format!(
                 "pass `--runtime {existing}`; to switch, run `nanika down` first and then `--runtime` explicitly (the old data stays where it is)"

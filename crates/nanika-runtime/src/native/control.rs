@@ -7,7 +7,7 @@ use super::binaries::{self, BinarySearch, PostgresBinaries, RedisBinaries};
 use super::layout::{ServerUser, StateLayout};
 use super::postgres::{self, DataDir, Postmaster};
 use super::supervisor::{self, Plan, ServicePlan, Status};
-use super::{logs, procfs, redis};
+use super::{logs, procfs, redis, safe_fs};
 use crate::error::{Result, RuntimeError};
 use crate::health::{PostgresTarget, ProbeError, Prober};
 use crate::{Progress, Service, ServiceState, ServiceStatus};
@@ -63,14 +63,7 @@ pub struct UpReport {
 
 /// 32 random hex characters from the kernel's generator.
 fn random_password() -> Result<nanika_config::Secret> {
-    let mut bytes = [0u8; 16];
-    let mut random =
-        fs::File::open("/dev/urandom").map_err(RuntimeError::io("cannot open /dev/urandom"))?;
-    std::io::Read::read_exact(&mut random, &mut bytes)
-        .map_err(RuntimeError::io("cannot read /dev/urandom"))?;
-    Ok(nanika_config::Secret::new(
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-    ))
+    Ok(nanika_config::Secret::new(safe_fs::random_hex(16)?))
 }
 
 /// Writes a secret to a new owner-only file.
@@ -92,9 +85,11 @@ struct CommandLock(#[allow(dead_code)] fs::File);
 impl NativeState {
     /// The state of the project at `root`.
     pub fn new(root: &std::path::Path) -> Result<Self> {
-        Ok(NativeState {
-            layout: StateLayout::new(root, ServerUser::for_current_process()?),
-        })
+        let layout = StateLayout::new(root, ServerUser::for_current_process()?);
+        // Before anything reads, signals or writes through the state: a link nanika did not make
+        // there is refused, whatever the command.
+        layout.verify()?;
+        Ok(NativeState { layout })
     }
 
     /// Where the state lives.
@@ -103,10 +98,7 @@ impl NativeState {
     }
 
     fn lock(&self, progress: &dyn Progress) -> Result<CommandLock> {
-        fs::create_dir_all(&self.layout.run).map_err(RuntimeError::io(format!(
-            "cannot create {}",
-            self.layout.run.display()
-        )))?;
+        self.layout.create_state_dirs()?;
         let file = fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -252,15 +244,8 @@ impl NativeState {
         self.down(progress)?;
         let mut removed = Vec::new();
         for path in self.layout.removable() {
-            match fs::remove_dir_all(&path) {
-                Ok(()) => removed.push(path),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(RuntimeError::io(format!(
-                        "cannot remove {}",
-                        path.display()
-                    ))(e));
-                }
+            if safe_fs::remove_tree(&path)? {
+                removed.push(path);
             }
         }
         Ok(removed)
@@ -484,7 +469,7 @@ impl<'a> Native<'a> {
                 });
             }
         }
-        self.state.layout.create(self.port(Service::Postgres))?;
+        self.state.layout.create()?;
         for service in &to_start {
             let service_plan = match service {
                 Service::Postgres => self.prepare_postgres(
@@ -553,17 +538,22 @@ impl<'a> Native<'a> {
             if env.postgres_user == postgres::ADMIN_ROLE {
                 // The app asked to be the superuser itself: one role, as the postgres image does.
                 let _ = fs::remove_file(self.state.layout.postgres_admin_password_file());
-                postgres::initdb(
+                report.notes.extend(postgres::initdb(
                     bins,
                     &self.state.layout,
                     &env.postgres_user,
                     &env.postgres_password,
-                )?;
+                )?);
             } else {
                 let password = random_password()?;
                 let file = self.state.layout.postgres_admin_password_file();
                 write_private(&file, password.expose())?;
-                postgres::initdb(bins, &self.state.layout, postgres::ADMIN_ROLE, &password)?;
+                report.notes.extend(postgres::initdb(
+                    bins,
+                    &self.state.layout,
+                    postgres::ADMIN_ROLE,
+                    &password,
+                )?);
             }
         }
         if let Some(holder) = postgres::clear_foreign_lock(&self.state.layout) {
@@ -701,7 +691,12 @@ impl<'a> Native<'a> {
                         return Err(self.start_failed(service, "this project's server refused the password in the configuration: the role's password was set when the cluster was created, and POSTGRES_PASSWORD has changed since. Put the old password back, or change the role's with ALTER ROLE as the cluster's superuser (its password is in .nanika/run/postgres-admin.password)".into()));
                     }
                     Err(ProbeError::Refused(why)) => {
-                        return Err(self.start_failed(service, format!("the server refused to set up the app's role or database: {why}")));
+                        return Err(self.start_failed(
+                            service,
+                            format!(
+                                "the server refused to set up the app's role or database: {why}"
+                            ),
+                        ));
                     }
                     Err(ProbeError::Foreign(whose)) => {
                         let port = self.port(service);

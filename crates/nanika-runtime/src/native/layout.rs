@@ -6,10 +6,16 @@
 //! reachable by it; then the data directory lives in `/var/lib/nanika/<project>-<hash>/` and
 //! `.nanika/postgres` is a symlink to it, so the project's state is still found (and removed)
 //! through `.nanika/`.
+//!
+//! That link is the only one nanika makes, and a clone can carry a link of the same name (or
+//! one anywhere in `.nanika/`). So the layout never takes its paths from a link on disk: the
+//! external home is computed from the project's path, a link is accepted only when it points
+//! exactly there, and [`StateLayout::verify`] refuses any other before a command touches the
+//! state. Directories are made, handed over and deleted through [`super::safe_fs`].
 
+use super::safe_fs::{self, Dir, Expect, Kind};
 use crate::error::{Result, RuntimeError};
-use fs_err as fs;
-use nix::unistd::{Gid, Uid, User};
+use nix::unistd::{Uid, User};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -74,6 +80,15 @@ fn stable_hash(text: &str) -> u64 {
     })
 }
 
+/// Why a project's state cannot be used as it is: found by [`StateLayout::new`], reported by
+/// everything that would use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Problem {
+    path: PathBuf,
+    problem: String,
+    fix: String,
+}
+
 /// The paths of the native runtime's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateLayout {
@@ -89,26 +104,47 @@ pub struct StateLayout {
     pub redis_dir: PathBuf,
     /// `.nanika/postgres` (possibly a symlink to the external state dir).
     pub postgres_link: PathBuf,
-    /// Where PostgreSQL's state really is.
+    /// Where PostgreSQL's state really is: `.nanika/postgres`, or the external home nanika
+    /// computes for this project, never wherever a link found on disk points.
     pub postgres_home: PathBuf,
     /// The server user when nanika runs as root.
     pub server_user: Option<ServerUser>,
+    problem: Option<Problem>,
 }
 
+/// The longest socket file name PostgreSQL makes (a five-digit port): the socket directory is
+/// chosen for it, so it does not move when the port changes.
+const LONGEST_SOCKET_NAME: &str = ".s.PGSQL.65535";
+
 impl StateLayout {
-    /// The layout of `project`'s state; creates nothing.
+    /// The layout of `project`'s state; creates nothing. A `.nanika/postgres` link that nanika
+    /// would not have made is recorded, and [`Self::verify`] refuses the layout.
     pub fn new(project: &Path, server_user: Option<ServerUser>) -> Self {
         let project = std::path::absolute(project).unwrap_or_else(|_| project.to_path_buf());
         let state = project.join(nanika_config::project::STATE_DIR);
         let postgres_link = state.join("postgres");
-        let postgres_home = match fs::read_link(&postgres_link) {
-            Ok(target) => target,
-            Err(_) => match &server_user {
-                Some(user) if !traversable_by(&state, user.uid, user.gid) => {
-                    Self::external_home(&project)
+        let external = Self::external_home(&project);
+        // The only link nanika makes: when it runs as root and the server user cannot enter the
+        // project, to the home it computes for this project.
+        let link_expected = server_user
+            .as_ref()
+            .is_some_and(|user| !traversable_by(&state, user.uid, user.gid));
+        let mut problem = None;
+        let postgres_home = match safe_fs::kind(&postgres_link) {
+            Kind::Symlink(target) => {
+                if link_expected && target.as_os_str() == external.as_os_str() {
+                    external
+                } else {
+                    problem = Some(Self::foreign_link(
+                        &postgres_link,
+                        &target,
+                        link_expected.then_some(external.as_path()),
+                    ));
+                    postgres_link.clone()
                 }
-                _ => postgres_link.clone(),
-            },
+            }
+            Kind::Missing if link_expected => external,
+            _ => postgres_link.clone(),
         };
         StateLayout {
             logs: state.join("logs"),
@@ -119,6 +155,29 @@ impl StateLayout {
             postgres_home,
             project,
             server_user,
+            problem,
+        }
+    }
+
+    fn foreign_link(link: &Path, target: &Path, expected: Option<&Path>) -> Problem {
+        let problem = match expected {
+            Some(expected) => format!(
+                "is a symbolic link to {}, but the only link nanika makes there points to {}; nanika will not use, change or delete what it points to",
+                target.display(),
+                expected.display()
+            ),
+            None => format!(
+                "is a symbolic link to {}, which nanika did not make: it links .nanika/postgres only when it runs as root for a project the server user cannot enter, which is not the case here; nanika will not use, change or delete what it points to",
+                target.display()
+            ),
+        };
+        Problem {
+            path: link.to_path_buf(),
+            problem,
+            fix: format!(
+                "remove the link (rm {}; what it points to is left alone), then run nanika again",
+                link.display()
+            ),
         }
     }
 
@@ -148,7 +207,7 @@ impl StateLayout {
 
     /// Where a fresh `initdb` writes before it is complete and renamed to [`Self::postgres_data`].
     pub fn postgres_data_in_progress(&self) -> PathBuf {
-        self.postgres_home.join("data.initdb-incomplete")
+        self.postgres_home.join(INITDB_SCRATCH)
     }
 
     /// The copy of the committed `postgresql.conf` the server reads (the server user may not be
@@ -158,19 +217,29 @@ impl StateLayout {
     }
 
     /// The directory of PostgreSQL's Unix socket: short enough for `sun_path`.
-    pub fn postgres_socket_dir(&self, port: u16) -> PathBuf {
-        let inside = self.postgres_home.join("run");
-        if inside.join(format!(".s.PGSQL.{port}")).as_os_str().len() <= MAX_SOCKET_PATH {
-            return inside;
+    pub fn postgres_socket_dir(&self) -> PathBuf {
+        self.outside_socket_dir()
+            .unwrap_or_else(|| self.postgres_home.join("run"))
+    }
+
+    /// The socket directory in the temp directory, for a project whose own path is too long.
+    /// Its name is predictable, so [`Self::create`] makes sure it is nanika's before using it.
+    fn outside_socket_dir(&self) -> Option<PathBuf> {
+        let inside = self.postgres_home.join("run").join(LONGEST_SOCKET_NAME);
+        if inside.as_os_str().len() <= MAX_SOCKET_PATH {
+            return None;
         }
-        let uid = self
-            .server_user
-            .as_ref()
-            .map_or(Uid::effective().as_raw(), |u| u.uid);
-        std::env::temp_dir().join(format!(
-            "nanika-{uid}-{:08x}",
+        Some(std::env::temp_dir().join(format!(
+            "nanika-{}-{:08x}",
+            self.server_uid(),
             stable_hash(&self.state.to_string_lossy()) as u32
-        ))
+        )))
+    }
+
+    fn server_uid(&self) -> u32 {
+        self.server_user
+            .as_ref()
+            .map_or(Uid::effective().as_raw(), |u| u.uid)
     }
 
     /// Where the password of the cluster's superuser (`postgres`) is kept, owner-only. The app's
@@ -191,93 +260,335 @@ impl StateLayout {
         self.logs.join(format!("{name}.log"))
     }
 
-    /// Creates the directories with owner-only permissions, handing PostgreSQL's to the server
-    /// user. `.nanika/` itself is 0711 when a server user must pass through it, else 0700.
-    pub fn create(&self, port: u16) -> Result<()> {
-        let make = |dir: &Path, mode: u32| -> Result<()> {
-            fs::create_dir_all(dir)
-                .map_err(RuntimeError::io(format!("cannot create {}", dir.display())))?;
-            fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(
-                RuntimeError::io(format!("cannot set the permissions of {}", dir.display())),
-            )
-        };
-        let state_mode = if self.server_user.is_some() && !self.postgres_is_external() {
+    fn state_mode(&self) -> u32 {
+        if self.server_user.is_some() && !self.postgres_is_external() {
             0o711
         } else {
             0o700
-        };
-        make(&self.state, state_mode)?;
-        make(&self.logs, 0o700)?;
-        make(&self.run, 0o700)?;
-        make(&self.redis_dir, 0o700)?;
+        }
+    }
+
+    /// Refuses a state that nanika did not make: a `.nanika/postgres` link to anywhere but the
+    /// home nanika computes, a link anywhere else in `.nanika/` (nanika makes none), a
+    /// `.nanika` that is a link, or a shared directory of someone else's. Creates and changes
+    /// nothing; every runtime command calls it before touching the state.
+    pub fn verify(&self) -> Result<()> {
+        if let Some(problem) = &self.problem {
+            return Err(safe_fs::untrusted(
+                &problem.path,
+                problem.problem.clone(),
+                problem.fix.clone(),
+            ));
+        }
+        match safe_fs::kind(&self.state) {
+            Kind::Missing | Kind::Dir => {}
+            Kind::Symlink(target) => return Err(planted(&self.state, &target)),
+            Kind::Other => {
+                return Err(safe_fs::untrusted(
+                    &self.state,
+                    "is not a directory",
+                    format!(
+                        "move it out of the way (mv {0} {0}.old)",
+                        self.state.display()
+                    ),
+                ));
+            }
+        }
+        // Logs, pid files and Redis's files are written by root: a link among them would
+        // redirect those writes.
+        let mut links = safe_fs::symlinks_under(&self.state, 4, &["postgres"]);
+        if safe_fs::kind(&self.postgres_link) == Kind::Other {
+            return Err(safe_fs::untrusted(
+                &self.postgres_link,
+                "is not a directory",
+                format!(
+                    "move it out of the way (mv {0} {0}.old)",
+                    self.postgres_link.display()
+                ),
+            ));
+        }
         if self.postgres_is_external() {
-            make(Path::new(EXTERNAL_STATE_ROOT), 0o755)?;
-            make(&self.postgres_home, 0o700)?;
-            if fs::symlink_metadata(&self.postgres_link).is_err() {
-                std::os::unix::fs::symlink(&self.postgres_home, &self.postgres_link).map_err(
-                    RuntimeError::io(format!("cannot link {}", self.postgres_link.display())),
-                )?;
-            }
-        } else {
-            make(&self.postgres_home, 0o700)?;
+            let root = Path::new(EXTERNAL_STATE_ROOT);
+            check_shared_dir(root, &[0])?;
+            let owners = [0, self.server_uid()];
+            check_shared_dir(&self.postgres_home, &owners)?;
         }
-        let socket_dir = self.postgres_socket_dir(port);
-        make(&socket_dir, 0o700)?;
-        if let Some(user) = &self.server_user {
-            for dir in [
-                &self.postgres_home,
+        if safe_fs::kind(&self.postgres_home) == Kind::Dir {
+            links.extend(safe_fs::symlinks_under(&self.postgres_home, 1, &[]));
+            links.extend(safe_fs::symlinks_under(
                 &self.postgres_home.join("run"),
-                &socket_dir,
-            ] {
-                if dir.exists() {
-                    self.give_to_server_user(dir, user)?;
-                }
-            }
+                1,
+                &[],
+            ));
         }
-        Ok(())
-    }
-
-    fn give_to_server_user(&self, path: &Path, user: &ServerUser) -> Result<()> {
-        nix::unistd::chown(
-            path,
-            Some(Uid::from_raw(user.uid)),
-            Some(Gid::from_raw(user.gid)),
-        )
-        .map_err(|e| {
-            RuntimeError::io(format!("cannot hand {} to {}", path.display(), user.name))(e.into())
-        })
-    }
-
-    /// Hands a file PostgreSQL must read to the server user.
-    pub fn give_file_to_server(&self, path: &Path) -> Result<()> {
-        match &self.server_user {
-            Some(user) => self.give_to_server_user(path, user),
+        match links.first() {
+            Some((link, target)) => Err(planted(link, target)),
             None => Ok(()),
         }
     }
 
-    /// Every path `down --volumes` removes: `.nanika/` and, when PostgreSQL's state is external,
-    /// that directory (only ever one under [`EXTERNAL_STATE_ROOT`]).
+    /// The uids a directory of this project's state may belong to: nanika's, and the project
+    /// owner's (who controls the project anyway).
+    fn own_owners(&self, project: &Dir) -> Result<[u32; 2]> {
+        Ok([Uid::effective().as_raw(), project.stat()?.uid])
+    }
+
+    /// Creates `.nanika/` and its `logs/`, `run/` and `redis/` (or checks the existing ones: real
+    /// directories of nanika's or the project owner's), owner-only. `.nanika/` itself is 0711
+    /// when a server user must pass through it.
+    pub fn create_state_dirs(&self) -> Result<Dir> {
+        let project = Dir::open(&self.project)?;
+        let owners = self.own_owners(&project)?;
+        let expect = Expect {
+            owners: &owners,
+            mode: None,
+        };
+        let (state, _) = project.make_dir_expecting(
+            nanika_config::project::STATE_DIR,
+            self.state_mode(),
+            expect,
+        )?;
+        state.set_mode(self.state_mode())?;
+        for name in ["logs", "run", "redis"] {
+            let (dir, _) = state.make_dir_expecting(name, 0o700, expect)?;
+            dir.set_mode(0o700)?;
+        }
+        Ok(state)
+    }
+
+    /// Creates the directories with owner-only permissions, handing PostgreSQL's to the server
+    /// user, after [`Self::verify`]. Every directory is made or opened without following a
+    /// link, and changed through its descriptor; shared ones (`/var/lib/nanika`, the socket
+    /// directory in `/tmp`) are changed only when nanika made them.
+    pub fn create(&self) -> Result<()> {
+        self.verify()?;
+        let state = self.create_state_dirs()?;
+        let server = self.server_uid();
+        let me = Uid::effective().as_raw();
+        let home = if self.postgres_is_external() {
+            let parent = Dir::open(external_parent())?;
+            let (root, _) = parent.make_dir_expecting(
+                EXTERNAL_ROOT_NAME,
+                0o755,
+                Expect {
+                    owners: &[0],
+                    mode: None,
+                },
+            )?;
+            let (home, _) = root.make_dir_expecting(
+                &self.external_name()?,
+                0o700,
+                Expect {
+                    owners: &[me, server],
+                    mode: None,
+                },
+            )?;
+            if state.kind("postgres")? == Kind::Missing {
+                state.symlink("postgres", &self.postgres_home)?;
+            }
+            home
+        } else {
+            let project = Dir::open(&self.project)?;
+            let owners = self.own_owners(&project)?;
+            let (home, _) = state.make_dir_expecting(
+                "postgres",
+                0o700,
+                Expect {
+                    owners: &[owners[0], owners[1], server],
+                    mode: None,
+                },
+            )?;
+            home
+        };
+        home.set_mode(0o700)?;
+        let (run, _) = home.make_dir_expecting(
+            "run",
+            0o700,
+            Expect {
+                owners: &[me, server],
+                mode: None,
+            },
+        )?;
+        run.set_mode(0o700)?;
+        if let Some(user) = &self.server_user {
+            home.set_owner(user.uid, user.gid)?;
+            run.set_owner(user.uid, user.gid)?;
+        }
+        if let Some(socket) = self.outside_socket_dir() {
+            self.create_socket_dir(&socket)?;
+        }
+        Ok(())
+    }
+
+    /// The socket directory in the shared temp directory: made fresh (0700, then handed to the
+    /// server user), or used only if it already is a real 0700 directory of the server user's
+    /// or nanika's. A link or someone else's directory there is refused and left alone.
+    fn create_socket_dir(&self, socket: &Path) -> Result<()> {
+        let (Some(parent), Some(name)) = (socket.parent(), socket.file_name()) else {
+            return Err(RuntimeError::Other(format!(
+                "{} is not a directory in a directory",
+                socket.display()
+            )));
+        };
+        let tmp = Dir::open(parent)?;
+        let me = Uid::effective().as_raw();
+        let (dir, _) = tmp.make_dir_expecting(
+            &name.to_string_lossy(),
+            0o700,
+            Expect {
+                owners: &[self.server_uid(), me],
+                mode: Some(0o700),
+            },
+        )?;
+        if let Some(user) = &self.server_user {
+            dir.set_owner(user.uid, user.gid)?;
+        }
+        Ok(())
+    }
+
+    fn external_name(&self) -> Result<String> {
+        self.postgres_home
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                RuntimeError::Other(format!(
+                    "{} has no usable name",
+                    self.postgres_home.display()
+                ))
+            })
+    }
+
+    /// PostgreSQL's home, opened without following any link nanika did not make (after
+    /// [`Self::create`]).
+    pub fn open_postgres_home(&self) -> Result<Dir> {
+        self.verify()?;
+        let missing = || {
+            RuntimeError::Other(format!(
+                "{} does not exist; `nanika up` creates it",
+                self.postgres_home.display()
+            ))
+        };
+        if self.postgres_is_external() {
+            Dir::open(external_parent())?
+                .open_dir(EXTERNAL_ROOT_NAME)?
+                .ok_or_else(missing)?
+                .open_dir(&self.external_name()?)?
+                .ok_or_else(missing)
+        } else {
+            Dir::open(&self.project)?
+                .open_dir(nanika_config::project::STATE_DIR)?
+                .ok_or_else(missing)?
+                .open_dir("postgres")?
+                .ok_or_else(missing)
+        }
+    }
+
+    /// Hands a file nanika just created for PostgreSQL to the server user (through its
+    /// descriptor, so nothing else can be swapped in).
+    pub fn give_file_to_server(&self, file: &std::fs::File, path: &Path) -> Result<()> {
+        match &self.server_user {
+            Some(user) => safe_fs::set_file_owner(file, path, user.uid, user.gid),
+            None => Ok(()),
+        }
+    }
+
+    /// Every path `down --volumes` removes: `.nanika/` when it is a real directory; the external
+    /// home only when it is exactly the one nanika computes for this project; the socket
+    /// directory in the temp directory only when it is a real directory of nanika's.
+    /// Nothing when the state holds a link nanika did not make.
     pub fn removable(&self) -> Vec<PathBuf> {
-        let mut paths = vec![self.state.clone()];
-        if self.postgres_is_external() && self.postgres_home.starts_with(EXTERNAL_STATE_ROOT) {
+        if self.problem.is_some() {
+            return Vec::new();
+        }
+        let mut paths = Vec::new();
+        if safe_fs::kind(&self.state) == Kind::Dir {
+            paths.push(self.state.clone());
+        }
+        if self.postgres_is_external()
+            && self.postgres_home == Self::external_home(&self.project)
+            && safe_fs::is_plain(&self.postgres_home)
+            && safe_fs::kind(&self.postgres_home) == Kind::Dir
+        {
             paths.push(self.postgres_home.clone());
         }
-        let socket_dir = self.postgres_socket_dir(0);
-        if socket_dir.starts_with(std::env::temp_dir())
-            && socket_dir
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("nanika-"))
+        if let Some(socket) = self.outside_socket_dir()
+            && safe_fs::kind(&socket) == Kind::Dir
+            && std::fs::symlink_metadata(&socket)
+                .is_ok_and(|m| [self.server_uid(), Uid::effective().as_raw()].contains(&m.uid()))
         {
-            paths.push(socket_dir);
+            paths.push(socket);
         }
         paths
     }
 }
 
+/// The scratch name of a running `initdb`.
+pub const INITDB_SCRATCH: &str = "data.initdb-incomplete";
+const EXTERNAL_ROOT_NAME: &str = "nanika";
+
+fn external_parent() -> &'static Path {
+    Path::new(EXTERNAL_STATE_ROOT)
+        .parent()
+        .unwrap_or(Path::new("/"))
+}
+
+/// The error for a link found where nanika makes none.
+fn planted(link: &Path, target: &Path) -> RuntimeError {
+    safe_fs::untrusted(
+        link,
+        format!(
+            "is a symbolic link to {}, which nanika did not make; nanika will not write, change or delete anything through it",
+            target.display()
+        ),
+        format!(
+            "remove the link (rm {}; what it points to is left alone), then run nanika again",
+            link.display()
+        ),
+    )
+}
+
+/// Checks a directory nanika shares with the system (`/var/lib/nanika`, the external home) when
+/// it exists: a real directory, of one of `owners`, not writable by group or others.
+fn check_shared_dir(path: &Path, owners: &[u32]) -> Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(_) => return Ok(()),
+    };
+    if meta.file_type().is_symlink() {
+        return Err(planted(path, &std::fs::read_link(path).unwrap_or_default()));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if !meta.is_dir() || !owners.contains(&meta.uid()) || mode & 0o022 != 0 {
+        return Err(safe_fs::untrusted(
+            path,
+            format!(
+                "must be a directory of uid {} that only its owner can write, but is {} of uid {} with permissions {mode:04o}; nanika will not use or change it",
+                owners
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+                if meta.is_dir() {
+                    "a directory"
+                } else {
+                    "not a directory"
+                },
+                meta.uid()
+            ),
+            format!(
+                "look at who made {} and why; remove it if nobody needs it",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::unistd::Gid;
 
     #[test]
     fn a_closed_home_is_not_traversable_by_others() {
@@ -313,11 +624,105 @@ mod tests {
         let layout = StateLayout::new(&deep, None);
         assert!(
             layout
-                .postgres_socket_dir(5432)
-                .join(".s.PGSQL.5432")
+                .postgres_socket_dir()
+                .join(LONGEST_SOCKET_NAME)
                 .as_os_str()
                 .len()
                 <= MAX_SOCKET_PATH
         );
+    }
+
+    /// A server user that cannot enter a 0700 directory of ours.
+    fn stranger() -> ServerUser {
+        ServerUser {
+            name: "stranger".into(),
+            uid: Uid::effective().as_raw() + 4242,
+            gid: Gid::effective().as_raw() + 4242,
+        }
+    }
+
+    fn closed_project() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let project = dir.path().join("game");
+        std::fs::create_dir_all(project.join(".nanika")).unwrap();
+        (dir, project)
+    }
+
+    #[test]
+    fn only_the_link_nanika_makes_is_followed() {
+        let (_dir, project) = closed_project();
+        let link = project.join(".nanika/postgres");
+        let expected = StateLayout::external_home(&project);
+        std::os::unix::fs::symlink(&expected, &link).unwrap();
+        let layout = StateLayout::new(&project, Some(stranger()));
+        assert!(layout.verify().is_ok());
+        assert_eq!(layout.postgres_home, expected);
+
+        for target in [
+            PathBuf::from("/tmp/victim"),
+            PathBuf::from(format!("{EXTERNAL_STATE_ROOT}/../../../tmp/victim")),
+            PathBuf::from(format!("{}/", expected.display())),
+        ] {
+            std::fs::remove_file(&link).unwrap();
+            std::os::unix::fs::symlink(&target, &link).unwrap();
+            let layout = StateLayout::new(&project, Some(stranger()));
+            let refused = layout.verify().unwrap_err().to_string();
+            assert!(
+                refused.contains(&link.display().to_string())
+                    && refused.contains(&target.display().to_string()),
+                "{refused}"
+            );
+            assert_eq!(layout.removable(), Vec::<PathBuf>::new(), "nothing deleted");
+            assert!(!layout.postgres_home.starts_with(&target));
+        }
+    }
+
+    #[test]
+    fn a_link_where_none_is_expected_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let project = dir.path().join("game");
+        std::fs::create_dir_all(project.join(".nanika")).unwrap();
+        let link = project.join(".nanika/postgres");
+        std::os::unix::fs::symlink(StateLayout::external_home(&project), &link).unwrap();
+        // Not root: nanika never links.
+        let layout = StateLayout::new(&project, None);
+        let refused = layout.verify().unwrap_err();
+        assert!(refused.hint().unwrap().contains("rm "), "{refused}");
+    }
+
+    #[test]
+    fn a_link_planted_anywhere_in_the_state_is_refused() {
+        let (dir, project) = closed_project();
+        std::fs::create_dir_all(project.join(".nanika/logs")).unwrap();
+        let victim = dir.path().join("victim.txt");
+        std::os::unix::fs::symlink(&victim, project.join(".nanika/logs/redis.log")).unwrap();
+        let refused = StateLayout::new(&project, None).verify().unwrap_err();
+        assert!(refused.to_string().contains("redis.log"), "{refused}");
+        assert!(!victim.exists());
+    }
+
+    #[test]
+    fn state_directories_are_made_owner_only_and_never_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let project = dir.path().join("game");
+        std::fs::create_dir_all(&project).unwrap();
+        let layout = StateLayout::new(&project, None);
+        layout.create().unwrap();
+        for path in [&layout.state, &layout.run, &layout.postgres_home] {
+            let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", path.display());
+        }
+        assert_eq!(layout.removable(), vec![layout.state.clone()]);
+
+        let other = dir.path().join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        std::os::unix::fs::symlink(&victim, other.join(".nanika")).unwrap();
+        let layout = StateLayout::new(&other, None);
+        assert!(layout.create().is_err());
+        assert!(layout.removable().is_empty());
+        assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
     }
 }

@@ -7,4 +7,5 @@ pub mod logs;
 pub mod postgres;
 pub mod procfs;
 pub mod redis;
+pub mod safe_fs;
 pub mod supervisor;

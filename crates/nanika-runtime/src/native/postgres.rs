@@ -2,8 +2,9 @@
 //! command line (the committed config plus only the overrides native needs).
 
 use super::binaries::{POSTGRES_MAJOR, PostgresBinaries};
-use super::layout::StateLayout;
+use super::layout::{INITDB_SCRATCH, StateLayout};
 use super::procfs;
+use super::safe_fs::{self, Dir, Kind};
 use crate::error::{Result, RuntimeError};
 use fs_err as fs;
 use nanika_config::Secret;
@@ -93,42 +94,26 @@ pub const ADMIN_ROLE: &str = "postgres";
 /// Initialises the cluster: UTF-8 without a host-dependent locale, scram-sha-256 for every
 /// connection, `user` with `password` as its superuser. Writes into
 /// a scratch directory that is renamed into place only when complete, so an interrupted `initdb`
-/// leaves nothing that could be mistaken for a cluster.
+/// leaves nothing that could be mistaken for a cluster. Returns remarks for the user (a leftover
+/// scratch directory that had to be moved aside).
 pub fn initdb(
     binaries: &PostgresBinaries,
     layout: &StateLayout,
     user: &str,
     password: &Secret,
-) -> Result<()> {
+) -> Result<Vec<String>> {
+    let home = layout.open_postgres_home()?;
+    let notes = clear_scratch(layout, &home)?.into_iter().collect();
     let scratch = layout.postgres_data_in_progress();
-    if scratch.exists() {
-        // Only an interrupted initdb writes here; it never holds user data. An initdb whose
-        // nanika was killed may still be writing: it is nanika's own, so it is stopped first.
-        stop_processes_using(&scratch);
-        fs::remove_dir_all(&scratch).map_err(RuntimeError::io(format!(
-            "cannot remove {}",
-            scratch.display()
-        )))?;
-    }
-    let pwfile = layout.postgres_home.join(".initdb-password");
+    let pwfile_name = ".initdb-password";
+    let pwfile = home.join(pwfile_name);
+    home.remove_file(pwfile_name)?;
     {
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        fs_err::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options
-            .open(&pwfile)
-            .or_else(|_| {
-                let _ = fs::remove_file(&pwfile);
-                options.open(&pwfile)
-            })
-            .map_err(RuntimeError::io(format!(
-                "cannot write {}",
-                pwfile.display()
-            )))?;
+        let mut file = home.create_file(pwfile_name, 0o600)?;
+        layout.give_file_to_server(&file, &pwfile)?;
         std::io::Write::write_all(&mut file, password.expose().as_bytes())
             .map_err(RuntimeError::io("cannot write the initdb password file"))?;
     }
-    layout.give_file_to_server(&pwfile)?;
     let mut command = Command::new(binaries.tool("initdb"));
     command
         .arg("-D")
@@ -146,10 +131,19 @@ pub fn initdb(
         .arg(format!("--pwfile={}", pwfile.display()))
         .current_dir(&layout.postgres_home)
         .env("LC_ALL", "C")
-        .stdin(Stdio::null());
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, recorded with its start time: if this nanika is killed, the
+        // next `up` can prove the orphaned initdb (and the backend it runs) is nanika's own.
+        .process_group(0);
     as_server_user(&mut command, layout);
-    let output = command.output();
-    let _ = fs::remove_file(&pwfile);
+    let output = command.spawn().and_then(|child| {
+        record_initdb(layout, child.id());
+        child.wait_with_output()
+    });
+    let _ = fs::remove_file(initdb_record(layout));
+    let _ = home.remove_file(pwfile_name);
     let output = output.map_err(RuntimeError::io(format!(
         "cannot run {}",
         binaries.tool("initdb").display()
@@ -164,52 +158,101 @@ pub fn initdb(
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         });
     }
-    fs::rename(&scratch, layout.postgres_data())
-        .map_err(RuntimeError::io("cannot move the new cluster into place"))
+    home.rename_new(INITDB_SCRATCH, "data")?;
+    Ok(notes)
 }
 
-/// Kills the processes whose command line names `path` (an orphaned `initdb` on nanika's scratch
-/// directory, and the bootstrap backend it runs), and waits until they are gone.
-fn stop_processes_using(path: &Path) {
-    let needle = path.display().to_string();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
+/// Where the pid and start time of a running `initdb` are kept.
+fn initdb_record(layout: &StateLayout) -> std::path::PathBuf {
+    layout.run.join("initdb.pid")
+}
+
+fn record_initdb(layout: &StateLayout, pid: u32) {
+    if let Some(started) = procfs::start_time(pid) {
+        let _ = fs::write(initdb_record(layout), format!("{pid} {started}\n"));
+    }
+}
+
+/// Stops the `initdb` an earlier, killed `nanika up` started, when it still runs: only that
+/// process group, and only when its leader has the recorded pid *and* start time (a pid reused
+/// by another program has another start time).
+fn stop_recorded_initdb(layout: &StateLayout) {
+    let record = initdb_record(layout);
+    let Ok(text) = std::fs::read_to_string(&record) else {
         return;
     };
-    let pids: Vec<u32> = entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| *pid != std::process::id())
-        .filter(|pid| procfs::cmdline(*pid).is_some_and(|c| c.iter().any(|a| a.contains(&needle))))
-        .collect();
-    for pid in &pids {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(*pid as i32),
+    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+    if let (Some(Some(pid)), Some(Some(started))) = (fields.next(), fields.next())
+        && let Ok(pid) = u32::try_from(pid)
+        && procfs::start_time(pid) == Some(started)
+        && procfs::process_group(pid) == Some(pid)
+    {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGKILL,
         );
-    }
-    for pid in pids {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while procfs::is_alive(pid) && std::time::Instant::now() < deadline {
+        while !procfs::group_members(pid).is_empty() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
+    let _ = fs::remove_file(&record);
 }
 
-/// Copies the committed `postgresql.conf` to where the server user can read it.
+/// Clears the scratch directory an interrupted `initdb` left. It never holds user data, but
+/// another program may have a file in it open: nanika signals only processes it can prove it
+/// started, so a scratch directory still in use is moved aside under a fresh name instead of
+/// being deleted under that program, and the returned remark names who uses it.
+fn clear_scratch(layout: &StateLayout, home: &Dir) -> Result<Option<String>> {
+    match home.kind(INITDB_SCRATCH)? {
+        Kind::Missing => return Ok(None),
+        Kind::Dir => {}
+        // Not something initdb makes: removed as a name, never followed.
+        Kind::Symlink(_) | Kind::Other => {
+            home.remove_file(INITDB_SCRATCH)?;
+            return Ok(None);
+        }
+    }
+    stop_recorded_initdb(layout);
+    let scratch = home.join(INITDB_SCRATCH);
+    let real = std::fs::canonicalize(&scratch).unwrap_or_else(|_| scratch.clone());
+    let users = procfs::users_of(&real);
+    if users.is_empty() {
+        safe_fs::remove_tree(&scratch)?;
+        return Ok(None);
+    }
+    let aside = format!("{INITDB_SCRATCH}.{}", safe_fs::random_hex(4)?);
+    home.rename_new(INITDB_SCRATCH, &aside)?;
+    Ok(Some(format!(
+        "{} was left by an interrupted initdb but is in use by {}; nanika stops only processes it started, so it moved it aside to {} (remove it once they are done)",
+        scratch.display(),
+        users
+            .iter()
+            .map(|pid| procfs::describe(*pid))
+            .collect::<Vec<_>>()
+            .join(", "),
+        home.join(&aside).display()
+    )))
+}
+
+/// Copies the committed `postgresql.conf` to where the server user can read it: into a new file
+/// nanika creates (never through a link), renamed over the old copy.
 pub fn install_config(project_conf: &Path, layout: &StateLayout) -> Result<()> {
-    let target = layout.postgres_conf();
-    let temp = target.with_extension("conf.tmp");
-    fs::copy(project_conf, &temp).map_err(RuntimeError::io(format!(
-        "cannot copy {}",
+    let home = layout.open_postgres_home()?;
+    let text = fs::read(project_conf).map_err(RuntimeError::io(format!(
+        "cannot read {}",
         project_conf.display()
     )))?;
-    fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600))
-        .map_err(RuntimeError::io("cannot set permissions"))?;
-    layout.give_file_to_server(&temp)?;
-    fs::rename(&temp, &target).map_err(RuntimeError::io(format!(
-        "cannot write {}",
-        target.display()
-    )))
+    let temp_name = "postgresql.conf.tmp";
+    let temp = home.join(temp_name);
+    home.remove_file(temp_name)?;
+    {
+        let mut file = home.create_file(temp_name, 0o600)?;
+        std::io::Write::write_all(&mut file, &text)
+            .map_err(RuntimeError::io(format!("cannot write {}", temp.display())))?;
+        layout.give_file_to_server(&file, &temp)?;
+    }
+    home.rename_over(temp_name, "postgresql.conf")
 }
 
 /// The server's program and arguments: the committed config, plus data directory, port,
@@ -231,7 +274,7 @@ pub fn server_args(
         "-c".into(),
         format!(
             "unix_socket_directories={}",
-            layout.postgres_socket_dir(port).display()
+            layout.postgres_socket_dir().display()
         ),
         "-c".into(),
         format!("{PROJECT_SETTING}={}", project_marker(layout)),

@@ -1,7 +1,67 @@
 //! What `/proc` says about processes and ports: enough to tell nanika's own servers from
 //! unrelated programs, so nanika never signals a process it did not start.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// The fields of `/proc/PID/stat` after the command name (which is in parentheses and may itself
+/// hold spaces): index 0 is the state (field 3 of proc(5)).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// When `pid` started, in clock ticks since boot: with the pid, it names one process for good
+/// (a pid is reused, a pid and a start time are not).
+pub fn start_time(pid: u32) -> Option<u64> {
+    stat_fields(pid)?.get(19)?.parse().ok()
+}
+
+/// The process group of `pid`.
+pub fn process_group(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(2)?.parse().ok()
+}
+
+fn pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The live processes of process group `group`.
+pub fn group_members(group: u32) -> Vec<u32> {
+    pids()
+        .into_iter()
+        .filter(|pid| process_group(*pid) == Some(group) && is_alive(*pid))
+        .collect()
+}
+
+/// The processes (never this one) using `dir`: their working or root directory is in it, they
+/// have a file in it open, or their command line names it. `dir` must be the path the kernel
+/// shows (canonical). Only looked at, never signalled: holding a file proves nothing about who
+/// started a process.
+pub fn users_of(dir: &Path) -> Vec<u32> {
+    let me = std::process::id();
+    let needle = dir.display().to_string();
+    pids()
+        .into_iter()
+        .filter(|pid| *pid != me && is_alive(*pid))
+        .filter(|pid| {
+            let base = PathBuf::from(format!("/proc/{pid}"));
+            let inside = |link: &Path| std::fs::read_link(link).is_ok_and(|p| p.starts_with(dir));
+            inside(&base.join("cwd"))
+                || inside(&base.join("root"))
+                || std::fs::read_dir(base.join("fd"))
+                    .is_ok_and(|fds| fds.flatten().any(|fd| inside(&fd.path())))
+                || cmdline(*pid).is_some_and(|c| c.iter().any(|a| a.contains(&needle)))
+        })
+        .collect()
+}
 
 /// Whether `pid` is a live process (a zombie counts as gone: it only awaits its parent).
 pub fn is_alive(pid: u32) -> bool {
@@ -126,6 +186,27 @@ mod tests {
         );
         drop(listener);
         assert!(port_is_free(port));
+    }
+
+    #[test]
+    fn the_users_of_a_directory_are_found_and_a_process_is_named_by_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(&real)
+            .spawn()
+            .unwrap();
+        let users = users_of(&real);
+        let started = start_time(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(users.contains(&child.id()), "{users:?}");
+        assert!(started.is_some());
+        assert_eq!(
+            process_group(std::process::id()),
+            Some(nix::unistd::getpgrp().as_raw() as u32)
+        );
     }
 
     #[test]

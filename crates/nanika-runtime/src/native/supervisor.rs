@@ -224,6 +224,8 @@ impl Running {
 
 /// The supervisor's main loop. Returns when told to stop, after every server has stopped.
 pub fn run(layout: &StateLayout) -> Result<()> {
+    // It writes logs and pid files as root: never through a link planted since `up` checked.
+    layout.verify()?;
     // A session of its own: the terminal nanika was started from can close, or get Ctrl-C,
     // without reaching the servers.
     let _ = nix::unistd::setsid();
