@@ -98,3 +98,125 @@ fn a_server_that_keeps_crashing_is_retried_at_least_every_four_seconds() {
         "a restart was scheduled {longest_wait} ms ahead"
     );
 }
+
+/// The uid a process runs as.
+fn uid_of(pid: u64) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Runs `program args` as the unprivileged `nobody`, the other local user.
+fn as_nobody(program: &str, args: &[&str]) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new(program)
+        .args(args)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap()
+}
+
+fn require_root() {
+    assert!(
+        common::is_root(),
+        "this test is about running as root; run it as root (CI does)"
+    );
+}
+
+#[test]
+fn redis_runs_unprivileged_and_config_rewrite_never_touches_a_committed_file() {
+    require_root();
+    let stack = Stack::new();
+    stack.up();
+    let pid = stack.service("redis")["pid"].as_u64().unwrap();
+    assert_ne!(uid_of(pid), 0, "redis-server runs as root");
+    let committed = stack.project.read("docker/redis/redis.conf");
+    let spec_maxmemory = stack.redis(&["CONFIG", "GET", "maxmemory"]);
+    // What any local user can do to a Redis without a password.
+    let port = stack.redis_port.to_string();
+    let cli = |args: &[&str]| as_nobody("redis-cli", &[&["-p", port.as_str()], args].concat());
+    assert!(text(&cli(&["CONFIG", "SET", "maxmemory", "1mb"])).contains("OK"));
+    let rewrite = cli(&["CONFIG", "REWRITE"]);
+    assert!(text(&rewrite).contains("OK"), "{}", text(&rewrite));
+    assert_eq!(
+        stack.project.read("docker/redis/redis.conf"),
+        committed,
+        "CONFIG REWRITE changed the committed redis.conf"
+    );
+    // It rewrote Redis's own copy, which the next start replaces with the committed file.
+    let own = stack.root.join(".nanika/redis/redis.conf");
+    assert!(
+        std::fs::read_to_string(&own)
+            .unwrap()
+            .contains("maxmemory 1mb")
+    );
+    assert!(stack.run(&["restart", "redis"]).status.success());
+    assert_eq!(stack.redis(&["CONFIG", "GET", "maxmemory"]), spec_maxmemory);
+    // And lint says what a local user could do.
+    let lint = stack.run(&["config", "lint"]);
+    assert!(
+        text(&lint).contains("warning[redis-no-password]"),
+        "{}",
+        text(&lint)
+    );
+}
+
+#[test]
+fn a_redis_password_from_env_is_required_and_no_other_user_can_read_it() {
+    require_root();
+    let stack = Stack::new();
+    let password = "r3dis pass+word%";
+    stack.project.replace(
+        ".env",
+        "# REDIS_PASSWORD=",
+        &format!("REDIS_PASSWORD='{password}'"),
+    );
+    stack.project.replace(
+        ".env",
+        "redis://localhost",
+        "redis://:r3dis%20pass%2Bword%25@localhost",
+    );
+    stack.up();
+    let port = stack.redis_port.to_string();
+    let refused = as_nobody(
+        "redis-cli",
+        &["-p", &port, "CONFIG", "SET", "maxmemory", "1mb"],
+    );
+    assert!(text(&refused).contains("NOAUTH"), "{}", text(&refused));
+    // nanika itself authenticates with the URL's password.
+    let keys = stack.run(&["redis", "keys"]);
+    assert!(keys.status.success(), "{}", text(&keys));
+    let flush = stack.run(&["redis", "flush", "--yes"]);
+    assert!(flush.status.success(), "{}", text(&flush));
+    // The password is in no committed file, and nobody else can read where it is.
+    for file in ["docker/redis/redis.conf", "compose.yaml", ".env.example"] {
+        assert!(!stack.project.read(file).contains(password), "{file}");
+    }
+    let mut private: Vec<String> = vec![
+        stack.root.join(".env").display().to_string(),
+        stack
+            .root
+            .join(".nanika/redis/redis.conf")
+            .display()
+            .to_string(),
+    ];
+    for entry in std::fs::read_dir(stack.root.join("backups"))
+        .unwrap()
+        .flatten()
+    {
+        private.push(entry.path().display().to_string());
+    }
+    assert!(private.len() > 2, "the flush left a snapshot");
+    for path in &private {
+        let read = as_nobody("cat", &[path]);
+        assert!(!read.status.success(), "nobody could read {path}");
+    }
+    let own = std::fs::read_to_string(stack.root.join(".nanika/redis/redis.conf")).unwrap();
+    assert!(own.contains("requirepass"), "{own}");
+}

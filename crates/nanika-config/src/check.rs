@@ -193,6 +193,7 @@ pub fn settings(infra: &Infrastructure) -> Vec<Setting> {
     for (key, secret) in [
         ("POSTGRES_PASSWORD", &env.postgres_password),
         ("SESSION_SECRET", &env.session_secret),
+        ("REDIS_PASSWORD", &env.redis_password),
     ] {
         out.push(Setting {
             file: ENV,
@@ -263,6 +264,7 @@ fn differs_secretly(loaded: &LoadedProject, key: &str) -> bool {
     match key {
         "POSTGRES_PASSWORD" => env.postgres_password != spec.postgres_password,
         "SESSION_SECRET" => env.session_secret != spec.session_secret,
+        "REDIS_PASSWORD" => env.redis_password != spec.redis_password,
         _ => false,
     }
 }

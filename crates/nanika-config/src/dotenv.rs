@@ -203,6 +203,14 @@ pub fn render_example(env: &EnvSettings) -> String {
         "POSTGRES_PORT={}\nREDIS_PORT={}\n",
         env.postgres_port, env.redis_port
     );
+    out += "\n# A password for Redis (optional, recommended where other people use this machine):\n\
+            # kept in .env only, never in a committed file; put it in REDIS_URL as well,\n\
+            # redis://:PASSWORD@localhost:6379\n";
+    if env.redis_password.is_empty() {
+        out += "# REDIS_PASSWORD=\n";
+    } else {
+        out += &format!("REDIS_PASSWORD={}\n", env.redis_password.expose());
+    }
     out
 }
 
@@ -260,7 +268,10 @@ pub fn resolve(
     for var in env_vars::ALL.iter().filter(|v| v.in_dotenv) {
         let Some((value, source)) = raw.get(var.name) else {
             sources.insert(var.name, EnvSource::SpecDefault);
-            let required = !matches!(var.name, env_vars::POSTGRES_PORT | env_vars::REDIS_PORT);
+            let required = !matches!(
+                var.name,
+                env_vars::POSTGRES_PORT | env_vars::REDIS_PORT | env_vars::REDIS_PASSWORD
+            );
             if required {
                 findings.push(
                     Finding::error(
@@ -295,6 +306,7 @@ pub fn resolve(
             env_vars::POSTGRES_USER => settings.postgres_user = value.clone(),
             env_vars::POSTGRES_PASSWORD => settings.postgres_password = Secret::new(value.clone()),
             env_vars::SESSION_SECRET => settings.session_secret = Secret::new(value.clone()),
+            env_vars::REDIS_PASSWORD => settings.redis_password = Secret::new(value.clone()),
             env_vars::NODE_ENV => settings.node_env = value.clone(),
             env_vars::DATABASE_URL => match DatabaseUrl::parse(value) {
                 Ok(url) => settings.database_url = url,

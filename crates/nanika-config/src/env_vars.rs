@@ -39,6 +39,8 @@ env_vars! {
     SESSION_SECRET = "SESSION_SECRET", true, true, "key the app signs sessions with";
     /// The app's mode.
     NODE_ENV = "NODE_ENV", true, false, "the app's mode (spec: development)";
+    /// The password Redis requires.
+    REDIS_PASSWORD = "REDIS_PASSWORD", true, true, "password Redis requires (optional; never written to a committed file; `REDIS_URL` carries it too: `redis://:PASSWORD@localhost:6379`)";
     /// Host port of PostgreSQL.
     POSTGRES_PORT = "POSTGRES_PORT", true, false, "host port PostgreSQL listens on (default 5432)";
     /// Host port of Redis.

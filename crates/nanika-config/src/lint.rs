@@ -94,6 +94,21 @@ pub fn lint(loaded: &LoadedProject, options: LintOptions) -> Vec<Finding> {
         );
     }
 
+    if infra.redis_password().is_none() {
+        findings.push(
+            Finding::warning(
+                "redis-no-password",
+                env_file,
+                format!(
+                    "Redis requires no password: any program of any user on this machine can connect to 127.0.0.1:{} and read or change every key (sessions included), or reconfigure it with CONFIG SET",
+                    infra.env.redis_port
+                ),
+            )
+            .for_key("REDIS_PASSWORD")
+            .with_hint("set REDIS_PASSWORD in .env and the same password in REDIS_URL (redis://:PASSWORD@localhost:6379); nanika gives it to Redis from its own owner-only copy of redis.conf"),
+        );
+    }
+
     let exposed = infra.redis.bind.iter().any(|address| !is_loopback(address));
     if exposed
         && infra.redis.requirepass.is_none()

@@ -32,6 +32,14 @@ impl Infrastructure {
             env: EnvSettings::spec(),
         }
     }
+
+    /// The password Redis requires, wherever the project sets it: `REDIS_URL`'s (which
+    /// validation holds equal to `REDIS_PASSWORD`), else a `requirepass` in `redis.conf`.
+    pub fn redis_password(&self) -> Option<&Secret> {
+        Some(&self.env.redis_url.password)
+            .filter(|p| !p.is_empty())
+            .or(self.redis.requirepass.as_ref())
+    }
 }
 
 /// `wal_compression`: PostgreSQL 15 takes a method as well as on/off.
@@ -329,6 +337,8 @@ pub struct EnvSettings {
     pub postgres_port: u16,
     /// `REDIS_PORT`: the host port Redis is reached on (default 6379).
     pub redis_port: u16,
+    /// `REDIS_PASSWORD`: the password Redis requires; empty for none.
+    pub redis_password: Secret,
 }
 
 /// The spec's placeholder session secret, which must not reach production.
@@ -353,6 +363,7 @@ impl EnvSettings {
             node_env: "development".into(),
             postgres_port: 5432,
             redis_port: 6379,
+            redis_password: Secret::new(""),
         }
     }
 }

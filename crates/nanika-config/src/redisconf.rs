@@ -301,7 +301,7 @@ fn apply(
 }
 
 /// Quotes an argument when Redis would otherwise split or misread it.
-fn quote(arg: &str) -> String {
+pub fn quote(arg: &str) -> String {
     if !arg.is_empty()
         && !arg.contains(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '\\'))
     {

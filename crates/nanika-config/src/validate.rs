@@ -317,6 +317,22 @@ fn url_mismatches(loaded: &LoadedProject, unparsed: &dyn Fn(&str) -> bool) -> Ve
             );
         }
     }
+    let redis_password = &env.redis_password;
+    if !redis_password.is_empty()
+        && !unparsed("REDIS_URL")
+        && &env.redis_url.password != redis_password
+    {
+        let message = if env.redis_url.password.is_empty() {
+            "has no password, but REDIS_PASSWORD is set: the app would be refused"
+        } else {
+            "its password differs from REDIS_PASSWORD (values hidden)"
+        };
+        findings.push(
+            env_error(loaded, "url-mismatch", "REDIS_URL", message.into()).with_hint(
+                "write redis://:PASSWORD@localhost:PORT with REDIS_PASSWORD's password, percent-encoded",
+            ),
+        );
+    }
     if let Some(required) = &loaded.infra.redis.requirepass
         && !unparsed("REDIS_URL")
         && &env.redis_url.password != required

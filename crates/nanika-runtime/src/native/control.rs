@@ -586,17 +586,24 @@ impl<'a> Native<'a> {
         if stale.exists() && redis::running(&self.state.layout).is_none() {
             let _ = fs::remove_file(&stale);
         }
-        let (program, args) = redis::server_args(
-            bins,
+        redis::install_config(
             &self.state.layout,
             &self.loaded.project.path(REDIS_CONF),
-            self.port(Service::Redis),
-        );
+            self.loaded.infra.redis_password(),
+            self.loaded.infra.redis.requirepass.is_some(),
+        )?;
+        let (program, args) =
+            redis::server_args(bins, &self.state.layout, self.port(Service::Redis));
         Ok(ServicePlan {
             program,
             args,
             cwd: self.state.layout.redis_dir.clone(),
-            run_as: None,
+            run_as: self
+                .state
+                .layout
+                .redis_user
+                .as_ref()
+                .map(|u| (u.uid, u.gid)),
             log: self.log_path(Service::Redis),
             generation: 0,
             version: Some(bins.version.clone()),
@@ -622,11 +629,9 @@ impl<'a> Native<'a> {
                 };
                 self.ours(prober.postgres(&target, timeout)?)
             }
-            Service::Redis => crate::health::redis_ping(
-                port,
-                self.loaded.infra.redis.requirepass.as_ref(),
-                timeout,
-            ),
+            Service::Redis => {
+                crate::health::redis_ping(port, self.loaded.infra.redis_password(), timeout)
+            }
         }
     }
 
@@ -787,6 +792,14 @@ impl<'a> Native<'a> {
                 }
             }
             progress.step(*service, "restarting");
+        }
+        if targets.contains(&Service::Redis) {
+            redis::install_config(
+                &self.state.layout,
+                &self.loaded.project.path(REDIS_CONF),
+                self.loaded.infra.redis_password(),
+                self.loaded.infra.redis.requirepass.is_some(),
+            )?;
         }
         if targets.contains(&Service::Postgres) {
             postgres::install_config(&self.loaded.project.path(POSTGRES_CONF), &self.state.layout)?;

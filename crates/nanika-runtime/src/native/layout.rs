@@ -54,6 +54,22 @@ impl ServerUser {
             "nanika runs as root, and PostgreSQL refuses to: no `postgres` or `nobody` user exists to run it as".into(),
         ))
     }
+
+    /// The account Redis runs as when nanika runs as root (`server_user` is PostgreSQL's, `None`
+    /// when not root): `redis`, which Debian's redis-server package makes, else PostgreSQL's
+    /// unprivileged user. Never root: a Redis anyone on the machine can reach must not be able to
+    /// write as root (`CONFIG SET dir` + `CONFIG REWRITE`).
+    pub fn for_redis(server_user: Option<&ServerUser>) -> Option<ServerUser> {
+        let fallback = server_user?.clone();
+        match User::from_name("redis") {
+            Ok(Some(user)) if !user.uid.is_root() => Some(ServerUser {
+                name: user.name,
+                uid: user.uid.as_raw(),
+                gid: user.gid.as_raw(),
+            }),
+            _ => Some(fallback),
+        }
+    }
 }
 
 /// Whether `uid`/`gid` may search (traverse) every directory from `/` down to `path`.
@@ -100,8 +116,13 @@ pub struct StateLayout {
     pub logs: PathBuf,
     /// `.nanika/run/`: pid files, lock files, the supervisor's status.
     pub run: PathBuf,
-    /// `.nanika/redis/`: Redis's working directory (its AOF).
+    /// Where Redis's state really is (its AOF, the config it runs from, its pid file):
+    /// `.nanika/redis`, or the external one nanika computes for this project.
     pub redis_dir: PathBuf,
+    /// `.nanika/redis` (possibly a symlink to the external Redis directory).
+    pub redis_link: PathBuf,
+    /// The account Redis runs as when nanika runs as root.
+    pub redis_user: Option<ServerUser>,
     /// `.nanika/postgres` (possibly a symlink to the external state dir).
     pub postgres_link: PathBuf,
     /// Where PostgreSQL's state really is: `.nanika/postgres`, or the external home nanika
@@ -130,26 +151,25 @@ impl StateLayout {
             .as_ref()
             .is_some_and(|user| !traversable_by(&state, user.uid, user.gid));
         let mut problem = None;
-        let postgres_home = match safe_fs::kind(&postgres_link) {
-            Kind::Symlink(target) => {
-                if link_expected && target.as_os_str() == external.as_os_str() {
-                    external
-                } else {
-                    problem = Some(Self::foreign_link(
-                        &postgres_link,
-                        &target,
-                        link_expected.then_some(external.as_path()),
-                    ));
-                    postgres_link.clone()
-                }
-            }
-            Kind::Missing if link_expected => external,
-            _ => postgres_link.clone(),
-        };
+        let postgres_home = Self::home(&postgres_link, external, link_expected, &mut problem);
+        let redis_user = ServerUser::for_redis(server_user.as_ref());
+        let redis_link = state.join("redis");
+        let redis_external = Self::external_redis(&project);
+        let redis_link_expected = redis_user
+            .as_ref()
+            .is_some_and(|user| !traversable_by(&state, user.uid, user.gid));
+        let redis_dir = Self::home(
+            &redis_link,
+            redis_external,
+            redis_link_expected,
+            &mut problem,
+        );
         StateLayout {
             logs: state.join("logs"),
             run: state.join("run"),
-            redis_dir: state.join("redis"),
+            redis_dir,
+            redis_link,
+            redis_user,
             state,
             postgres_link,
             postgres_home,
@@ -157,6 +177,52 @@ impl StateLayout {
             server_user,
             problem,
         }
+    }
+
+    /// Where the state behind `link` really is: `link` itself, or `external` when nanika links it
+    /// there. A link nanika would not have made is recorded in `problem`.
+    fn home(
+        link: &Path,
+        external: PathBuf,
+        link_expected: bool,
+        problem: &mut Option<Problem>,
+    ) -> PathBuf {
+        match safe_fs::kind(link) {
+            Kind::Symlink(target) => {
+                if link_expected && target.as_os_str() == external.as_os_str() {
+                    external
+                } else {
+                    if problem.is_none() {
+                        *problem = Some(Self::foreign_link(
+                            link,
+                            &target,
+                            link_expected.then_some(external.as_path()),
+                        ));
+                    }
+                    link.to_path_buf()
+                }
+            }
+            Kind::Missing if link_expected => external,
+            _ => link.to_path_buf(),
+        }
+    }
+
+    /// Redis's external directory, beside PostgreSQL's: its own, because another user owns it.
+    fn external_redis(project: &Path) -> PathBuf {
+        let mut name = Self::external_home(project).into_os_string();
+        name.push(".redis");
+        PathBuf::from(name)
+    }
+
+    /// Whether Redis's state lives outside the project.
+    pub fn redis_is_external(&self) -> bool {
+        self.redis_dir != self.redis_link
+    }
+
+    /// The copy of the committed `redis.conf` Redis runs from (plus what only `.env` holds):
+    /// its own, so `CONFIG REWRITE` can never touch a committed file.
+    pub fn redis_conf(&self) -> PathBuf {
+        self.redis_dir.join("redis.conf")
     }
 
     fn foreign_link(link: &Path, target: &Path, expected: Option<&Path>) -> Problem {
@@ -167,7 +233,7 @@ impl StateLayout {
                 expected.display()
             ),
             None => format!(
-                "is a symbolic link to {}, which nanika did not make: it links .nanika/postgres only when it runs as root for a project the server user cannot enter, which is not the case here; nanika will not use, change or delete what it points to",
+                "is a symbolic link to {}, which nanika did not make: it links .nanika/postgres and .nanika/redis only when it runs as root for a project the server user cannot enter, which is not the case here; nanika will not use, change or delete what it points to",
                 target.display()
             ),
         };
@@ -296,7 +362,19 @@ impl StateLayout {
         }
         // Logs, pid files and Redis's files are written by root: a link among them would
         // redirect those writes.
-        let mut links = safe_fs::symlinks_under(&self.state, 4, &["postgres"]);
+        let skip: &[&str] = if self.redis_is_external() {
+            &["postgres", "redis"]
+        } else {
+            &["postgres"]
+        };
+        let mut links = safe_fs::symlinks_under(&self.state, 4, skip);
+        if self.redis_is_external() {
+            let owners = [0, self.redis_uid()];
+            check_shared_dir(&self.redis_dir, &owners)?;
+            if safe_fs::kind(&self.redis_dir) == Kind::Dir {
+                links.extend(safe_fs::symlinks_under(&self.redis_dir, 3, &[]));
+            }
+        }
         if safe_fs::kind(&self.postgres_link) == Kind::Other {
             return Err(safe_fs::untrusted(
                 &self.postgres_link,
@@ -349,7 +427,7 @@ impl StateLayout {
             expect,
         )?;
         state.set_mode(self.state_mode())?;
-        for name in ["logs", "run", "redis"] {
+        for name in ["logs", "run"] {
             let (dir, _) = state.make_dir_expecting(name, 0o700, expect)?;
             dir.set_mode(0o700)?;
         }
@@ -417,7 +495,108 @@ impl StateLayout {
         if let Some(socket) = self.outside_socket_dir() {
             self.create_socket_dir(&socket)?;
         }
+        self.create_redis_dir(&state)
+    }
+
+    /// Redis's directory, owner-only and handed to the Redis user: in `.nanika/`, or in
+    /// `/var/lib/nanika` (linked from `.nanika/redis`) when that user cannot enter the project.
+    fn create_redis_dir(&self, state: &Dir) -> Result<()> {
+        let me = Uid::effective().as_raw();
+        let redis = if self.redis_is_external() {
+            let parent = Dir::open(external_parent())?;
+            let (root, _) = parent.make_dir_expecting(
+                EXTERNAL_ROOT_NAME,
+                0o755,
+                Expect {
+                    owners: &[0],
+                    mode: None,
+                },
+            )?;
+            let name = self
+                .redis_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| {
+                    RuntimeError::Other(format!("{} has no usable name", self.redis_dir.display()))
+                })?;
+            let (dir, _) = root.make_dir_expecting(
+                name,
+                0o700,
+                Expect {
+                    owners: &[me, self.redis_uid()],
+                    mode: None,
+                },
+            )?;
+            if state.kind("redis")? == Kind::Missing {
+                state.symlink("redis", &self.redis_dir)?;
+            }
+            dir
+        } else {
+            let project = Dir::open(&self.project)?;
+            let owners = self.own_owners(&project)?;
+            let (dir, _) = state.make_dir_expecting(
+                "redis",
+                0o700,
+                Expect {
+                    owners: &[owners[0], owners[1], self.redis_uid()],
+                    mode: None,
+                },
+            )?;
+            dir
+        };
+        redis.set_mode(0o700)?;
+        if let Some(user) = &self.redis_user
+            && redis.stat()?.uid != user.uid
+        {
+            // Made by nanika as root (or by a Redis that ran as root before nanika ran it
+            // unprivileged): everything in it is nanika's, and only root could write there.
+            safe_fs::hand_over_tree(&redis, user.uid, user.gid)?;
+        }
         Ok(())
+    }
+
+    fn redis_uid(&self) -> u32 {
+        self.redis_user
+            .as_ref()
+            .map_or(Uid::effective().as_raw(), |u| u.uid)
+    }
+
+    /// Hands a file nanika just created for Redis to the Redis user, through its descriptor.
+    pub fn give_file_to_redis(&self, file: &std::fs::File, path: &Path) -> Result<()> {
+        match &self.redis_user {
+            Some(user) => safe_fs::set_file_owner(file, path, user.uid, user.gid),
+            None => Ok(()),
+        }
+    }
+
+    /// Redis's directory, opened without following a link nanika did not make (after
+    /// [`Self::create`]).
+    pub fn open_redis_dir(&self) -> Result<Dir> {
+        self.verify()?;
+        let missing = || {
+            RuntimeError::Other(format!(
+                "{} does not exist; `nanika up` creates it",
+                self.redis_dir.display()
+            ))
+        };
+        if self.redis_is_external() {
+            let name = self
+                .redis_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(missing)?;
+            Dir::open(external_parent())?
+                .open_dir(EXTERNAL_ROOT_NAME)?
+                .ok_or_else(missing)?
+                .open_dir(name)?
+                .ok_or_else(missing)
+        } else {
+            Dir::open(&self.project)?
+                .open_dir(nanika_config::project::STATE_DIR)?
+                .ok_or_else(missing)?
+                .open_dir("redis")?
+                .ok_or_else(missing)
+        }
     }
 
     /// The socket directory in the shared temp directory: made fresh (0700, then handed to the
@@ -511,6 +690,13 @@ impl StateLayout {
             && safe_fs::kind(&self.postgres_home) == Kind::Dir
         {
             paths.push(self.postgres_home.clone());
+        }
+        if self.redis_is_external()
+            && self.redis_dir == Self::external_redis(&self.project)
+            && safe_fs::is_plain(&self.redis_dir)
+            && safe_fs::kind(&self.redis_dir) == Kind::Dir
+        {
+            paths.push(self.redis_dir.clone());
         }
         if let Some(socket) = self.outside_socket_dir()
             && safe_fs::kind(&socket) == Kind::Dir

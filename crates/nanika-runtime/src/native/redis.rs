@@ -1,20 +1,23 @@
-//! Redis under the native runtime: the committed config plus only the overrides native needs.
+//! Redis under the native runtime: its own copy of the committed config (plus the password, which
+//! only `.env` holds) and only the overrides native needs.
 
 use super::binaries::RedisBinaries;
 use super::layout::StateLayout;
 use super::procfs;
+use crate::error::{Result, RuntimeError};
+use nanika_config::Secret;
 use std::path::{Path, PathBuf};
 
-/// The server's program and arguments: the committed `redis.conf`, then loopback, port, the
-/// state directory (for the AOF), logging to stdout (the supervisor keeps the log) and a pid file.
+/// The server's program and arguments: its copy of `redis.conf`, then loopback, port, its
+/// directory (for the AOF), logging to stdout (the supervisor keeps the log) and a pid file.
+/// No secret: the command line is visible to every user.
 pub fn server_args(
     binaries: &RedisBinaries,
     layout: &StateLayout,
-    conf: &Path,
     port: u16,
 ) -> (PathBuf, Vec<String>) {
     let args = vec![
-        conf.display().to_string(),
+        layout.redis_conf().display().to_string(),
         "--bind".into(),
         "127.0.0.1".into(),
         "--port".into(),
@@ -31,9 +34,46 @@ pub fn server_args(
     (binaries.server.clone(), args)
 }
 
-/// Where Redis writes its pid.
+/// Writes the config Redis runs from: the committed file, then `requirepass` when the password
+/// comes from `.env` (the committed file holds none). Owner-only and the Redis user's, in Redis's
+/// own directory: `CONFIG REWRITE` rewrites this copy, never the committed file, and no other
+/// local user can read the password in it. Written anew at every start, so the committed file
+/// stays the truth.
+pub fn install_config(
+    layout: &StateLayout,
+    committed: &Path,
+    password: Option<&Secret>,
+    committed_sets_password: bool,
+) -> Result<()> {
+    let mut text = fs_err::read_to_string(committed).map_err(RuntimeError::io(format!(
+        "cannot read {}",
+        committed.display()
+    )))?;
+    if let Some(password) = password.filter(|_| !committed_sets_password) {
+        text += &format!(
+            "\n# Added by nanika from .env (REDIS_PASSWORD / REDIS_URL); never committed.\nrequirepass {}\n",
+            nanika_config::redisconf::quote(password.expose())
+        );
+    }
+    let dir = layout.open_redis_dir()?;
+    let temp = format!("redis.conf.{}", super::safe_fs::random_hex(6)?);
+    let file = dir.create_file(&temp, 0o600)?;
+    let written = std::io::Write::write_all(&mut &file, text.as_bytes())
+        .map_err(RuntimeError::io(format!(
+            "cannot write {}",
+            dir.join(&temp).display()
+        )))
+        .and_then(|()| layout.give_file_to_redis(&file, &dir.join(&temp)))
+        .and_then(|()| dir.rename_over(&temp, "redis.conf"));
+    if written.is_err() {
+        let _ = dir.remove_file(&temp);
+    }
+    written
+}
+
+/// Where Redis writes its pid: its own directory, which the Redis user may write.
 pub fn pid_file(layout: &StateLayout) -> PathBuf {
-    layout.run.join("redis.pid")
+    layout.redis_dir.join("redis.pid")
 }
 
 /// The pid of this project's Redis, when one runs: the pid file names a live `redis-server`

@@ -451,6 +451,43 @@ impl Dir {
     }
 }
 
+/// Hands `dir` and everything in it to `uid`/`gid`, children first, never following a link (a
+/// link itself is handed over, not what it points to). Call it only on a directory only root
+/// could write to until now: a directory already handed over is skipped, so a process of the
+/// new owner cannot swap a name for a link under a walk.
+pub fn hand_over_tree(dir: &Dir, uid: u32, gid: u32) -> Result<()> {
+    let entries = std::fs::read_dir(dir.path()).map_err(RuntimeError::io(format!(
+        "cannot read {}",
+        dir.path().display()
+    )))?;
+    for entry in entries {
+        let entry = entry.map_err(RuntimeError::io(format!(
+            "cannot read {}",
+            dir.path().display()
+        )))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if dir.kind(&name)? == Kind::Dir
+            && let Some(child) = dir.open_dir(&name)?
+            && child.stat()?.uid != uid
+        {
+            hand_over_tree(&child, uid, gid)?;
+            continue;
+        }
+        nix::unistd::fchownat(
+            &dir.fd,
+            name.as_str(),
+            Some(Uid::from_raw(uid)),
+            Some(Gid::from_raw(gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(os_error(format!(
+            "cannot hand {} to uid {uid}",
+            dir.join(&name).display()
+        )))?;
+    }
+    dir.set_owner(uid, gid)
+}
+
 /// Hands an open file to `uid`/`gid`, through its descriptor.
 pub fn set_file_owner(file: &std::fs::File, path: &Path, uid: u32, gid: u32) -> Result<()> {
     nix::unistd::fchown(file, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(os_error(
