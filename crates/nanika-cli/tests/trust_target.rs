@@ -122,6 +122,48 @@ fn a_stopped_project_never_reaches_what_listens_on_its_ports() {
 }
 
 #[test]
+fn a_stopped_project_whose_env_file_names_another_projects_ports_reaches_nothing() {
+    let first = first_project();
+    let second = Stack::new();
+    let env = second.project.read(".env");
+    second.project.write(
+        ".env",
+        &env.replace(&second.pg_port.to_string(), &first.pg_port.to_string())
+            .replace(
+                &second.redis_port.to_string(),
+                &first.redis_port.to_string(),
+            ),
+    );
+    every_data_command_refused(&first, &second, &[], "is not running");
+}
+
+#[test]
+fn doctor_compares_the_running_servers_with_the_spec_not_only_with_the_files() {
+    let stack = Stack::new();
+    stack.project.replace(
+        "docker/redis/redis.conf",
+        "maxmemory-policy allkeys-lru",
+        "maxmemory-policy noeviction",
+    );
+    stack.up();
+    let output = stack.run(&["doctor"]);
+    let all = text(&output);
+    let line = all
+        .lines()
+        .find(|l| l.contains("redis.spec"))
+        .unwrap_or_else(|| panic!("no redis.spec check:\n{all}"));
+    assert!(line.starts_with("warn"), "{line}");
+    assert!(
+        line.contains("maxmemory-policy is noeviction, the spec says allkeys-lru"),
+        "{line}"
+    );
+    assert!(
+        all.contains("ok   redis.drift"),
+        "the file and the server agree:\n{all}"
+    );
+}
+
+#[test]
 fn a_running_project_with_exported_ports_of_another_is_told_where_its_servers_are() {
     let first = first_project();
     let second = Stack::new();
