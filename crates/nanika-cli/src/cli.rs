@@ -348,16 +348,21 @@ pub enum RedisCommand {
 /// `nanika sessions …`.
 #[derive(Debug, Subcommand)]
 pub enum SessionsCommand {
-    /// Copy the session keys, with their remaining TTL, into session_backups.
+    /// Make session_backups a snapshot of the sessions in Redis now: each with its expiry;
+    /// sessions gone from Redis (logged out, expired) leave the backup too.
     Backup {
         /// The session key prefix.
         #[arg(long, default_value = "sess:")]
         prefix: String,
     },
-    /// Put back the backed-up sessions that have not expired.
+    /// Put back the backed-up sessions that have not expired, each under the prefix it was
+    /// taken from, with the rest of its life; a live key is never overwritten.
     Restore {
-        /// The session key prefix.
-        #[arg(long, default_value = "sess:")]
-        prefix: String,
+        /// Only the sessions backed up under this prefix (default: all).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Replace live keys too (they are newer than the backup).
+        #[arg(long)]
+        overwrite: bool,
     },
 }

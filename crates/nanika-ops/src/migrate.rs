@@ -26,6 +26,10 @@ pub const INITIAL: &[(&str, &str)] = &[
         "20250801000003_session_backups.sql",
         include_str!("../../../migrations/20250801000003_session_backups.sql"),
     ),
+    (
+        "20261129000001_session_backups_prefix.sql",
+        include_str!("../../../migrations/20261129000001_session_backups_prefix.sql"),
+    ),
 ];
 
 /// Where a migration stands.

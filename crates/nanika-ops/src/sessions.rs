@@ -1,8 +1,13 @@
-//! The session backup (spec: セッションデータのバックアップ): session keys in Redis copied into
-//! `session_backups` with their remaining TTL, and put back from there.
+//! The session backup (spec: セッションデータのバックアップ): `session_backups` as a snapshot of the
+//! sessions in Redis, and putting back those that are neither live nor expired.
+//!
+//! A backup mirrors Redis at that moment: a session that is gone from Redis (logged out,
+//! expired) is gone from the backup in the same transaction, so a restore can never bring a
+//! logout back. A restore never overwrites a live key unless told to, and gives each session the
+//! rest of its own life (`expires_at` is absolute). Both stream: memory does not grow with the
+//! number of sessions.
 
 use crate::error::{OpsError, Result};
-use crate::redis_admin;
 use nanika_config::urls::RedisUrl;
 use serde::Serialize;
 use sqlx::postgres::PgConnection;
@@ -10,13 +15,38 @@ use sqlx::postgres::PgConnection;
 /// The prefix of session keys unless told otherwise (connect-redis's default).
 pub const DEFAULT_PREFIX: &str = "sess:";
 
-/// What a backup or restore did.
+/// Keys looked at per round trip to Redis and rows per batch to PostgreSQL.
+const BATCH: usize = 1000;
+
+/// What a backup did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct SessionReport {
-    /// Sessions copied.
-    pub copied: u64,
-    /// Keys skipped: not strings, or expired on the way.
+pub struct BackupReport {
+    /// Sessions in the backup now: every live session under the prefix.
+    pub backed_up: u64,
+    /// Sessions of an earlier backup removed because Redis no longer has them.
+    pub removed: u64,
+    /// Keys under the prefix that are not sessions (not strings), or expired on the way.
     pub skipped: u64,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RestoreReport {
+    /// Sessions put back.
+    pub restored: u64,
+    /// Sessions left alone because Redis holds a live key of that name (newer than the backup).
+    pub skipped_live: u64,
+    /// Sessions whose time is up.
+    pub skipped_expired: u64,
+}
+
+/// Whether a restore may replace a live key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Never: a live session is newer than its backup (`SET … NX`).
+    Never,
+    /// Replace live keys with their backed-up value.
+    Always,
 }
 
 /// The user a session belongs to, when its JSON says (`userId`, `user_id` or `user.id`).
@@ -28,119 +58,279 @@ fn user_of(data: &serde_json::Value) -> Option<i64> {
     id.as_i64().or_else(|| id.as_str()?.parse().ok())
 }
 
-/// Copies every `prefix*` string key with its TTL into `session_backups` (replacing older copies).
+fn redis_failed(url: &RedisUrl) -> impl Fn(redis::RedisError) -> OpsError + '_ {
+    move |e| OpsError::Redis {
+        target: url.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// Refuses, with the one thing to do, when the schema has no session backups (yet).
+async fn require_table(pg: &mut PgConnection) -> Result<()> {
+    let ready: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM information_schema.columns \
+         WHERE table_schema = current_schema() AND table_name = 'session_backups' AND column_name = 'prefix')",
+    )
+    .fetch_one(&mut *pg)
+    .await
+    .map_err(OpsError::sql("cannot look for session_backups"))?;
+    if ready {
+        Ok(())
+    } else {
+        Err(OpsError::Refused {
+            message: "this database has no session_backups table (or an old one) yet".into(),
+            hint: "run `nanika db migrate`".into(),
+        })
+    }
+}
+
+/// Escapes a value for COPY's text format.
+fn copy_text(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Makes `session_backups` hold exactly the `prefix*` sessions Redis holds now, each with its
+/// absolute expiry; sessions gone from Redis are removed in the same transaction.
 pub async fn backup(
     con: &mut redis::Connection,
     url: &RedisUrl,
     pg: &mut PgConnection,
     prefix: &str,
-) -> Result<SessionReport> {
-    let keys = redis_admin::scan(con, url, &format!("{prefix}*"), None)?;
-    let mut report = SessionReport::default();
-    let mut tx = sqlx::Connection::begin(pg)
+) -> Result<BackupReport> {
+    require_table(pg).await?;
+    let mut report = BackupReport::default();
+    let mut tx = sqlx::Connection::begin(&mut *pg)
         .await
         .map_err(OpsError::sql("cannot begin the session backup"))?;
-    for chunk in keys.chunks(500) {
-        let mut pipe = redis::pipe();
-        for key in chunk {
-            pipe.cmd("TYPE").arg(key).cmd("PTTL").arg(key);
+    sqlx::query(
+        "CREATE TEMPORARY TABLE nanika_session_snapshot \
+         (session_id text, user_id bigint, payload text, data text, ttl_ms bigint) ON COMMIT DROP",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(OpsError::sql("cannot stage the session backup"))?;
+    let copy_statement = "COPY nanika_session_snapshot FROM STDIN";
+    let mut copy = tx
+        .copy_in_raw(copy_statement)
+        .await
+        .map_err(OpsError::sql("cannot stage the session backup"))?;
+    let pattern = format!("{}*", redis_glob_escape(prefix));
+    let mut cursor: u64 = 0;
+    let mut pending: Vec<String> = Vec::new();
+    let mut rows = String::new();
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(BATCH)
+            .query(con)
+            .map_err(redis_failed(url))?;
+        pending.extend(keys);
+        if pending.len() >= BATCH || (next == 0 && !pending.is_empty()) {
+            snapshot_batch(con, url, prefix, &pending, &mut rows, &mut report)?;
+            copy.send(rows.as_bytes())
+                .await
+                .map_err(OpsError::sql("cannot stage the session backup"))?;
+            pending.clear();
+            rows.clear();
         }
-        let meta: Vec<redis::Value> = pipe.query(con).map_err(|e| OpsError::Redis {
-            target: url.to_string(),
-            reason: e.to_string(),
-        })?;
-        let strings: Vec<(&String, i64)> = chunk
-            .iter()
-            .zip(meta.chunks(2))
-            .filter_map(|(key, pair)| {
-                let kind: String = redis::from_redis_value(pair[0].clone()).ok()?;
-                let ttl: i64 = redis::from_redis_value(pair[1].clone()).ok()?;
-                (kind == "string" && ttl != -2).then_some((key, ttl))
-            })
-            .collect();
-        report.skipped += (chunk.len() - strings.len()) as u64;
-        let mut pipe = redis::pipe();
-        for (key, _) in &strings {
-            pipe.cmd("GET").arg(*key);
+        if next == 0 {
+            break;
         }
-        let values: Vec<Option<String>> = pipe.query(con).map_err(|e| OpsError::Redis {
-            target: url.to_string(),
-            reason: e.to_string(),
-        })?;
-        for ((key, ttl), value) in strings.into_iter().zip(values) {
-            let Some(payload) = value else {
-                report.skipped += 1;
-                continue;
-            };
-            let data: serde_json::Value = serde_json::from_str(&payload)
-                .unwrap_or_else(|_| serde_json::Value::String(payload.clone()));
-            let session_id = &key[prefix.len()..];
-            // A key without a TTL never expires: keep it as 'infinity'.
-            sqlx::query(
-                "INSERT INTO session_backups (session_id, user_id, payload, data, expires_at, backed_up_at) \
-                 VALUES ($1, (SELECT id FROM users WHERE id = $2), $3, $4::jsonb, \
-                         CASE WHEN $5 < 0 THEN 'infinity'::timestamptz ELSE now() + make_interval(secs => $5 / 1000.0) END, now()) \
-                 ON CONFLICT (session_id) DO UPDATE SET user_id = EXCLUDED.user_id, payload = EXCLUDED.payload, \
-                 data = EXCLUDED.data, expires_at = EXCLUDED.expires_at, backed_up_at = EXCLUDED.backed_up_at",
-            )
-            .bind(session_id)
-            .bind(user_of(&data))
-            .bind(&payload)
-            .bind(data.to_string())
-            .bind(ttl as f64)
-            .execute(&mut *tx)
-            .await
-            .map_err(OpsError::sql("cannot store a session (has `nanika db migrate` run?)"))?;
-            report.copied += 1;
-        }
+        cursor = next;
     }
+    copy.finish()
+        .await
+        .map_err(OpsError::sql("cannot stage the session backup"))?;
+    // SCAN may return a key twice: one row a session.
+    let removed = sqlx::query(
+        "DELETE FROM session_backups b WHERE b.prefix = $1 \
+         AND NOT EXISTS (SELECT 1 FROM nanika_session_snapshot s WHERE s.session_id = b.session_id)",
+    )
+    .bind(prefix)
+    .execute(&mut *tx)
+    .await
+    .map_err(OpsError::sql("cannot remove sessions gone from Redis"))?;
+    report.removed = removed.rows_affected();
+    let stored = sqlx::query(
+        "INSERT INTO session_backups (prefix, session_id, user_id, payload, data, expires_at, backed_up_at) \
+         SELECT DISTINCT ON (s.session_id) $1, s.session_id, u.id, s.payload, s.data::jsonb, \
+                CASE WHEN s.ttl_ms < 0 THEN 'infinity'::timestamptz \
+                     ELSE now() + make_interval(secs => s.ttl_ms / 1000.0) END, now() \
+         FROM nanika_session_snapshot s LEFT JOIN users u ON u.id = s.user_id \
+         ORDER BY s.session_id \
+         ON CONFLICT (prefix, session_id) DO UPDATE SET user_id = EXCLUDED.user_id, \
+            payload = EXCLUDED.payload, data = EXCLUDED.data, expires_at = EXCLUDED.expires_at, \
+            backed_up_at = EXCLUDED.backed_up_at",
+    )
+    .bind(prefix)
+    .execute(&mut *tx)
+    .await
+    .map_err(OpsError::sql("cannot store the sessions"))?;
+    report.backed_up = stored.rows_affected();
     tx.commit()
         .await
         .map_err(OpsError::sql("cannot commit the session backup"))?;
     Ok(report)
 }
 
-/// Puts back every backed-up session that has not expired, with its remaining TTL.
+/// Escapes the glob characters of a prefix for `SCAN MATCH`.
+fn redis_glob_escape(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len());
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Reads one batch of keys (type, remaining time, value) in two round trips and appends their
+/// COPY rows to `rows`.
+fn snapshot_batch(
+    con: &mut redis::Connection,
+    url: &RedisUrl,
+    prefix: &str,
+    keys: &[String],
+    rows: &mut String,
+    report: &mut BackupReport,
+) -> Result<()> {
+    let mut pipe = redis::pipe();
+    for key in keys {
+        pipe.cmd("TYPE").arg(key).cmd("PTTL").arg(key);
+    }
+    let meta: Vec<redis::Value> = pipe.query(con).map_err(redis_failed(url))?;
+    let strings: Vec<(&String, i64)> = keys
+        .iter()
+        .zip(meta.chunks(2))
+        .filter_map(|(key, pair)| {
+            let kind: String = redis::from_redis_value(pair[0].clone()).ok()?;
+            let ttl: i64 = redis::from_redis_value(pair[1].clone()).ok()?;
+            (kind == "string" && ttl != -2).then_some((key, ttl))
+        })
+        .collect();
+    report.skipped += (keys.len() - strings.len()) as u64;
+    let mut pipe = redis::pipe();
+    for (key, _) in &strings {
+        pipe.cmd("GET").arg(*key);
+    }
+    let values: Vec<Option<String>> = pipe.query(con).map_err(redis_failed(url))?;
+    for ((key, ttl), value) in strings.into_iter().zip(values) {
+        let Some(payload) = value else {
+            report.skipped += 1; // expired between the two round trips
+            continue;
+        };
+        let data: serde_json::Value = serde_json::from_str(&payload)
+            .unwrap_or_else(|_| serde_json::Value::String(payload.clone()));
+        let user = user_of(&data).map_or("\\N".to_string(), |id| id.to_string());
+        let session_id = &key[prefix.len()..];
+        rows.push_str(&format!(
+            "{}\t{user}\t{}\t{}\t{ttl}\n",
+            copy_text(session_id),
+            copy_text(&payload),
+            copy_text(&data.to_string())
+        ));
+    }
+    Ok(())
+}
+
+/// Puts back the backed-up sessions (of `prefix`, or of every prefix when `None`) under the
+/// prefix each was taken from, with the rest of its life; never over a live key unless
+/// `overwrite` says so. Reads the backup in batches.
 pub async fn restore(
     con: &mut redis::Connection,
     url: &RedisUrl,
     pg: &mut PgConnection,
-    prefix: &str,
-) -> Result<SessionReport> {
-    let rows: Vec<(String, String, Option<i64>)> = sqlx::query_as(
-        "SELECT session_id, payload, \
-                CASE WHEN expires_at = 'infinity' THEN NULL ELSE (extract(epoch FROM expires_at - now()) * 1000)::bigint END \
-         FROM session_backups WHERE expires_at > now() ORDER BY session_id",
+    prefix: Option<&str>,
+    overwrite: Overwrite,
+) -> Result<RestoreReport> {
+    require_table(pg).await?;
+    let mut report = RestoreReport::default();
+    report.skipped_expired = sqlx::query_scalar::<_, i64>(
+        "SELECT count(*) FROM session_backups WHERE expires_at <= now() AND ($1::text IS NULL OR prefix = $1)",
     )
-    .fetch_all(pg)
+    .bind(prefix)
+    .fetch_one(&mut *pg)
     .await
-    .map_err(OpsError::sql("cannot read session_backups (has `nanika db migrate` run?)"))?;
-    let mut report = SessionReport::default();
-    let mut pipe = redis::pipe();
-    for (id, payload, ttl_ms) in &rows {
-        match ttl_ms {
-            Some(ms) if *ms <= 0 => {
-                report.skipped += 1;
+    .map_err(OpsError::sql("cannot read session_backups"))? as u64;
+    let mut after: (String, String) = (String::new(), String::new());
+    loop {
+        // Keyset pagination: each batch costs the same, and memory holds one batch.
+        let rows: Vec<(String, String, String, Option<i64>)> = sqlx::query_as(
+            "SELECT prefix, session_id, payload, \
+                    CASE WHEN expires_at = 'infinity' THEN NULL \
+                         ELSE ceil(extract(epoch FROM expires_at - clock_timestamp()) * 1000)::bigint END \
+             FROM session_backups \
+             WHERE expires_at > now() AND ($1::text IS NULL OR prefix = $1) AND (prefix, session_id) > ($2, $3) \
+             ORDER BY prefix, session_id LIMIT $4",
+        )
+        .bind(prefix)
+        .bind(&after.0)
+        .bind(&after.1)
+        .bind(BATCH as i64)
+        .fetch_all(&mut *pg)
+        .await
+        .map_err(OpsError::sql("cannot read session_backups"))?;
+        let Some(last) = rows.last() else { break };
+        after = (last.0.clone(), last.1.clone());
+        let mut pipe = redis::pipe();
+        let mut sent = 0;
+        for (prefix, id, payload, ttl_ms) in &rows {
+            if ttl_ms.is_some_and(|ms| ms <= 0) {
+                report.skipped_expired += 1;
                 continue;
             }
-            Some(ms) => pipe
-                .cmd("SET")
-                .arg(format!("{prefix}{id}"))
-                .arg(payload)
-                .arg("PX")
-                .arg(*ms)
-                .ignore(),
-            None => pipe
-                .cmd("SET")
-                .arg(format!("{prefix}{id}"))
-                .arg(payload)
-                .ignore(),
+            let set = pipe.cmd("SET").arg(format!("{prefix}{id}")).arg(payload);
+            if let Some(ms) = ttl_ms {
+                set.arg("PX").arg(*ms);
+            }
+            if overwrite == Overwrite::Never {
+                set.arg("NX");
+            }
+            sent += 1;
+        }
+        let replies: Vec<Option<String>> = if sent == 0 {
+            Vec::new()
+        } else {
+            pipe.query(con).map_err(redis_failed(url))?
         };
-        report.copied += 1;
+        for reply in replies {
+            match reply {
+                Some(_) => report.restored += 1,
+                None => report.skipped_live += 1,
+            }
+        }
+        if rows.len() < BATCH {
+            break;
+        }
     }
-    let _: () = pipe.query(con).map_err(|e| OpsError::Redis {
-        target: url.to_string(),
-        reason: e.to_string(),
-    })?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_rows_escape_what_copy_reads_specially() {
+        assert_eq!(copy_text("a\tb\nc\\d\re"), "a\\tb\\nc\\\\d\\re");
+    }
+
+    #[test]
+    fn prefixes_are_matched_literally() {
+        assert_eq!(redis_glob_escape("app*[1]:"), "app\\*\\[1\\]:");
+    }
 }

@@ -137,28 +137,39 @@ pub fn sessions(
     let redis_url = &loaded.infra.env.redis_url;
     let db_url = &loaded.infra.env.database_url;
     let mut con = redis_admin::connect(redis_url).map_err(ops_error)?;
-    let report = block_on(async {
+    let summary = block_on(async {
         let mut conn = pg::connect(db_url, None).await?;
-        let report = match &command {
+        let summary = match &command {
             SessionsCommand::Backup { prefix } => {
-                sessions::backup(&mut con, redis_url, &mut conn, prefix).await
+                sessions::backup(&mut con, redis_url, &mut conn, prefix)
+                    .await
+                    .map(|r| {
+                        format!(
+                            "backed up {} sessions under {prefix}; removed {} that are gone from Redis; skipped {} keys that are not sessions",
+                            r.backed_up, r.removed, r.skipped
+                        )
+                    })
             }
-            SessionsCommand::Restore { prefix } => {
-                sessions::restore(&mut con, redis_url, &mut conn, prefix).await
+            SessionsCommand::Restore { prefix, overwrite } => {
+                let overwrite = if *overwrite {
+                    sessions::Overwrite::Always
+                } else {
+                    sessions::Overwrite::Never
+                };
+                sessions::restore(&mut con, redis_url, &mut conn, prefix.as_deref(), overwrite)
+                    .await
+                    .map(|r| {
+                        format!(
+                            "restored {} sessions; skipped {} live (Redis's are newer) and {} expired",
+                            r.restored, r.skipped_live, r.skipped_expired
+                        )
+                    })
             }
         };
         pg::close(conn).await;
-        report
+        summary
     })
     .map_err(ops_error)?;
-    let verb = match command {
-        SessionsCommand::Backup { .. } => "backed up",
-        SessionsCommand::Restore { .. } => "restored",
-    };
-    crate::say!(
-        "{verb} {} sessions ({} skipped)",
-        report.copied,
-        report.skipped
-    );
+    crate::say!("{summary}");
     Ok(ExitCode::SUCCESS)
 }
