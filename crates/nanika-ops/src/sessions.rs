@@ -258,14 +258,17 @@ pub async fn restore(
     overwrite: Overwrite,
 ) -> Result<RestoreReport> {
     require_table(pg).await?;
-    let mut report = RestoreReport::default();
-    report.skipped_expired = sqlx::query_scalar::<_, i64>(
+    let expired = sqlx::query_scalar::<_, i64>(
         "SELECT count(*) FROM session_backups WHERE expires_at <= now() AND ($1::text IS NULL OR prefix = $1)",
     )
     .bind(prefix)
     .fetch_one(&mut *pg)
     .await
-    .map_err(OpsError::sql("cannot read session_backups"))? as u64;
+    .map_err(OpsError::sql("cannot read session_backups"))?;
+    let mut report = RestoreReport {
+        skipped_expired: expired as u64,
+        ..RestoreReport::default()
+    };
     let mut after: (String, String) = (String::new(), String::new());
     loop {
         // Keyset pagination: each batch costs the same, and memory holds one batch.
