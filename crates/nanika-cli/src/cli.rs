@@ -336,9 +336,12 @@ pub enum RedisCommand {
     },
     /// Keys without a TTL by prefix, the biggest keys, and evictions.
     TtlAudit {
-        /// Look at this many keys at most.
-        #[arg(long, default_value_t = 100_000)]
-        limit: usize,
+        /// Look at this many keys at most (default: every key; the output says when it sampled).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// The prefix of session keys, for the sessions section.
+        #[arg(long, default_value = "sess:")]
+        session_prefix: String,
         /// Print as JSON.
         #[arg(long)]
         json: bool,

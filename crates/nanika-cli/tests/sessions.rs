@@ -103,3 +103,49 @@ fn without_migrations_the_one_thing_to_do_is_said() {
         assert!(!all.contains("at line"), "a stray line number: {all}");
     }
 }
+
+#[test]
+fn ttl_audit_looks_at_every_key_and_reports_the_sessions() {
+    let stack = Stack::new();
+    stack.up();
+    // More keys than the old default sample of 100 000, none with a TTL.
+    stack.redis(&[
+        "EVAL",
+        "for i = 1, 150000 do redis.call('SET', 'cache:' .. i, 'v') end",
+        "0",
+    ]);
+    for (id, ttl) in [("a", "100"), ("b", "200"), ("c", "300")] {
+        stack.redis(&["SET", &format!("sess:{id}"), &session(1, 1), "EX", ttl]);
+    }
+    stack.redis(&["SET", "sess:forever", &session(2, 1)]);
+    let output = ok(&stack, &["redis", "ttl-audit", "--json"]);
+    let audit: serde_json::Value =
+        serde_json::from_str(&output[..output.rfind('}').unwrap() + 1]).unwrap();
+    assert_eq!(audit["scanned"], 150_004);
+    assert_eq!(audit["total"], 150_004);
+    let cache = audit["without_ttl"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p[0] == "cache")
+        .unwrap()
+        .clone();
+    assert_eq!(cache[1], 150_000);
+    let sessions = &audit["sessions"];
+    assert_eq!(sessions["count"], 4);
+    assert_eq!(sessions["without_ttl"], 1);
+    let secs = |key: &str| sessions[key].as_u64().unwrap();
+    assert!((95..=100).contains(&secs("ttl_min_secs")), "{sessions}");
+    assert!((195..=200).contains(&secs("ttl_median_secs")), "{sessions}");
+    assert!((295..=300).contains(&secs("ttl_max_secs")), "{sessions}");
+    assert!(
+        sessions["eviction_risk"]
+            .as_str()
+            .unwrap()
+            .contains("allkeys-lru evicts any key"),
+        "{sessions}"
+    );
+    // A limited audit says that it sampled, on every output.
+    let limited = ok(&stack, &["redis", "ttl-audit", "--limit", "1000"]);
+    assert!(limited.contains("sampled 1000 of 150004 keys"), "{limited}");
+}

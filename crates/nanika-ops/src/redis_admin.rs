@@ -148,48 +148,181 @@ fn copy_snapshot(rdb: &Path, backup_dir: &Path, timestamp: &str) -> Result<PathB
 pub struct TtlAudit {
     /// Keys looked at.
     pub scanned: u64,
+    /// Keys in the database (`DBSIZE`); more than `scanned` when the audit was limited.
+    pub total: u64,
     /// Keys without a TTL, by prefix (the part before the first `:`), most first.
     pub without_ttl: Vec<(String, u64)>,
     /// The biggest keys and their memory in bytes, biggest first.
     pub biggest: Vec<(String, u64)>,
     /// Keys evicted since the server started (`INFO stats`).
     pub evicted_keys: u64,
+    /// The sessions under the session prefix.
+    pub sessions: SessionAudit,
 }
 
-/// Scans up to `limit` keys and reports TTLs and sizes, pipelining the per-key commands.
-pub fn ttl_audit(con: &mut redis::Connection, url: &RedisUrl, limit: usize) -> Result<TtlAudit> {
-    let keys = scan(con, url, "*", Some(limit))?;
+/// The sessions `ttl-audit` found, and whether Redis may evict them.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SessionAudit {
+    /// The prefix of session keys.
+    pub prefix: String,
+    /// Sessions seen.
+    pub count: u64,
+    /// Sessions without a TTL: they never expire, logged out or not.
+    pub without_ttl: u64,
+    /// The shortest remaining life of a session, in seconds.
+    pub ttl_min_secs: Option<u64>,
+    /// The median remaining life, in seconds (of a uniform sample beyond [`TTL_SAMPLE`] sessions).
+    pub ttl_median_secs: Option<u64>,
+    /// The longest remaining life, in seconds.
+    pub ttl_max_secs: Option<u64>,
+    /// The server's `maxmemory-policy`.
+    pub maxmemory_policy: String,
+    /// Whether that policy lets Redis evict sessions when memory runs out, and the fix.
+    pub eviction_risk: Option<String>,
+}
+
+/// How many session TTLs the median is taken from, at most: memory stays the same however many
+/// sessions there are.
+pub const TTL_SAMPLE: usize = 100_000;
+
+/// How many of the biggest keys are kept.
+const BIGGEST: usize = 10;
+
+/// Scans every key (or the first `limit`), streaming: counters per prefix, the biggest keys in a
+/// bounded heap and a bounded sample of session TTLs, so memory does not grow with the keys.
+pub fn ttl_audit(
+    con: &mut redis::Connection,
+    url: &RedisUrl,
+    limit: Option<usize>,
+    session_prefix: &str,
+) -> Result<TtlAudit> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
     let mut without: BTreeMap<String, u64> = BTreeMap::new();
-    let mut sizes: Vec<(String, u64)> = Vec::new();
-    for chunk in keys.chunks(500) {
+    let mut biggest: BinaryHeap<Reverse<(u64, String)>> = BinaryHeap::new();
+    let mut sessions = SessionAudit {
+        prefix: session_prefix.to_string(),
+        ..SessionAudit::default()
+    };
+    let mut sample: Vec<u64> = Vec::new();
+    // A small deterministic generator for the reservoir: the audit needs no real randomness.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut scanned: u64 = 0;
+    let mut cursor: u64 = 0;
+    'scan: loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query(con)
+            .map_err(failed(url))?;
         let mut pipe = redis::pipe();
-        for key in chunk {
+        for key in &keys {
             pipe.cmd("PTTL")
                 .arg(key)
                 .cmd("MEMORY")
                 .arg("USAGE")
                 .arg(key);
         }
-        let replies: Vec<Option<i64>> = pipe.query(con).map_err(failed(url))?;
-        for (key, pair) in chunk.iter().zip(replies.chunks(2)) {
-            if pair[0] == Some(-1) {
-                let prefix = key.split(':').next().unwrap_or(key).to_string();
+        let replies: Vec<Option<i64>> = if keys.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query(con).map_err(failed(url))?
+        };
+        for (key, pair) in keys.into_iter().zip(replies.chunks(2)) {
+            if limit.is_some_and(|l| scanned >= l as u64) {
+                break 'scan;
+            }
+            scanned += 1;
+            let ttl = pair[0];
+            if ttl == Some(-1) {
+                let prefix = key.split(':').next().unwrap_or(&key).to_string();
                 *without.entry(prefix).or_default() += 1;
             }
-            sizes.push((key.clone(), pair[1].unwrap_or(0).max(0) as u64));
+            if key.starts_with(session_prefix) {
+                sessions.count += 1;
+                match ttl {
+                    Some(-1) => sessions.without_ttl += 1,
+                    Some(ms) if ms >= 0 => {
+                        let secs = (ms as u64).div_ceil(1000);
+                        sessions.ttl_min_secs =
+                            Some(sessions.ttl_min_secs.map_or(secs, |m| m.min(secs)));
+                        sessions.ttl_max_secs =
+                            Some(sessions.ttl_max_secs.map_or(secs, |m| m.max(secs)));
+                        let seen = sessions.count - sessions.without_ttl;
+                        if sample.len() < TTL_SAMPLE {
+                            sample.push(secs);
+                        } else {
+                            seed ^= seed << 13;
+                            seed ^= seed >> 7;
+                            seed ^= seed << 17;
+                            let slot = (seed % seen) as usize;
+                            if slot < TTL_SAMPLE {
+                                sample[slot] = secs;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let size = pair[1].unwrap_or(0).max(0) as u64;
+            if biggest.len() < BIGGEST {
+                biggest.push(Reverse((size, key)));
+            } else if biggest
+                .peek()
+                .is_some_and(|Reverse((smallest, _))| size > *smallest)
+            {
+                biggest.pop();
+                biggest.push(Reverse((size, key)));
+            }
         }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
     }
-    sizes.sort_by_key(|s| std::cmp::Reverse(s.1));
-    sizes.truncate(10);
+    sample.sort_unstable();
+    sessions.ttl_median_secs = sample.get(sample.len() / 2).copied();
+    let policy: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query(con)
+        .map_err(failed(url))?;
+    sessions.maxmemory_policy = policy.get(1).cloned().unwrap_or_default();
+    sessions.eviction_risk = eviction_risk(&sessions.maxmemory_policy);
+    let mut biggest: Vec<(String, u64)> = biggest
+        .into_iter()
+        .map(|Reverse((size, key))| (key, size))
+        .collect();
+    biggest.sort_by_key(|(_, size)| Reverse(*size));
     let mut without: Vec<(String, u64)> = without.into_iter().collect();
-    without.sort_by_key(|w| std::cmp::Reverse(w.1));
+    without.sort_by_key(|w| Reverse(w.1));
     let stats = info(con, url, Some("stats"))?;
+    let total: u64 = redis::cmd("DBSIZE").query(con).map_err(failed(url))?;
     Ok(TtlAudit {
-        scanned: keys.len() as u64,
+        scanned,
+        total,
         without_ttl: without,
-        biggest: sizes,
+        biggest,
         evicted_keys: info_field(&stats, "evicted_keys")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
+        sessions,
     })
+}
+
+/// What `policy` does to sessions when Redis's memory is full, and the fix; `None` when it
+/// never evicts them.
+fn eviction_risk(policy: &str) -> Option<String> {
+    if policy.starts_with("allkeys-") {
+        Some(format!(
+            "{policy} evicts any key when maxmemory is reached, sessions included: users are logged out without an error. Keep sessions in a Redis of their own with `maxmemory-policy noeviction`, or use a volatile-* policy and give cache keys shorter TTLs than sessions"
+        ))
+    } else if policy.starts_with("volatile-") {
+        Some(format!(
+            "{policy} evicts keys that have a TTL when maxmemory is reached, and sessions have one: give cache keys shorter TTLs than sessions, or keep sessions in a Redis of their own with `maxmemory-policy noeviction`"
+        ))
+    } else {
+        None
+    }
 }

@@ -89,19 +89,47 @@ pub fn run(
                 ),
             }
         }
-        RedisCommand::TtlAudit { limit, json } => {
-            let audit = redis_admin::ttl_audit(&mut con, url, limit).map_err(ops_error)?;
+        RedisCommand::TtlAudit {
+            limit,
+            session_prefix,
+            json,
+        } => {
+            let audit =
+                redis_admin::ttl_audit(&mut con, url, limit, &session_prefix).map_err(ops_error)?;
             if json {
                 crate::say!(
                     "{}",
                     serde_json::to_string_pretty(&audit).expect("serializes")
                 );
             } else {
+                if limit.is_some_and(|l| audit.scanned >= l as u64) {
+                    crate::say!(
+                        "sampled {} of {} keys (--limit); every figure below is of the sample",
+                        audit.scanned,
+                        audit.total
+                    );
+                } else {
+                    crate::say!("{} keys, every one looked at", audit.scanned);
+                }
+                crate::say!("{} evicted since the server started", audit.evicted_keys);
+                let s = &audit.sessions;
+                let secs = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v}s"));
                 crate::say!(
-                    "{} keys looked at; {} evicted since the server started",
-                    audit.scanned,
-                    audit.evicted_keys
+                    "\nsessions ({}*): {}, {} without a TTL; remaining life min {}, median {}, max {}",
+                    s.prefix,
+                    s.count,
+                    s.without_ttl,
+                    secs(s.ttl_min_secs),
+                    secs(s.ttl_median_secs),
+                    secs(s.ttl_max_secs)
                 );
+                match &s.eviction_risk {
+                    Some(risk) => crate::say!("warning: {risk}"),
+                    None => crate::say!(
+                        "maxmemory-policy {} never evicts sessions",
+                        s.maxmemory_policy
+                    ),
+                }
                 crate::say!("\nkeys without a TTL, by prefix:");
                 print_table(
                     &["PREFIX", "KEYS"],
