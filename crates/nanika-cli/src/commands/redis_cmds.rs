@@ -49,7 +49,14 @@ pub fn run(
             limit,
             json,
         } => {
-            let keys = redis_admin::scan(&mut con, url, &pattern, limit).map_err(ops_error)?;
+            // One more than asked for tells whether the list was cut.
+            let mut keys = redis_admin::scan(&mut con, url, &pattern, limit.map(|l| l + 1))
+                .map_err(ops_error)?;
+            let cut = limit.is_some_and(|l| keys.len() > l);
+            if let Some(limit) = limit.filter(|_| cut) {
+                keys.truncate(limit);
+                eprintln!("note: the first {limit} keys only; there are more (raise --limit)");
+            }
             if json {
                 crate::say!(
                     "{}",
@@ -63,6 +70,13 @@ pub fn run(
         }
         RedisCommand::Info { section } => {
             let info = redis_admin::info(&mut con, url, section.as_deref()).map_err(ops_error)?;
+            if info.trim().is_empty() {
+                return Err(crate::error::CliError::failure(format!(
+                    "Redis has no INFO section `{}`",
+                    section.unwrap_or_default()
+                ))
+                .hint("sections: server, clients, memory, persistence, stats, replication, cpu, modules, errors, keyspace, commandstats, latencystats, cluster; or all, everything"));
+            }
             crate::say!("{}", info.trim_end().replace('\r', ""));
         }
         RedisCommand::Flush { yes } => {
