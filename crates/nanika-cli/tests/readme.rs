@@ -34,3 +34,45 @@ fn ci_runs_the_readme_test_command() {
     };
     assert!(ci.lines().any(runs), ".ci/run must run `{command}`");
 }
+
+/// The commands of the README's `sh` blocks in the section `## {title}`, trailing comments off.
+fn section_commands(readme: &str, title: &str) -> Vec<String> {
+    let heading = format!("\n## {title}\n");
+    let start = readme
+        .find(&heading)
+        .unwrap_or_else(|| panic!("README.md has no section `## {title}`"));
+    let section = &readme[start + heading.len()..];
+    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+    let mut fence: Option<&str> = None;
+    let mut commands = Vec::new();
+    for line in section.lines() {
+        if let Some(info) = line.trim_start().strip_prefix("```") {
+            fence = match fence {
+                Some(_) => None,
+                None => Some(info.trim()),
+            };
+        } else if fence == Some("sh") {
+            let command = line.split("  #").next().unwrap().trim();
+            if !command.is_empty() && !command.starts_with('#') {
+                commands.push(command.to_string());
+            }
+        }
+    }
+    commands
+}
+
+#[test]
+fn the_app_section_shows_the_commands_the_examples_test_runs() {
+    let test = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/examples.rs");
+    let test = fs_err::read_to_string(test).unwrap();
+    let commands = section_commands(&readme(), "Using nanika from your app");
+    assert!(commands.len() >= 5, "too few commands: {commands:?}");
+    for command in commands {
+        // A whole string literal of tests/examples.rs: each is a `const` there that the test runs
+        // with bash (an unused one fails clippy's `-D warnings` as dead code).
+        assert!(
+            test.contains(&format!("\"{command}\"")),
+            "tests/examples.rs does not run the README's `{command}`"
+        );
+    }
+}
