@@ -63,7 +63,24 @@ services:
   redis:
     image: {redis_image}
     container_name: {redis_container}
-    command: ["redis-server", "{redis_conf}"]
+    # The image's entrypoint runs Redis as its own `redis` user, from the committed config. A
+    # password from .env (REDIS_PASSWORD) goes into a private copy inside the container only:
+    # never onto a command line (every user of the host can read those) or into a committed file.
+    command:
+      - sh
+      - -c
+      - |
+        conf={redis_conf}
+        if [ -n "$$REDIS_PASSWORD" ]; then
+          umask 077
+          cp "$$conf" /tmp/redis.conf
+          printf '\nrequirepass "%s"\n' "$$(printf '%s' "$$REDIS_PASSWORD" | sed 's/[\\"]/\\&/g')" >> /tmp/redis.conf
+          chown redis /tmp/redis.conf
+          conf=/tmp/redis.conf
+        fi
+        exec docker-entrypoint.sh redis-server "$$conf"
+    environment:
+      REDIS_PASSWORD: ${{REDIS_PASSWORD:-}}
     ports:
       - "127.0.0.1:${{REDIS_PORT:-{redis_port}}}:{redis_port}"
     volumes:
@@ -72,7 +89,7 @@ services:
     networks:
       - {network}
     healthcheck:
-      test: ["CMD", "redis-cli", "-p", "{redis_port}", "ping"]
+      test: ["CMD-SHELL", "[ -z \"$$REDIS_PASSWORD\" ] || export REDISCLI_AUTH=\"$$REDIS_PASSWORD\"; redis-cli -p {redis_port} ping | grep -q PONG"]
       interval: 1s
       timeout: 3s
       retries: 30

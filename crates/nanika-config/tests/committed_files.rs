@@ -332,7 +332,13 @@ fn committed_compose_is_valid_against_the_compose_specification() {
     let redis_test = value["services"]["redis"]["healthcheck"]["test"]
         .as_array()
         .unwrap();
-    assert!(redis_test.iter().any(|v| v == "redis-cli") && redis_test.iter().any(|v| v == "ping"));
+    // `redis-cli ping` (spec S12), in a shell that authenticates first when REDIS_PASSWORD is set.
+    let redis_test: Vec<&str> = redis_test.iter().map(|v| v.as_str().unwrap()).collect();
+    let line = redis_test.join(" ");
+    assert!(
+        redis_test[0] == "CMD-SHELL" && line.contains("redis-cli -p 6379 ping"),
+        "{line}"
+    );
     for service in ["postgres", "redis"] {
         let mounts: Vec<&str> = value["services"][service]["volumes"]
             .as_array()
