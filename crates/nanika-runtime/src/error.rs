@@ -141,9 +141,43 @@ pub enum RuntimeError {
         /// Whose server it is, when it says.
         whose: Option<String>,
     },
+    /// A process nanika would have signalled is not provably the one it started: it was left
+    /// alone.
+    #[error("nanika did not signal {process}: {reason}")]
+    NotProven {
+        /// The process, as nanika knew it.
+        process: String,
+        /// Why it is not proven (e.g. its pid now belongs to a process started later).
+        reason: String,
+    },
+    /// Processes of this project still run after nanika tried to stop them.
+    #[error("still running after `nanika down`: {}{}", processes.join("; "), with_details(details))]
+    StillRunning {
+        /// Each, described (`postgres (pid 123)`).
+        processes: Vec<String>,
+        /// What was tried, and how it went.
+        details: Vec<String>,
+    },
+    /// `down --volumes` found processes of this project using the state it was to delete.
+    #[error("refusing to delete this project's state, which is still in use by: {}{}; nothing was deleted", processes.join("; "), with_details(details))]
+    InUse {
+        /// Each, described (`postgres (pid 123)`).
+        processes: Vec<String>,
+        /// What was tried, and how it went.
+        details: Vec<String>,
+    },
     /// Something else, said in words.
     #[error("{0}")]
     Other(String),
+}
+
+/// ` (a; b)` for messages, or nothing.
+fn with_details(details: &[String]) -> String {
+    if details.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", details.join("; "))
+    }
 }
 
 impl RuntimeError {
@@ -181,6 +215,16 @@ impl RuntimeError {
                 format!(
                     "to keep using it where it runs, set {var}={running} (and the port in the URL); to move it to {configured}, run `nanika down` and then `nanika up`. Its data is not affected either way"
                 )
+            }
+            RuntimeError::NotProven { .. } => {
+                "nanika signals only a process whose pid, start time and command line match what it recorded when it started it (or, with its records gone, whose command line names this project); look at the process (`ps -o pid,lstart,args -p PID`) and stop it yourself if it is this project's".into()
+            }
+            RuntimeError::StillRunning { .. } | RuntimeError::InUse { .. } => {
+                let again = match self {
+                    RuntimeError::InUse { .. } => "nanika down --volumes",
+                    _ => "nanika down",
+                };
+                format!("look at it (`ps -o pid,stat,lstart,args -p PID`); a process in state D waits on the kernel (a hung disk or mount) and goes when that returns. Stop it yourself if it is this project's, then run `{again}` again")
             }
             RuntimeError::NotThisProject { service, .. } => {
                 let var = port_variable(*service);

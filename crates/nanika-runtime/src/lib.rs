@@ -62,7 +62,8 @@ pub enum ServiceState {
     Stopped,
     /// Not running though it should be; the supervisor is restarting it.
     Crashed,
-    /// Running without a supervisor (the supervisor was killed); `nanika up` restarts it cleanly.
+    /// Running without a supervisor (the supervisor was killed, or `.nanika/run` was deleted
+    /// under it); `nanika up` restarts it cleanly, `nanika down` stops it.
     Unsupervised,
 }
 
@@ -97,6 +98,9 @@ pub struct ServiceStatus {
     pub restarts: u32,
     /// For a crashed service: in how many milliseconds the supervisor starts it again.
     pub next_start_in_ms: Option<u64>,
+    /// A remark on its state (why it runs unsupervised, and what to do about it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Receives progress while services start and stop, e.g. to draw spinners.

@@ -262,7 +262,11 @@ pub fn down(
         let spinners = Spinners::new();
         let result = native.remove_state(&spinners);
         spinners.finish();
-        for path in result.map_err(runtime_error)? {
+        let removed = result.map_err(runtime_error)?;
+        for note in &removed.notes {
+            eprintln!("note: {note}");
+        }
+        for path in removed.paths {
             crate::say!("deleted {}", path.display());
         }
         return Ok(());
@@ -343,6 +347,11 @@ pub fn ps(project_dir: Option<&PathBuf>, runtime: RuntimeArg, json: bool) -> Cli
         ],
         &rows,
     );
+    for status in &statuses {
+        if let Some(note) = &status.note {
+            crate::say!("note: {}: {note}", status.service);
+        }
+    }
     Ok(())
 }
 

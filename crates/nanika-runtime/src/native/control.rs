@@ -5,7 +5,10 @@
 
 use super::binaries::{self, BinarySearch, PostgresBinaries, RedisBinaries};
 use super::layout::{ServerUser, StateLayout};
-use super::postgres::{self, DataDir, Postmaster};
+use super::ownership;
+use super::postgres::{self, DataDir};
+use super::recovery::{self, Then};
+use super::shutdown;
 use super::supervisor::{self, Plan, ServicePlan, Status};
 use super::{logs, procfs, redis, safe_fs};
 use crate::error::{Result, RuntimeError};
@@ -14,16 +17,21 @@ use crate::{Progress, Service, ServiceState, ServiceStatus};
 use fs_err as fs;
 use nanika_config::project::{POSTGRES_CONF, REDIS_CONF};
 use nanika_config::{LoadedProject, ValidProject};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long `up` waits for a service to answer before giving up.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
-/// How long `down` waits for the supervisor to stop everything.
+/// How long `restart` waits for the old servers to go.
 const DOWN_TIMEOUT: Duration = Duration::from_secs(75);
+/// The longest `down` takes, whatever the processes do: the supervisor's ladder (its servers'
+/// ladders run inside it, in parallel), then — when the supervisor itself had to be killed —
+/// its orphaned servers' ladders, in parallel, and a margin for the checks around them.
+pub const DOWN_BOUND: Duration = Duration::from_secs(
+    shutdown::SUPERVISOR.bound().as_secs() + shutdown::POSTGRES.bound().as_secs() + 1,
+);
 /// How many log lines a start failure shows.
 pub const LOG_TAIL_LINES: usize = 15;
 
@@ -48,6 +56,16 @@ pub struct Native<'a> {
 /// when the configuration has errors.
 pub struct NativeState {
     layout: StateLayout,
+}
+
+/// What `down --volumes` did.
+#[derive(Debug, Clone, Default)]
+pub struct Removed {
+    /// Remarks for the user (servers found without their state, stops that needed more than
+    /// the graceful signal).
+    pub notes: Vec<String>,
+    /// The directories it deleted.
+    pub paths: Vec<PathBuf>,
 }
 
 /// The result of `up`.
@@ -138,99 +156,36 @@ impl NativeState {
             )))
     }
 
-    fn supervisor_pid(&self) -> Option<Pid> {
-        let pid: u32 = std::fs::read_to_string(supervisor::pid_file(&self.layout))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        // Only ever signal a process that is nanika's supervisor.
-        let ours = procfs::cmdline(pid).is_some_and(|c| c.iter().any(|a| a == "__supervise"));
-        ours.then(|| Pid::from_raw(pid as i32))
-    }
-
     fn signal_supervisor(&self, signal: Signal) -> Result<()> {
-        let pid = self.supervisor_pid().ok_or_else(|| {
-            RuntimeError::Other(
-                "the supervisor's pid file does not name a nanika supervisor".into(),
-            )
-        })?;
-        kill(pid, signal)
-            .map_err(|e| RuntimeError::Other(format!("cannot signal the supervisor: {e}")))
-    }
-
-    fn stop_supervisor(&self) -> Result<()> {
-        if !supervisor::is_running(&self.layout) {
-            return Ok(());
-        }
-        // Wait on the supervisor's lock itself: it is released the moment the supervisor exits,
-        // so `down` returns then rather than at the next poll.
-        let lock = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(supervisor::lock_file(&self.layout))
-            .map_err(RuntimeError::io("cannot open the supervisor lock"))?
-            .into_file();
-        self.signal_supervisor(Signal::SIGTERM)?;
-        let (done, released) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = done.send(lock.lock());
-        });
-        match released.recv_timeout(DOWN_TIMEOUT) {
-            Ok(_) => Ok(()),
-            Err(_) => Err(RuntimeError::Other(
-                "the supervisor did not stop the servers in time".into(),
-            )),
-        }
-    }
-
-    /// Servers of this project still running without a supervisor (it was killed): stops them
-    /// gracefully so `up` can start them cleanly under a new one.
-    fn stop_unsupervised(&self) -> Result<Vec<String>> {
-        let mut notes = Vec::new();
-        let mut targets = Vec::new();
-        if let Postmaster::Running(pid) = postgres::postmaster(&self.layout) {
-            targets.push((Service::Postgres, pid, Signal::SIGINT));
-        }
-        if let Some(pid) = redis::running(&self.layout) {
-            targets.push((Service::Redis, pid, Signal::SIGTERM));
-        }
-        for (service, pid, signal) in &targets {
-            notes.push(format!(
-                "{service} (pid {pid}) was running without its supervisor; restarted it cleanly"
-            ));
-            let _ = kill(Pid::from_raw(*pid as i32), *signal);
-        }
-        for (service, pid, _) in targets {
-            let deadline = Instant::now() + DOWN_TIMEOUT;
-            let mut pause = Duration::from_millis(5);
-            while procfs::is_alive(pid) {
-                if Instant::now() > deadline {
-                    return Err(RuntimeError::Other(format!(
-                        "{service} (pid {pid}) did not stop"
-                    )));
-                }
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(100));
-            }
-        }
-        Ok(notes)
+        let (record, _) = recovery::supervisor_record(&self.layout)?;
+        record
+            .signal(signal)
+            .map_err(|e| recovery::signal_error(format!("the supervisor (pid {})", record.pid), e))
     }
 
     fn read_status(&self) -> Option<Status> {
-        supervisor::read_json(&supervisor::status_file(&self.layout))
+        recovery::read_status(&self.layout)
     }
 
-    /// Stops everything gracefully; nothing nanika started outlives it.
+    /// Stops everything, each process on its ladder (graceful, then forced, then SIGKILL),
+    /// within [`DOWN_BOUND`]; nothing nanika started outlives it. Returns remarks for the user.
     pub fn down(&self, progress: &dyn Progress) -> Result<Vec<String>> {
         let _lock = self.lock(progress)?;
+        self.stop_everything(progress)
+    }
+
+    fn stop_everything(&self, progress: &dyn Progress) -> Result<Vec<String>> {
+        let mut notes = Vec::new();
         if supervisor::is_running(&self.layout) {
             for service in Service::ALL {
                 progress.step(service, "stopping");
             }
-            self.stop_supervisor()?;
+            notes.extend(recovery::stop_supervisor(&self.layout)?);
         }
-        let notes = self.stop_unsupervised()?;
+        notes.extend(recovery::stop_unsupervised(
+            &self.layout,
+            Then::StayStopped,
+        )?);
         let _ = fs::remove_file(supervisor::plan_file(&self.layout));
         for service in Service::ALL {
             progress.step(service, "stopped");
@@ -239,16 +194,33 @@ impl NativeState {
     }
 
     /// Removes the project's state (`down --volumes`, after the caller confirmed): `.nanika/`
-    /// and, if PostgreSQL's state is external, that directory. Returns what it removed.
-    pub fn remove_state(&self, progress: &dyn Progress) -> Result<Vec<PathBuf>> {
-        self.down(progress)?;
-        let mut removed = Vec::new();
+    /// and, if PostgreSQL's state is external, that directory. Stops everything first, and
+    /// deletes nothing while any process of this project still runs (it names them instead).
+    pub fn remove_state(&self, progress: &dyn Progress) -> Result<Removed> {
+        let _lock = self.lock(progress)?;
+        let notes = self
+            .stop_everything(progress)
+            .map_err(|error| match error {
+                RuntimeError::StillRunning { processes, details } => {
+                    RuntimeError::InUse { processes, details }
+                }
+                error => error,
+            })?;
+        // Looked for once more right before deleting, from the processes themselves.
+        let left = ownership::discover(&self.layout);
+        if !left.is_empty() {
+            return Err(RuntimeError::InUse {
+                processes: left.describe(),
+                details: Vec::new(),
+            });
+        }
+        let mut paths = Vec::new();
         for path in self.layout.removable() {
             if safe_fs::remove_tree(&path)? {
-                removed.push(path);
+                paths.push(path);
             }
         }
-        Ok(removed)
+        Ok(Removed { notes, paths })
     }
 }
 
@@ -438,7 +410,10 @@ impl<'a> Native<'a> {
             Plan::default()
         };
         if !supervised {
-            report.notes.extend(self.state.stop_unsupervised()?);
+            report.notes.extend(recovery::stop_unsupervised(
+                &self.state.layout,
+                Then::StartAgain,
+            )?);
         }
         // A server already running on another port than the configuration now names: say so
         // rather than probe the configured port, where another project's server may answer.
@@ -511,7 +486,7 @@ impl<'a> Native<'a> {
         if let Err(error) = waited {
             // Leave nothing half-running: undo what this call started.
             if spawned.is_some() {
-                let _ = self.state.stop_supervisor();
+                let _ = recovery::stop_supervisor(&self.state.layout);
             } else if !to_start.is_empty() {
                 plan.services.retain(|s, _| !to_start.contains(s));
                 let _ = supervisor::write_json(&supervisor::plan_file(&self.state.layout), &plan);
@@ -837,6 +812,25 @@ impl<'a> Native<'a> {
         } else {
             Plan::default()
         };
+        // Without a supervisor holding the lock, this project's servers are found from the
+        // processes themselves: its records may be gone with `.nanika/run`.
+        let found = (!supervised).then(|| ownership::discover(&self.state.layout));
+        let lost = !supervisor::status_file(&self.state.layout).exists();
+        let unsupervised_note = || {
+            let orphan = found
+                .as_ref()
+                .and_then(|f| f.supervisors.first())
+                .map(|s| format!(" (its supervisor, pid {}, still runs without it)", s.pid))
+                .unwrap_or_default();
+            if lost {
+                format!(
+                    "running, but {} is gone{orphan}: `nanika up` restarts it cleanly under a new supervisor, `nanika down` stops it",
+                    self.state.layout.run.display()
+                )
+            } else {
+                "running without its supervisor: `nanika up` restarts it cleanly under a new one, `nanika down` stops it".into()
+            }
+        };
         let since_epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -845,7 +839,8 @@ impl<'a> Native<'a> {
             let handles: Vec<_> = Service::ALL
                 .iter()
                 .map(|&service| {
-                    let (status, plan) = (&status, &plan);
+                    let (status, plan, found) = (&status, &plan, &found);
+                    let unsupervised_note = &unsupervised_note;
                     scope.spawn(move || {
                         let report = status.as_ref().and_then(|s| s.services.get(&service));
                         let planned = plan.services.get(&service);
@@ -854,13 +849,10 @@ impl<'a> Native<'a> {
                             .map(|p| p.port)
                             .filter(|p| *p != 0)
                             .unwrap_or_else(|| self.port(service));
-                        let unsupervised_pid = match service {
-                            Service::Postgres => match postgres::postmaster(&self.state.layout) {
-                                Postmaster::Running(pid) => Some(pid),
-                                _ => None,
-                            },
-                            Service::Redis => redis::running(&self.state.layout),
-                        };
+                        let unsupervised_pid = found
+                            .as_ref()
+                            .and_then(|f| f.server(service))
+                            .map(|r| r.pid);
                         let pid = report
                             .and_then(|r| r.pid)
                             .filter(|p| procfs::is_alive(*p))
@@ -900,6 +892,7 @@ impl<'a> Native<'a> {
                                 .filter(|_| state == ServiceState::Crashed)
                                 .and_then(|r| r.next_start_at_ms)
                                 .map(|at| at.saturating_sub(now_ms)),
+                            note: (state == ServiceState::Unsupervised).then(unsupervised_note),
                         }
                     })
                 })

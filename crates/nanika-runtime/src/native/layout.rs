@@ -663,6 +663,23 @@ impl StateLayout {
         }
     }
 
+    /// `.nanika/run`, opened without following a link (after [`Self::create_state_dirs`]): the
+    /// supervisor writes its records through it, so that once `.nanika/run` is deleted under it
+    /// they go nowhere rather than into a directory made since.
+    pub fn open_run(&self) -> Result<Dir> {
+        let missing = || {
+            RuntimeError::Other(format!(
+                "{} does not exist; `nanika up` creates it",
+                self.run.display()
+            ))
+        };
+        Dir::open(&self.project)?
+            .open_dir(nanika_config::project::STATE_DIR)?
+            .ok_or_else(missing)?
+            .open_dir("run")?
+            .ok_or_else(missing)
+    }
+
     /// Hands a file nanika just created for PostgreSQL to the server user (through its
     /// descriptor, so nothing else can be swapped in).
     pub fn give_file_to_server(&self, file: &std::fs::File, path: &Path) -> Result<()> {

@@ -1,6 +1,14 @@
 //! What `/proc` says about processes and ports: enough to tell nanika's own servers from
 //! unrelated programs, so nanika never signals a process it did not start.
+//!
+//! A pid alone proves nothing: it is reused once its process is gone. A [`ProcessRecord`] keeps
+//! what nanika knew when it started a process — its pid, its start time and the command line
+//! nanika gave it — and every signal nanika sends outside its own unreaped children goes through
+//! [`ProcessRecord::signal`], which checks all three again and then signals through a pidfd, so
+//! that not even a pid reused between the check and the signal can be hit.
 
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// The fields of `/proc/PID/stat` after the command name (which is in parentheses and may itself
@@ -20,6 +28,40 @@ pub fn start_time(pid: u32) -> Option<u64> {
 /// The process group of `pid`.
 pub fn process_group(pid: u32) -> Option<u32> {
     stat_fields(pid)?.get(2)?.parse().ok()
+}
+
+/// The parent of `pid`.
+pub fn parent(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+/// The state letter of `pid` (`R`, `S`, `D`, `T` for stopped, `Z`...; proc(5) field 3).
+pub fn state(pid: u32) -> Option<char> {
+    stat_fields(pid)?.first()?.chars().next()
+}
+
+/// A state letter in words, for messages: `T` is "stopped, state T".
+pub fn describe_state(state: Option<char>) -> String {
+    let words = match state {
+        Some('R') => "running",
+        Some('S') => "sleeping",
+        Some('D') => "in uninterruptible (disk) wait",
+        Some('T') => "stopped",
+        Some('t') => "stopped by a debugger",
+        Some('Z') => "a zombie",
+        Some('I') => "idle",
+        Some(_) => "in an unusual state",
+        None => return "gone".into(),
+    };
+    format!("{words}, state {}", state.unwrap_or('?'))
+}
+
+/// The live children of `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
+    pids()
+        .into_iter()
+        .filter(|child| parent(*child) == Some(pid) && is_alive(*child))
+        .collect()
 }
 
 fn pids() -> Vec<u32> {
@@ -73,6 +115,219 @@ pub fn is_alive(pid: u32) -> bool {
         .rsplit_once(')')
         .and_then(|(_, rest)| rest.split_whitespace().next());
     !matches!(state, Some("Z") | Some("X") | None)
+}
+
+/// The arguments of `pid` exactly as the kernel keeps them, empty ones included (`cmdline`
+/// drops those): what a [`ProcessRecord`] is compared with.
+pub fn argv(pid: u32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let raw = raw.strip_suffix(&[0]).unwrap_or(&raw);
+    if raw.is_empty() {
+        // A kernel thread, or a process that is exiting.
+        return Some(Vec::new());
+    }
+    Some(
+        raw.split(|b| *b == 0)
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect(),
+    )
+}
+
+/// A process as nanika started it: its pid, when it started and the command line nanika gave
+/// it. Together they name one process for as long as it lives: a reused pid has another start
+/// time, and a process that exec'd another program has another command line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    /// Its pid.
+    pub pid: u32,
+    /// When it started, in clock ticks since boot (`/proc/PID/stat` field 22).
+    pub start_time: u64,
+    /// Its command line, program first, as nanika gave it.
+    pub cmdline: Vec<String>,
+}
+
+/// Why a [`ProcessRecord`] does not (or no longer) name the process nanika started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    /// No process has the pid.
+    #[error("pid {pid} is not running")]
+    Gone {
+        /// The recorded pid.
+        pid: u32,
+    },
+    /// The pid belongs to a process that started later.
+    #[error(
+        "pid {pid} now belongs to another process (started at tick {now} since boot, not {recorded}): the pid was reused"
+    )]
+    Reused {
+        /// The recorded pid.
+        pid: u32,
+        /// The recorded start time.
+        recorded: u64,
+        /// The start time of the process that has the pid now.
+        now: u64,
+    },
+    /// Same pid and start time, but another command line (it exec'd something else).
+    #[error("pid {pid} runs `{now}`, not the command line nanika gave it (`{recorded}`)")]
+    OtherCommand {
+        /// The recorded pid.
+        pid: u32,
+        /// The recorded command line, joined.
+        recorded: String,
+        /// Its command line now, joined.
+        now: String,
+    },
+}
+
+/// Why a signal was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SignalError {
+    /// The process is not (or no longer) the one nanika started: it was left alone.
+    #[error("not signalled: {0}")]
+    NotProven(#[from] Mismatch),
+    /// The kernel refused the signal.
+    #[error("cannot send {signal} to pid {pid}")]
+    Failed {
+        /// The pid.
+        pid: u32,
+        /// The signal.
+        signal: &'static str,
+        /// The kernel's reason.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ProcessRecord {
+    /// Records `pid`, which nanika has just started with `cmdline`; `None` when it already ended.
+    pub fn capture(pid: u32, cmdline: Vec<String>) -> Option<Self> {
+        Some(ProcessRecord {
+            pid,
+            start_time: start_time(pid)?,
+            cmdline,
+        })
+    }
+
+    /// Records `pid` as it runs now, its command line read from `/proc`: for a process whose
+    /// identity the caller has just proven from the process itself (its command line and
+    /// working directory), so that nothing that later takes its pid can be signalled.
+    pub fn observe(pid: u32) -> Option<Self> {
+        let record = ProcessRecord {
+            pid,
+            start_time: start_time(pid)?,
+            cmdline: argv(pid)?,
+        };
+        is_alive(pid).then_some(record)
+    }
+
+    /// Whether the pid still names the process recorded: alive, with the recorded start time and
+    /// the recorded command line.
+    pub fn check(&self) -> Result<(), Mismatch> {
+        let pid = self.pid;
+        let (Some(now), true) = (start_time(pid), is_alive(pid)) else {
+            return Err(Mismatch::Gone { pid });
+        };
+        if now != self.start_time {
+            return Err(Mismatch::Reused {
+                pid,
+                recorded: self.start_time,
+                now,
+            });
+        }
+        match argv(pid) {
+            Some(args) if args == self.cmdline => Ok(()),
+            // Exiting between the two reads.
+            None => Err(Mismatch::Gone { pid }),
+            Some(args) => Err(Mismatch::OtherCommand {
+                pid,
+                recorded: self.cmdline.join(" "),
+                now: args.join(" "),
+            }),
+        }
+    }
+
+    /// Whether the recorded process has ended (its pid is free, or belongs to a later process).
+    pub fn ended(&self) -> bool {
+        matches!(
+            self.check(),
+            Err(Mismatch::Gone { .. } | Mismatch::Reused { .. })
+        )
+    }
+
+    /// Sends `signal` to the recorded process, only after [`Self::check`] proves it is still the
+    /// one recorded. The check is made holding a pidfd of the process, and the signal goes
+    /// through that pidfd: if the process ends and its pid is reused right after the check,
+    /// the signal fails instead of reaching the newcomer.
+    pub fn signal(&self, signal: Signal) -> Result<(), SignalError> {
+        send_proven(self.pid, signal, || self.check())
+    }
+
+    /// Sends `signal` to `child`, a child of the recorded process: proven by its parent pid
+    /// while the recorded process (checked too) is alive — not by its command line, which
+    /// PostgreSQL's backends rewrite as they work. Through a pidfd, as [`Self::signal`]. With
+    /// [`Reach::Group`], a child that leads its own process group (as PostgreSQL's backends
+    /// do) is signalled with its group, so what it started goes too.
+    pub fn signal_child(
+        &self,
+        child: u32,
+        signal: Signal,
+        reach: Reach,
+    ) -> Result<(), SignalError> {
+        let started = start_time(child).ok_or(Mismatch::Gone { pid: child })?;
+        let proven = || -> Result<(), Mismatch> {
+            self.check()?;
+            match start_time(child) {
+                Some(now) if now == started && parent(child) == Some(self.pid) => Ok(()),
+                _ => Err(Mismatch::Gone { pid: child }),
+            }
+        };
+        send_proven(child, signal, proven)?;
+        if reach == Reach::Group && process_group(child) == Some(child) && proven().is_ok() {
+            // The group is named by its live leader's pid, proven above: no other group can
+            // have that id while the leader lives.
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(child as i32), signal);
+        }
+        Ok(())
+    }
+}
+
+/// Sends `signal` to `pid` through a pidfd opened before `proven` runs: what is proven is what
+/// is signalled, even if the pid is reused in between.
+fn send_proven(
+    pid: u32,
+    signal: Signal,
+    proven: impl Fn() -> Result<(), Mismatch>,
+) -> Result<(), SignalError> {
+    let failed = |source: std::io::Error| SignalError::Failed {
+        pid,
+        signal: signal.as_str(),
+        source,
+    };
+    let raw_pid = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or(Mismatch::Gone { pid })?;
+    let pidfd = match rustix::process::pidfd_open(raw_pid, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::SRCH) => return Err(Mismatch::Gone { pid }.into()),
+        Err(e) => return Err(failed(e.into())),
+    };
+    proven()?;
+    let raw = rustix::process::Signal::from_named_raw(signal as i32)
+        .ok_or_else(|| failed(std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
+    rustix::process::pidfd_send_signal(&pidfd, raw).map_err(|e| match e {
+        rustix::io::Errno::SRCH => SignalError::NotProven(Mismatch::Gone { pid }),
+        e => failed(e.into()),
+    })
+}
+
+/// Whether a signal to a child reaches its process group too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// The child only.
+    Process,
+    /// The child and, when it leads one, its process group.
+    Group,
 }
 
 /// The command line of `pid`.
@@ -171,8 +426,21 @@ pub fn port_is_free(port: u16) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Waits until `pid` shows its new command line: `spawn` returns when the exec has begun,
+    /// and the kernel sets up the new program's arguments a moment later.
+    pub(crate) fn exec_done(pid: u32) {
+        let shown = (0..1000).any(|_| {
+            if argv(pid).is_some_and(|a| !a.is_empty()) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            false
+        });
+        assert!(shown, "pid {pid} shows no command line");
+    }
 
     #[test]
     fn the_holder_of_a_port_is_found() {
@@ -207,6 +475,89 @@ mod tests {
             process_group(std::process::id()),
             Some(nix::unistd::getpgrp().as_raw() as u32)
         );
+    }
+
+    fn sleeper() -> std::process::Child {
+        let child = std::process::Command::new("sleep")
+            .arg("300")
+            .spawn()
+            .unwrap();
+        exec_done(child.id());
+        child
+    }
+
+    fn kill(mut child: std::process::Child) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    #[test]
+    fn a_recorded_process_matches_only_itself() {
+        let child = sleeper();
+        let given = vec!["sleep".to_string(), "300".into()];
+        let record = ProcessRecord::capture(child.id(), given).unwrap();
+        assert_eq!(record.check(), Ok(()));
+        assert_eq!(ProcessRecord::observe(child.id()).as_ref(), Some(&record));
+
+        let reused = ProcessRecord {
+            start_time: record.start_time + 1,
+            ..record.clone()
+        };
+        assert!(matches!(reused.check(), Err(Mismatch::Reused { .. })));
+        assert!(
+            reused.ended(),
+            "a later process with the pid is not the recorded one"
+        );
+        let other_pid = ProcessRecord {
+            pid: std::process::id(),
+            ..record.clone()
+        };
+        assert!(other_pid.check().is_err());
+        let other_command = ProcessRecord {
+            cmdline: vec!["sleep".into(), "301".into()],
+            ..record.clone()
+        };
+        assert!(matches!(
+            other_command.check(),
+            Err(Mismatch::OtherCommand { .. })
+        ));
+        assert!(!other_command.ended());
+
+        for wrong in [&reused, &other_pid, &other_command] {
+            assert!(
+                matches!(
+                    wrong.signal(Signal::SIGTERM),
+                    Err(SignalError::NotProven(_))
+                ),
+                "{wrong:?}"
+            );
+        }
+        assert!(is_alive(child.id()), "no wrong record reached it");
+        record.signal(Signal::SIGTERM).unwrap();
+        let mut child = child;
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "the proven record stopped it");
+        assert!(record.ended());
+        assert!(matches!(
+            record.signal(Signal::SIGTERM),
+            Err(SignalError::NotProven(Mismatch::Gone { .. }))
+        ));
+    }
+
+    #[test]
+    fn states_and_children_are_read() {
+        let child = sleeper();
+        let pid = child.id();
+        assert!(children(std::process::id()).contains(&pid));
+        assert_eq!(parent(pid), Some(std::process::id()));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
+        let stopped = (0..500).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            state(pid) == Some('T')
+        });
+        assert!(stopped, "{:?}", state(pid));
+        assert_eq!(describe_state(state(pid)), "stopped, state T");
+        kill(child);
     }
 
     #[test]

@@ -9,8 +9,9 @@ use nanika_config::Secret;
 use std::path::{Path, PathBuf};
 
 /// The server's program and arguments: its copy of `redis.conf`, then loopback, port, its
-/// directory (for the AOF), logging to stdout (the supervisor keeps the log) and a pid file.
-/// No secret: the command line is visible to every user.
+/// directory (for the AOF), logging to stdout (the supervisor keeps the log), a pid file, and its
+/// command line left as given (Redis rewrites it by default, and the command line nanika gave it
+/// is part of what proves it is nanika's before a signal). No secret: every user can read it.
 pub fn server_args(
     binaries: &RedisBinaries,
     layout: &StateLayout,
@@ -30,6 +31,8 @@ pub fn server_args(
         String::new(),
         "--pidfile".into(),
         pid_file(layout).display().to_string(),
+        "--set-proc-title".into(),
+        "no".into(),
     ];
     (binaries.server.clone(), args)
 }

@@ -405,6 +405,25 @@ impl Dir {
         Ok(file)
     }
 
+    /// Replaces the file `name` with `bytes`: written to a new file of `mode` (never through a
+    /// link), then renamed over `name`, so a reader sees the old content or the new, never half.
+    pub fn replace_file(&self, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
+        let name = component(name)?;
+        // A name of its own: two writers never share (or remove) each other's temporary file.
+        let temp = format!(".{name}.{}.tmp", random_hex(4)?);
+        let written = self.create_file(&temp, mode).and_then(|mut file| {
+            std::io::Write::write_all(&mut file, bytes).map_err(RuntimeError::io(format!(
+                "cannot write {}",
+                self.join(&temp).display()
+            )))
+        });
+        let replaced = written.and_then(|()| self.rename_over(&temp, name));
+        if replaced.is_err() {
+            let _ = self.remove_file(&temp);
+        }
+        replaced
+    }
+
     /// Removes the file or link `name` (a link is removed, not what it points to). Returns
     /// whether there was one.
     pub fn remove_file(&self, name: &str) -> Result<bool> {
@@ -562,6 +581,14 @@ mod tests {
             "never an existing file"
         );
         made.rename_new("secret", "kept").unwrap();
+        made.replace_file("kept", b"new", 0o600).unwrap();
+        assert_eq!(std::fs::read(made.join("kept")).unwrap(), b"new");
+        assert_eq!(mode_of(&made.join("kept")), 0o600);
+        assert_eq!(
+            std::fs::read_dir(made.path()).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
         assert!(made.remove_file("kept").unwrap() && !made.remove_file("kept").unwrap());
     }
 

@@ -5,10 +5,15 @@
 //! It is told what to run by a plan file (`.nanika/run/plan.json`, written by `nanika up`), re-reads
 //! it on SIGHUP, and stops everything on SIGTERM or SIGINT. It reports in `.nanika/run/status.json`.
 //! While it lives it holds an exclusive lock on `.nanika/run/supervisor.lock`: that lock, not a pid
-//! file, is how other nanika processes know a supervisor runs.
+//! file, is how other nanika processes know a supervisor runs. The status file holds its own
+//! record and each server's (pid, start time, command line): what other nanika processes prove
+//! before they signal one.
 
 use super::layout::StateLayout;
 use super::logs::{RotatingLog, SharedLog};
+use super::procfs::{Mismatch, ProcessRecord, Reach, SignalError};
+use super::safe_fs::Dir;
+use super::shutdown::{self, Ladder};
 use crate::Service;
 use crate::error::{Result, RuntimeError};
 use fs_err as fs;
@@ -73,6 +78,13 @@ pub struct ServiceReport {
     /// When the supervisor starts it again after a crash (milliseconds since the epoch).
     #[serde(default)]
     pub next_start_at_ms: Option<u64>,
+    /// The running process as the supervisor started it: what proves it is nanika's to a
+    /// nanika process that outlives this supervisor.
+    #[serde(default)]
+    pub process: Option<ProcessRecord>,
+    /// How its last stop went, when it took more than the graceful signal (for `down` to say).
+    #[serde(default)]
+    pub stop_note: Option<String>,
 }
 
 /// What the supervisor reports.
@@ -80,6 +92,9 @@ pub struct ServiceReport {
 pub struct Status {
     /// The supervisor's pid.
     pub supervisor_pid: u32,
+    /// The supervisor as it started: what proves it is nanika's before it is signalled.
+    #[serde(default)]
+    pub supervisor: Option<ProcessRecord>,
     /// Each service it runs.
     pub services: BTreeMap<Service, ServiceReport>,
 }
@@ -89,9 +104,12 @@ pub fn plan_file(layout: &StateLayout) -> PathBuf {
     layout.run.join("plan.json")
 }
 
+const STATUS_FILE: &str = "status.json";
+const PID_FILE: &str = "supervisor.pid";
+
 /// The supervisor's status file.
 pub fn status_file(layout: &StateLayout) -> PathBuf {
-    layout.run.join("status.json")
+    layout.run.join(STATUS_FILE)
 }
 
 /// The supervisor's lock file.
@@ -101,16 +119,26 @@ pub fn lock_file(layout: &StateLayout) -> PathBuf {
 
 /// The supervisor's pid file (informational: the lock is what counts).
 pub fn pid_file(layout: &StateLayout) -> PathBuf {
-    layout.run.join("supervisor.pid")
+    layout.run.join(PID_FILE)
 }
 
 /// Writes `value` as JSON through a temporary file and a rename: readers never see half of it.
+/// `path` is a file in `.nanika/run`, which [`StateLayout::verify`] has checked holds no link;
+/// the file itself is replaced, never written through a link.
 pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
-    let temp = path.with_extension("json.tmp");
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Err(RuntimeError::Other(format!(
+            "{} is not a file in a directory",
+            path.display()
+        )));
+    };
+    write_json_in(&Dir::open(dir)?, name, value)
+}
+
+/// [`write_json`] into the open directory `dir`.
+pub fn write_json_in(dir: &Dir, name: &str, value: &impl Serialize) -> Result<()> {
     let text = serde_json::to_vec_pretty(value).expect("plain data serializes");
-    fs::write(&temp, text)
-        .and_then(|()| fs::rename(&temp, path))
-        .map_err(RuntimeError::io(format!("cannot write {}", path.display())))
+    dir.replace_file(name, &text, 0o600)
 }
 
 /// Reads a JSON file written by [`write_json`].
@@ -170,26 +198,6 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(4);
 /// A server that ran this long before dying starts again from the first backoff (as Docker's
 /// restart policy resets its delay after 10 s).
 const STABLE_AFTER: Duration = Duration::from_secs(10);
-/// How long a graceful stop may take before the supervisor insists.
-const STOP_GRACE: Duration = Duration::from_secs(30);
-
-/// The signal that stops a service gracefully: PostgreSQL's fast shutdown (SIGINT) rolls back
-/// open transactions and checkpoints; Redis's SIGTERM flushes the AOF and exits.
-fn stop_signal(service: Service) -> Signal {
-    match service {
-        Service::Postgres => Signal::SIGINT,
-        Service::Redis => Signal::SIGTERM,
-    }
-}
-
-/// The signal that ends a service that ignored the graceful one: PostgreSQL's immediate
-/// shutdown (crash recovery on the next start), and SIGKILL for Redis.
-fn insist_signal(service: Service) -> Signal {
-    match service {
-        Service::Postgres => Signal::SIGQUIT,
-        Service::Redis => Signal::SIGKILL,
-    }
-}
 
 struct Running {
     plan: ServicePlan,
@@ -241,8 +249,18 @@ pub fn run(layout: &StateLayout) -> Result<()> {
             "another supervisor already runs this project".into(),
         ));
     }
-    fs::write(pid_file(layout), std::process::id().to_string())
-        .map_err(RuntimeError::io("cannot write the supervisor pid file"))?;
+    // Held open for good: if `.nanika/run` is deleted under the supervisor, its records go
+    // nowhere instead of into a directory another supervisor has made since.
+    let run_dir = layout.open_run()?;
+    run_dir.replace_file(PID_FILE, std::process::id().to_string().as_bytes(), 0o600)?;
+    // Its own command line, as nanika gave it: what `down` proves before it signals.
+    let me = ProcessRecord::capture(
+        std::process::id(),
+        std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+    );
+    let mut written = None;
 
     // Signals are caught by handlers that set flags and wake the loop through a socket pair.
     // (Blocking them instead, for a signalfd, would leave them blocked in every server the
@@ -270,9 +288,11 @@ pub fn run(layout: &StateLayout) -> Result<()> {
     }
 
     let mut running: BTreeMap<Service, Running> = BTreeMap::new();
+    // Recorded before any server starts: from here on, `down` can prove who to signal.
+    write_status(&run_dir, me.as_ref(), &running, &mut written);
     reconcile(layout, &mut running);
     loop {
-        write_status(layout, &running);
+        write_status(&run_dir, me.as_ref(), &running, &mut written);
         let next = running.values().filter_map(|r| r.restart_at).min();
         let timeout = next.map_or(PollTimeout::NONE, |at| {
             PollTimeout::try_from(
@@ -291,8 +311,8 @@ pub fn run(layout: &StateLayout) -> Result<()> {
         reap(&mut running);
         if stop.load(Ordering::SeqCst) {
             stop_all(&mut running);
-            write_status(layout, &running);
-            let _ = fs::remove_file(pid_file(layout));
+            write_status(&run_dir, me.as_ref(), &running, &mut written);
+            let _ = run_dir.remove_file(PID_FILE);
             return Ok(());
         }
         if reload.swap(false, Ordering::SeqCst) {
@@ -347,6 +367,8 @@ fn reconcile(layout: &StateLayout, running: &mut BTreeMap<Service, Running>) {
                         restarts: 0,
                         last_exit: None,
                         next_start_at_ms: None,
+                        process: None,
+                        stop_note: None,
                     },
                     log: None,
                 };
@@ -369,6 +391,10 @@ fn start(service: Service, entry: &mut Running) {
     if let Some((uid, gid)) = plan.run_as {
         command.uid(uid).gid(gid);
     }
+    // The command line as nanika gives it: the record of the server started with it.
+    let given: Vec<String> = std::iter::once(plan.program.display().to_string())
+        .chain(plan.args.iter().cloned())
+        .collect();
     match command.spawn() {
         Ok(mut child) => {
             let streams: [Option<Box<dyn std::io::Read + Send>>; 2] = [
@@ -386,6 +412,9 @@ fn start(service: Service, entry: &mut Running) {
             entry.report.pid = Some(child.id());
             entry.report.started_at = Some(now_secs());
             entry.report.next_start_at_ms = None;
+            entry.report.stop_note = None;
+            // `spawn` returns once the program is exec'd: the record is of the server itself.
+            entry.report.process = ProcessRecord::capture(child.id(), given);
             // The supervisor reaps its children itself (waitpid), not through `Child`.
             drop(child);
         }
@@ -429,81 +458,115 @@ fn reap(running: &mut BTreeMap<Service, Running>) {
                 entry.report.last_exit = Some(how);
                 entry.pid = None;
                 entry.report.pid = None;
+                entry.report.process = None;
                 schedule_restart(entry);
             }
             Err(_) => {
                 entry.pid = None;
                 entry.report.pid = None;
+                entry.report.process = None;
                 schedule_restart(entry);
             }
         }
     }
 }
 
-/// Waits for `pid` to end, up to `limit`.
-fn wait_for_exit(pid: Pid, limit: Duration) -> Option<WaitStatus> {
-    let deadline = Instant::now() + limit;
-    let mut pause = Duration::from_micros(500);
-    loop {
-        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => {}
-            Ok(status) => return Some(status),
-            Err(_) => return None,
+/// A server the supervisor started: its own child, unreaped until it ends, so its pid cannot
+/// be given to another process meanwhile. The kernel proves it; no record is needed.
+struct OwnChild<'a> {
+    pid: Pid,
+    status: &'a mut Option<WaitStatus>,
+}
+
+impl shutdown::Owned for OwnChild<'_> {
+    fn pid(&self) -> u32 {
+        self.pid.as_raw() as u32
+    }
+
+    fn signal(&mut self, signal: Signal) -> std::result::Result<(), SignalError> {
+        if self.status.is_some() {
+            // Reaped: the pid is free, and may already be someone else's.
+            return Err(Mismatch::Gone { pid: self.pid() }.into());
         }
-        if Instant::now() >= deadline {
-            return None;
+        kill(self.pid, signal).map_err(|errno| SignalError::Failed {
+            pid: self.pid(),
+            signal: signal.as_str(),
+            source: errno.into(),
+        })
+    }
+
+    fn signal_child(&mut self, child: u32, signal: Signal) -> std::result::Result<(), SignalError> {
+        let parent =
+            ProcessRecord::observe(self.pid()).ok_or(Mismatch::Gone { pid: self.pid() })?;
+        parent.signal_child(child, signal, Reach::Group)
+    }
+
+    fn ended(&mut self) -> bool {
+        if self.status.is_some() {
+            return true;
         }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(5));
+        match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => false,
+            Ok(status) => {
+                *self.status = Some(status);
+                true
+            }
+            Err(_) => true,
+        }
     }
 }
 
+/// Stops one service on its ladder (graceful, forced, SIGKILL; see [`shutdown`]) and records
+/// how it went.
 fn stop_one(service: Service, entry: &mut Running) {
-    send_stop(service, entry);
-    await_stop(service, entry);
-}
-
-/// Sends the graceful stop signal, once.
-fn send_stop(service: Service, entry: &mut Running) {
     entry.restart_at = None;
-    if let Some(pid) = entry.pid {
-        let _ = kill(pid, stop_signal(service));
-    }
-}
-
-/// Waits for a service that was sent its stop signal; insists after the grace period.
-fn await_stop(service: Service, entry: &mut Running) {
     let Some(pid) = entry.pid.take() else { return };
-    let status = wait_for_exit(pid, STOP_GRACE).or_else(|| {
-        let _ = kill(pid, insist_signal(service));
-        wait_for_exit(pid, STOP_GRACE)
-    });
+    let mut status = None;
+    let stopped = shutdown::stop(
+        service.as_str(),
+        &mut OwnChild {
+            pid,
+            status: &mut status,
+        },
+        &Ladder::of(service),
+    );
     entry.report.pid = None;
+    entry.report.process = None;
     entry.report.last_exit = status
         .and_then(describe_exit)
         .map(|how| format!("stopped ({how})"));
+    if let Some(account) = &stopped.account {
+        entry.note(account);
+    }
+    entry.report.stop_note = stopped.account;
 }
 
-/// Stops every service at once (all signals first, then the waits), so Redis and PostgreSQL
-/// shut down in parallel.
+/// Stops every service at once, each on its own thread, so Redis and PostgreSQL shut down in
+/// parallel and the whole stop takes the longest ladder's bound, not their sum.
 fn stop_all(running: &mut BTreeMap<Service, Running>) {
-    for (service, entry) in running.iter_mut() {
-        send_stop(*service, entry);
-    }
-    for (service, entry) in running.iter_mut() {
-        await_stop(*service, entry);
-    }
+    std::thread::scope(|scope| {
+        for (service, entry) in running.iter_mut() {
+            scope.spawn(move || stop_one(*service, entry));
+        }
+    });
 }
 
-fn write_status(layout: &StateLayout, running: &BTreeMap<Service, Running>) {
+/// Writes the status when it changed since the last write (`written`).
+fn write_status(
+    run_dir: &Dir,
+    me: Option<&ProcessRecord>,
+    running: &BTreeMap<Service, Running>,
+    written: &mut Option<Status>,
+) {
     let status = Status {
         supervisor_pid: std::process::id(),
+        supervisor: me.cloned(),
         services: running
             .iter()
             .map(|(service, entry)| (*service, entry.report.clone()))
             .collect(),
     };
-    if read_json::<Status>(&status_file(layout)).as_ref() != Some(&status) {
-        let _ = write_json(&status_file(layout), &status);
+    if written.as_ref() != Some(&status) && write_json_in(run_dir, STATUS_FILE, &status).is_ok() {
+        *written = Some(status);
     }
 }
