@@ -9,6 +9,9 @@ pub enum Exit {
     Failure,
     /// Exit 2: the command could not run: bad usage, no project, unreadable files.
     Usage,
+    /// Exit 128 + the signal (130 for Ctrl-C): a signal stopped the command, which undid what
+    /// it had begun, as a shell reports a program the signal ended.
+    Interrupted(i32),
 }
 
 impl From<Exit> for ExitCode {
@@ -16,6 +19,9 @@ impl From<Exit> for ExitCode {
         match exit {
             Exit::Failure => ExitCode::from(1),
             Exit::Usage => ExitCode::from(2),
+            Exit::Interrupted(signal) => {
+                ExitCode::from(u8::try_from(128 + signal.clamp(1, 127)).unwrap_or(u8::MAX))
+            }
         }
     }
 }
@@ -51,6 +57,16 @@ impl CliError {
             hint: None,
             source: None,
             exit: Exit::Usage,
+        }
+    }
+
+    /// A command a signal stopped (exit 128 + `signal`).
+    pub fn interrupted(message: impl Into<String>, signal: i32) -> Self {
+        CliError {
+            message: message.into(),
+            hint: None,
+            source: None,
+            exit: Exit::Interrupted(signal),
         }
     }
 

@@ -10,6 +10,7 @@ mod context;
 mod error;
 mod output;
 mod progress;
+mod signals;
 
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Command, ConfigCommand};

@@ -62,7 +62,9 @@ fn five_concurrent_migrations_of_a_new_database_all_succeed() {
         let output = child.wait_with_output().unwrap();
         assert!(output.status.success(), "{}", text(&output));
     }
-    let files = std::fs::read_dir(stack.root.join("migrations")).unwrap().count();
+    let files = std::fs::read_dir(stack.root.join("migrations"))
+        .unwrap()
+        .count();
     assert_eq!(
         stack.psql("SELECT count(*) FROM _sqlx_migrations"),
         files.to_string()

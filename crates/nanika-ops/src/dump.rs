@@ -5,9 +5,16 @@
 //! interrupted backup never leaves a file that looks complete. A restore goes into a scratch
 //! database first; only when that succeeded is it swapped in for the real one, so a corrupt or
 //! truncated dump changes nothing.
+//!
+//! An interrupt (see [`crate::interrupt`]) stops the tool's whole process group and undoes what
+//! was half done: a backup removes its `.partial`; a restore into an empty database leaves it
+//! empty again; a restore through a scratch database drops the scratch database, leaving the
+//! real one as it was. The tools run as in [`crate::tool`].
 
 use crate::error::{OpsError, Result};
+use crate::interrupt::{CLEANUP_LIMIT, Interrupt, race};
 use crate::pg::{self, quote_ident};
+use crate::tool::{self, Ran};
 use fs_err as fs;
 use nanika_config::urls::DatabaseUrl;
 use nanika_runtime::native::binaries::PostgresBinaries;
@@ -15,7 +22,7 @@ use nanika_runtime::native::safe_fs::{self, Dir, Kind};
 use serde::Serialize;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A backup's format.
@@ -166,8 +173,9 @@ fn size_of(path: &Path) -> u64 {
     }
 }
 
-/// Removes nanika's own temporary `name` in `dir` (a link is removed, never followed).
-fn remove_partial(dir: &Dir, name: &str) {
+/// Removes nanika's own temporary `name` in `dir` (a link is removed, never followed); whether
+/// it is gone.
+fn remove_partial(dir: &Dir, name: &str) -> bool {
     match dir.kind(name) {
         Ok(Kind::Dir) => {
             let _ = safe_fs::remove_tree(&dir.join(name));
@@ -177,39 +185,30 @@ fn remove_partial(dir: &Dir, name: &str) {
             let _ = dir.remove_file(name);
         }
     }
+    matches!(dir.kind(name), Ok(Kind::Missing))
 }
 
-/// Runs a libpq tool with the connection in its environment (never on its command line).
-fn run_tool(mut command: Command, url: &DatabaseUrl, shown: String) -> Result<()> {
-    for (key, value) in url.pg_env() {
-        command.env(key, value);
-    }
-    let output = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(OpsError::io(format!("cannot run {shown}")))?;
-    if output.status.success() {
-        Ok(())
+/// What stopping a tool did, for an interrupt's message.
+fn stopped(tool: &str, gone: bool) -> String {
+    if gone {
+        format!("stopped {tool}")
     } else {
-        Err(OpsError::Tool {
-            command: shown,
-            status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        })
+        format!("sent {tool} SIGKILL, but some of its processes are still there")
     }
 }
 
 /// Dumps the URL's database to exactly `output` in `format`, through a temporary name nanika
 /// creates owner-only (a 0600 file, or a 0700 directory for the directory format). `output`'s
-/// directory must exist, except a project's `backups/` (see [`open_project_backups`]).
+/// directory must exist, except a project's `backups/` (see [`open_project_backups`]). When
+/// `interrupt` is raised before `pg_dump` is done, `pg_dump` is stopped and the temporary name
+/// removed.
 pub fn backup(
     bins: &PostgresBinaries,
     url: &DatabaseUrl,
     output: &Path,
     format: Format,
     jobs: u32,
+    interrupt: &Interrupt,
 ) -> Result<BackupReport> {
     let (dir, name) = output_place(output)?;
     if dir.kind(&name)? != Kind::Missing {
@@ -217,6 +216,9 @@ pub fn backup(
             message: format!("{} already exists", output.display()),
             hint: "choose another -o path, or remove the old backup first".into(),
         });
+    }
+    if interrupt.is_raised() {
+        return Err(interrupt.error(Vec::new(), "no backup was written"));
     }
     let partial_name = format!("{name}.partial");
     let partial = dir.join(&partial_name);
@@ -237,6 +239,7 @@ pub fn backup(
     };
     command
         .arg(flag)
+        // In a process group of its own, a password prompt would stop it for good (SIGTTIN).
         .arg("--no-password")
         .arg("-f")
         .arg(&partial);
@@ -244,10 +247,25 @@ pub fn backup(
         command.arg("-j").arg(jobs.to_string());
     }
     let shown = format!("pg_dump {flag} -f {} {}", partial.display(), url.database);
-    if let Err(error) = run_tool(command, url, shown) {
-        remove_partial(&dir, &partial_name);
-        return Err(error);
+    match tool::run(command, "pg_dump", url, shown, interrupt) {
+        Ok(Ran::Finished) => {}
+        Ok(Ran::Stopped { gone }) => {
+            let removed = if remove_partial(&dir, &partial_name) {
+                format!("removed {}", partial.display())
+            } else {
+                format!("could not remove {}: remove it by hand", partial.display())
+            };
+            return Err(interrupt.error(
+                vec![stopped("pg_dump", gone), removed],
+                format!("no backup was written to {}", output.display()),
+            ));
+        }
+        Err(error) => {
+            remove_partial(&dir, &partial_name);
+            return Err(error);
+        }
     }
+    // From here the backup is whole: an interrupt now is not acted on.
     if let Err(error) = dir.rename_new(&partial_name, &name) {
         remove_partial(&dir, &partial_name);
         return Err(error.into());
@@ -374,16 +392,27 @@ async fn admin(url: &DatabaseUrl, sql: String) -> Result<()> {
 /// transaction, or emptied again if parallel jobs fail); a database with tables is restored into a
 /// scratch database first, which is swapped in only when that succeeded (other connections to
 /// the database are ended).
+///
+/// When `interrupt` is raised before the restore is complete, the tool is stopped and the
+/// target left as it was: an empty database empty again (its transaction rolled back, or, after
+/// parallel jobs, the database dropped and created again, owned by the URL's role), and with a
+/// scratch database, the scratch database dropped and the real one untouched. The swap itself is
+/// not interrupted.
 pub async fn restore(
     bins: &PostgresBinaries,
     url: &DatabaseUrl,
     path: &Path,
     options: RestoreOptions,
+    interrupt: &Interrupt,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
     let format = detect(path)?;
     if format == Format::Sql {
         check_sql_complete(path)?;
+    }
+    let unchanged = format!("nothing was restored; {} is unchanged", url.database);
+    if interrupt.is_raised() {
+        return Err(interrupt.error(Vec::new(), unchanged));
     }
     let admin_url = pg::admin_url(url, options.admin_password.as_ref());
     let owner = quote_ident(&url.user);
@@ -394,21 +423,27 @@ pub async fn restore(
             hint: "restore --clean replaces it (it asks first and takes a safety backup); restore --verify only compares".into(),
         });
     }
+    let single_transaction = format == Format::Sql || options.jobs <= 1;
     if existing_tables == 0 {
         // Nothing to lose: restore straight into the database, as pg_restore alone would.
-        if let Err(error) = restore_into(bins, url, path, format, options.jobs) {
-            if options.jobs > 1 && format != Format::Sql {
-                // Parallel jobs cannot share one transaction: make the database empty again.
-                let name = quote_ident(&url.database);
-                admin(
-                    &admin_url,
-                    format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-                )
-                .await?;
-                admin(&admin_url, format!("CREATE DATABASE {name} OWNER {owner}")).await?;
+        match restore_into(bins, url, path, format, options.jobs, interrupt).await {
+            Ok(Ran::Finished) => {}
+            Ok(Ran::Stopped { gone }) => {
+                let tool = tool_of(format);
+                let mut cleaned = vec![stopped(tool, gone)];
+                let (state, hint) =
+                    empty_again(url, &admin_url, tool, single_transaction, &mut cleaned).await;
+                return Err(interrupt.error_hinted(cleaned, state, hint));
             }
-            return Err(error);
+            Err(error) => {
+                if !single_transaction {
+                    // Parallel jobs cannot share one transaction: make the database empty again.
+                    pg::recreate_database(&admin_url, url).await?;
+                }
+                return Err(error);
+            }
         }
+        // From here the restore is complete: an interrupt now is not acted on.
         let (tables, rows) = describe(url, options.verify).await?;
         return Ok(RestoreReport {
             format,
@@ -432,16 +467,133 @@ pub async fn restore(
     .await?;
     let mut scratch_url = url.clone();
     scratch_url.database = scratch.clone();
-    let restored = restore_into(bins, &scratch_url, path, format, options.jobs);
-    if let Err(error) = restored {
-        let _ = admin(
+    let interrupted = |cleaned: Vec<String>| Err(interrupt.error(cleaned, unchanged.clone()));
+    match restore_into(bins, &scratch_url, path, format, options.jobs, interrupt).await {
+        Ok(Ran::Finished) => {}
+        Ok(Ran::Stopped { gone }) => {
+            let dropped = drop_scratch(&admin_url, &scratch).await;
+            return interrupted(vec![stopped(tool_of(format), gone), dropped]);
+        }
+        Err(error) => {
+            let _ = drop_scratch(&admin_url, &scratch).await;
+            return Err(error);
+        }
+    }
+    // Counting every row of a large restore takes a while: an interrupt ends it too.
+    let compared = match race(interrupt, compare(url, &scratch_url, options.verify)).await {
+        Some(Ok(compared)) if !interrupt.is_raised() => compared,
+        Some(Err(error)) => {
+            let _ = drop_scratch(&admin_url, &scratch).await;
+            return Err(error);
+        }
+        // Interrupted while comparing, or before the swap: the real database is still untouched.
+        Some(Ok(_)) | None => {
+            let dropped = drop_scratch(&admin_url, &scratch).await;
+            return interrupted(vec![dropped]);
+        }
+    };
+    let (tables, rows, differences) = compared;
+    let replace = existing_tables == 0 || options.clean;
+    if replace {
+        // Not interrupted: a swap stopped half-way would leave the database renamed away.
+        swap_in(url, &admin_url, &scratch).await?;
+    } else {
+        admin(
             &admin_url,
             format!("DROP DATABASE IF EXISTS {}", quote_ident(&scratch)),
         )
-        .await;
-        return Err(error);
+        .await?;
     }
-    let (tables, rows) = describe(&scratch_url, options.verify).await?;
+    Ok(RestoreReport {
+        format,
+        tables,
+        rows,
+        differences,
+        replaced: replace,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The tool that restores `format`.
+fn tool_of(format: Format) -> &'static str {
+    match format {
+        Format::Sql => "psql",
+        Format::Custom | Format::Directory => "pg_restore",
+    }
+}
+
+/// After a restore into an empty database was stopped: makes it empty again, adding what was
+/// done to `cleaned`; returns the state and, when that failed, what to do.
+async fn empty_again(
+    url: &DatabaseUrl,
+    admin_url: &DatabaseUrl,
+    tool: &str,
+    single_transaction: bool,
+    cleaned: &mut Vec<String>,
+) -> (String, Option<String>) {
+    let empty = format!("{} is empty again, as before the restore", url.database);
+    if single_transaction && pg::end_sessions(admin_url, &tool::app_name(tool)).await {
+        // Its one transaction ended with its session: the server has rolled it back.
+        if matches!(
+            tokio::time::timeout(CLEANUP_LIMIT, table_count(url)).await,
+            Ok(Ok(0))
+        ) {
+            cleaned.push(format!(
+                "ended {tool}'s session, so the server rolled back its transaction"
+            ));
+            return (empty, None);
+        }
+    }
+    // Parallel jobs commit as they go: only a new database is surely as empty as the old one.
+    match tokio::time::timeout(CLEANUP_LIMIT, pg::recreate_database(admin_url, url)).await {
+        Ok(Ok(())) => {
+            cleaned.push(format!(
+                "dropped {} and created it again, empty, owned by {}",
+                url.database, url.user
+            ));
+            (empty, None)
+        }
+        Ok(Err(error)) => (
+            format!("{} may hold part of the restore: {error}", url.database),
+            Some("empty it with `nanika db reset --yes`, then restore again".into()),
+        ),
+        Err(_) => (
+            format!(
+                "{} may hold part of the restore: dropping it took longer than {} s",
+                url.database,
+                CLEANUP_LIMIT.as_secs()
+            ),
+            Some("empty it with `nanika db reset --yes`, then restore again".into()),
+        ),
+    }
+}
+
+/// Drops the scratch database, ending its sessions; what was done, for a message.
+async fn drop_scratch(admin_url: &DatabaseUrl, scratch: &str) -> String {
+    let sql = format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        quote_ident(scratch)
+    );
+    match tokio::time::timeout(CLEANUP_LIMIT, admin(admin_url, sql.clone())).await {
+        Ok(Ok(())) => format!("dropped the scratch database {scratch}"),
+        Ok(Err(error)) => {
+            format!("could not drop the scratch database {scratch} ({error}); drop it with `{sql}`")
+        }
+        Err(_) => format!(
+            "could not drop the scratch database {scratch} within {} s; drop it with `{sql}`",
+            CLEANUP_LIMIT.as_secs()
+        ),
+    }
+}
+
+/// The restored (scratch) database's tables and, when `verify`, their row counts and the tables
+/// whose count differs from the real database's.
+async fn compare(
+    url: &DatabaseUrl,
+    scratch_url: &DatabaseUrl,
+    verify: bool,
+) -> Result<(Vec<String>, Option<RowCounts>, Vec<(String, i64, i64)>)> {
+    let (tables, rows) = describe(scratch_url, verify).await?;
     let mut differences = Vec::new();
     if let Some(tables) = &rows {
         let mut conn = pg::connect(url, None).await?;
@@ -462,24 +614,7 @@ pub async fn restore(
             }
         }
     }
-    let replace = existing_tables == 0 || options.clean;
-    if replace {
-        swap_in(url, &admin_url, &scratch).await?;
-    } else {
-        admin(
-            &admin_url,
-            format!("DROP DATABASE IF EXISTS {}", quote_ident(&scratch)),
-        )
-        .await?;
-    }
-    Ok(RestoreReport {
-        format,
-        tables,
-        rows,
-        differences,
-        replaced: replace,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok((tables, rows, differences))
 }
 
 /// The restored database's tables and, when `count`, their row counts.
@@ -499,13 +634,16 @@ async fn describe(url: &DatabaseUrl, count: bool) -> Result<(Vec<String>, Option
     Ok((tables, rows))
 }
 
-fn restore_into(
+async fn restore_into(
     bins: &PostgresBinaries,
     url: &DatabaseUrl,
     path: &Path,
     format: Format,
     jobs: u32,
-) -> Result<()> {
+    interrupt: &Interrupt,
+) -> Result<Ran> {
+    // `--no-password`: in a process group of its own, a password prompt would stop the tool
+    // for good (SIGTTIN) instead of failing.
     let (command, shown) = match format {
         Format::Sql => {
             let mut command = Command::new(bins.tool("psql"));
@@ -513,6 +651,7 @@ fn restore_into(
                 .args([
                     "-X",
                     "-q",
+                    "--no-password",
                     "-v",
                     "ON_ERROR_STOP=1",
                     "--single-transaction",
@@ -526,7 +665,13 @@ fn restore_into(
         }
         Format::Custom | Format::Directory => {
             let mut command = Command::new(bins.tool("pg_restore"));
-            command.args(["--exit-on-error", "--no-owner", "-d", &url.database]);
+            command.args([
+                "--exit-on-error",
+                "--no-owner",
+                "--no-password",
+                "-d",
+                &url.database,
+            ]);
             if jobs > 1 {
                 command.arg("-j").arg(jobs.to_string());
             } else {
@@ -539,7 +684,7 @@ fn restore_into(
             )
         }
     };
-    run_tool(command, url, shown)
+    tool::run_async(command, tool_of(format), url, shown, interrupt).await
 }
 
 /// Replaces `url`'s database with `scratch`: ends other connections, renames, drops the old one.

@@ -66,6 +66,37 @@ pub enum OpsError {
     /// A runtime problem (binaries, state).
     #[error(transparent)]
     Runtime(#[from] nanika_runtime::RuntimeError),
+    /// A signal stopped the operation before it was done; what it had begun was undone as
+    /// `cleaned` says, and `state` is where that left the data.
+    #[error("interrupted{}: {}", by_signal(*signal), cleaned_then_state(cleaned, state))]
+    Interrupted {
+        /// The signal that stopped it, by number, when a signal did.
+        signal: Option<i32>,
+        /// What was stopped, removed, dropped or rolled back, in order.
+        cleaned: Vec<String>,
+        /// The state the data is in now.
+        state: String,
+        /// What to do next, when anything is left to do.
+        hint: Option<String>,
+    },
+}
+
+/// ` by SIGINT`, or nothing when no signal is known.
+fn by_signal(signal: Option<i32>) -> String {
+    signal
+        .map(|n| match nix::sys::signal::Signal::try_from(n) {
+            Ok(signal) => format!(" by {}", signal.as_str()),
+            Err(_) => format!(" by signal {n}"),
+        })
+        .unwrap_or_default()
+}
+
+fn cleaned_then_state(cleaned: &[String], state: &str) -> String {
+    if cleaned.is_empty() {
+        state.to_string()
+    } else {
+        format!("{}; {state}", cleaned.join(", "))
+    }
 }
 
 impl OpsError {
@@ -93,6 +124,7 @@ impl OpsError {
             ),
             OpsError::Migration { hint, .. } | OpsError::Refused { hint, .. } => Some(hint.clone()),
             OpsError::Runtime(error) => error.hint(),
+            OpsError::Interrupted { hint, .. } => hint.clone(),
             _ => None,
         }
     }

@@ -3,7 +3,9 @@
 //!
 //! # Layout
 //! - [`pg`]: connecting with bounded retries, from the spec's `DATABASE_URL`.
-//! - [`migrate`], [`seed`], [`dump`] (backup and restore), [`maintain`]: the database.
+//! - [`migrate`], [`seed`], [`reset`], [`dump`] (backup and restore), [`maintain`]: the database.
+//! - [`interrupt`]: the flag the caller's signal handlers raise, and what the operations undo
+//!   when it is raised; [`tool`] runs pg_dump, pg_restore and psql so that they can be stopped.
 //! - [`redis_admin`], [`sessions`]: Redis, and copying its sessions into PostgreSQL and back.
 //! - [`doctor`]: every check of the spec's troubleshooting section, as findings.
 //!
@@ -12,11 +14,15 @@
 pub mod doctor;
 pub mod dump;
 pub mod error;
+pub mod interrupt;
 pub mod maintain;
 pub mod migrate;
 pub mod pg;
 pub mod redis_admin;
+pub mod reset;
 pub mod seed;
 pub mod sessions;
+mod tool;
 
 pub use error::OpsError;
+pub use interrupt::Interrupt;

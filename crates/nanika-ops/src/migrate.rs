@@ -3,6 +3,9 @@
 //! transaction, recorded with a checksum, serialised by an advisory lock.
 
 use crate::error::{OpsError, Result};
+use crate::interrupt::{CLEANUP_LIMIT, Interrupt, race};
+use crate::pg::{self, Ended, Session};
+use nanika_config::urls::DatabaseUrl;
 use serde::Serialize;
 use sqlx::migrate::{Migrate, MigrateError, Migrator};
 use sqlx::postgres::PgConnection;
@@ -164,10 +167,122 @@ async fn status_unlocked(conn: &mut PgConnection, dir: &Path) -> Result<Vec<Stat
 /// Applies the pending migrations (or, with `dry_run`, only lists them); returns them.
 /// Refuses, before applying anything, when an applied migration was changed or removed.
 pub async fn run(conn: &mut PgConnection, dir: &Path, dry_run: bool) -> Result<Vec<Status>> {
-    locked(conn, async |conn| run_unlocked(conn, dir, dry_run).await).await
+    let mut pending = Vec::new();
+    locked(conn, async |conn| {
+        run_unlocked(conn, dir, dry_run, &mut pending).await
+    })
+    .await
 }
 
-async fn run_unlocked(conn: &mut PgConnection, dir: &Path, dry_run: bool) -> Result<Vec<Status>> {
+/// [`run`] on a connection of its own to `url`, stopped by `interrupt`. Each migration is
+/// applied in a transaction of its own, so an interrupt abandons the one in progress and ends
+/// its session: the server rolls it back and releases the lock. The error then says which of
+/// the pending migrations were applied before the interrupt and which are still pending.
+pub async fn run_interruptible(
+    url: &DatabaseUrl,
+    dir: &Path,
+    dry_run: bool,
+    interrupt: &Interrupt,
+) -> Result<Vec<Status>> {
+    let Some(mut session) = Session::open(url, interrupt).await? else {
+        return Err(interrupt.error(Vec::new(), "no migration was applied"));
+    };
+    let mut pending = Vec::new();
+    let ran = race(
+        interrupt,
+        locked(session.conn(), async |conn| {
+            run_unlocked(conn, dir, dry_run, &mut pending).await
+        }),
+    )
+    .await;
+    match ran {
+        Some(result) => {
+            session.close().await;
+            result
+        }
+        None => {
+            let cleaned = match session.abandon().await {
+                Ended::Yes => {
+                    "ended the migration's session: the server rolled back the migration in progress and released the lock"
+                }
+                Ended::NotYet => {
+                    "asked the server to end the migration's session; it rolls back the migration in progress and releases the lock when it does"
+                }
+            };
+            let (state, hint) = after_interrupt(url, dir, &pending).await;
+            Err(interrupt.error_hinted(vec![cleaned.into()], state, hint))
+        }
+    }
+}
+
+/// Where the `pending` migrations stand after an interrupt, read afresh (without the lock: an
+/// abandoned session that has not ended yet still holds it), and what to do next.
+async fn after_interrupt(
+    url: &DatabaseUrl,
+    dir: &Path,
+    pending: &[Status],
+) -> (String, Option<String>) {
+    let read = tokio::time::timeout(CLEANUP_LIMIT, async {
+        let mut conn = pg::connect(url, None).await?;
+        let statuses = status_unlocked(&mut conn, dir).await;
+        pg::close(conn).await;
+        statuses
+    })
+    .await;
+    let Ok(Ok(now)) = read else {
+        return (
+            "which migrations are applied now could not be read".into(),
+            Some("see `nanika db migrate status`".into()),
+        );
+    };
+    if let Some(dirty) = now.iter().find(|s| s.state == State::Dirty) {
+        // A migration outside a transaction (`-- no-transaction`) can be left half-applied.
+        let error = explain(MigrateError::Dirty(dirty.version));
+        let hint = error.hint();
+        return (error.to_string(), hint);
+    }
+    if pending.is_empty() {
+        return ("no migration was applied".into(), None);
+    }
+    let (applied, left): (Vec<&Status>, Vec<&Status>) = pending.iter().partition(|p| {
+        now.iter()
+            .any(|s| s.version == p.version && s.state == State::Applied)
+    });
+    let list = |some: &[&Status]| {
+        some.iter()
+            .map(|s| format!("{} {}", s.version, s.description))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let state = if applied.is_empty() {
+        format!("no migration was applied; still pending: {}", list(&left))
+    } else if left.is_empty() {
+        format!(
+            "all {} pending migrations were applied ({})",
+            applied.len(),
+            list(&applied)
+        )
+    } else {
+        format!(
+            "applied {} of {} pending migrations ({}); still pending: {}",
+            applied.len(),
+            pending.len(),
+            list(&applied),
+            list(&left)
+        )
+    };
+    let hint = (!left.is_empty()).then(|| "run `nanika db migrate` again to apply the rest".into());
+    (state, hint)
+}
+
+/// Copies the pending migrations into `pending_seen` (what [`after_interrupt`] reports on), then
+/// applies them.
+async fn run_unlocked(
+    conn: &mut PgConnection,
+    dir: &Path,
+    dry_run: bool,
+    pending_seen: &mut Vec<Status>,
+) -> Result<Vec<Status>> {
     let statuses = status_unlocked(conn, dir).await?;
     if let Some(bad) = statuses
         .iter()
@@ -186,6 +301,7 @@ async fn run_unlocked(conn: &mut PgConnection, dir: &Path, dry_run: bool) -> Res
     if dry_run || pending.is_empty() {
         return Ok(pending);
     }
+    pending_seen.clone_from(&pending);
     migrator(dir)
         .await?
         .run_direct(None, conn, false)

@@ -2,6 +2,7 @@
 //! retrying a refused connection for a bounded time, failing at once on anything else.
 
 use crate::error::{OpsError, Result};
+use crate::interrupt::{CLEANUP_LIMIT, Interrupt, race};
 use nanika_config::urls::DatabaseUrl;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection};
@@ -80,6 +81,56 @@ pub fn admin_url(url: &DatabaseUrl, admin_password: Option<&nanika_config::Secre
     }
 }
 
+/// Drops the URL's database, ending its sessions, and creates it again, empty and owned by the
+/// URL's role (as nanika first created it), connected through `admin_url`.
+pub async fn recreate_database(admin_url: &DatabaseUrl, url: &DatabaseUrl) -> Result<()> {
+    let name = quote_ident(&url.database);
+    let mut admin = connect(admin_url, Some("postgres")).await?;
+    let mut result = Ok(());
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name} OWNER {}", quote_ident(&url.user)),
+    ] {
+        if let Err(error) = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .execute(&mut admin)
+            .await
+        {
+            result = Err(OpsError::sql(format!("`{sql}` failed"))(error));
+            break;
+        }
+    }
+    close(admin).await;
+    result
+}
+
+/// Ends the server sessions whose `application_name` is `app_name` (those of a tool nanika
+/// stopped), connected through `admin_url`, and waits until they are gone: their open
+/// transactions are then rolled back. Whether none is left.
+pub async fn end_sessions(admin_url: &DatabaseUrl, app_name: &str) -> bool {
+    let ended = tokio::time::timeout(CLEANUP_LIMIT, async {
+        let mut admin = connect(admin_url, Some("postgres")).await.ok()?;
+        let limit_ms = i64::try_from(CLEANUP_LIMIT.as_millis() * 2 / 3).unwrap_or(i64::MAX);
+        let _ = sqlx::query(
+            "SELECT pg_terminate_backend(pid, $2) FROM pg_stat_activity WHERE application_name = $1",
+        )
+        .bind(app_name)
+        .bind(limit_ms)
+        .execute(&mut admin)
+        .await;
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+        )
+        .bind(app_name)
+        .fetch_one(&mut admin)
+        .await
+        .ok()?;
+        close(admin).await;
+        Some(left == 0)
+    })
+    .await;
+    matches!(ended, Ok(Some(true)))
+}
+
 /// Closes a connection, ignoring errors (the work is done).
 pub async fn close(conn: PgConnection) {
     let _ = conn.close().await;
@@ -119,4 +170,85 @@ pub async fn table_row_counts(conn: &mut PgConnection) -> Result<Vec<(String, i6
         counts.push((format!("{schema}.{table}"), count));
     }
     Ok(counts)
+}
+
+/// A connection whose work an interrupt may abandon mid-statement: it knows its server process,
+/// so [`Session::abandon`] can end it and be sure the server rolled back what it had open.
+pub struct Session {
+    conn: PgConnection,
+    pid: i32,
+    url: DatabaseUrl,
+}
+
+/// What became of an abandoned session's server process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// It is gone: its open transaction was rolled back and its locks released.
+    Yes,
+    /// It was still there after [`CLEANUP_LIMIT`]; the server rolls back when it ends.
+    NotYet,
+}
+
+impl Session {
+    /// Connects to the URL's database; `None` when `interrupt` is raised first.
+    pub async fn open(url: &DatabaseUrl, interrupt: &Interrupt) -> Result<Option<Session>> {
+        let Some(conn) = race(interrupt, connect(url, None)).await else {
+            return Ok(None);
+        };
+        let mut conn = conn?;
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(OpsError::sql("cannot read the session's process id"))?;
+        Ok(Some(Session {
+            conn,
+            pid,
+            url: url.clone(),
+        }))
+    }
+
+    /// The connection.
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
+
+    /// Closes it after work that completed.
+    pub async fn close(self) {
+        close(self.conn).await;
+    }
+
+    /// Drops the connection wherever its work stood and ends its server process from another
+    /// session, waiting (at most [`CLEANUP_LIMIT`]) until it is gone. Dropping alone is not
+    /// enough: a server busy with a long statement notices its client is gone only when that
+    /// statement ends.
+    pub async fn abandon(self) -> Ended {
+        let Session { conn, pid, url } = self;
+        drop(conn);
+        let ended = tokio::time::timeout(CLEANUP_LIMIT, async {
+            let mut other = connect(&url, None).await.ok()?;
+            // Leaves time for the check below within the step's limit.
+            let limit_ms = i64::try_from(CLEANUP_LIMIT.as_millis() * 2 / 3).unwrap_or(i64::MAX);
+            // A role may end its own sessions; with a timeout it waits until the process is gone.
+            let _ = sqlx::query(
+                "SELECT pg_terminate_backend(pid, $2) FROM pg_stat_activity WHERE pid = $1",
+            )
+            .bind(pid)
+            .bind(limit_ms)
+            .execute(&mut other)
+            .await;
+            let left: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = $1")
+                    .bind(pid)
+                    .fetch_one(&mut other)
+                    .await
+                    .ok()?;
+            close(other).await;
+            Some(left == 0)
+        })
+        .await;
+        match ended {
+            Ok(Some(true)) => Ended::Yes,
+            _ => Ended::NotYet,
+        }
+    }
 }

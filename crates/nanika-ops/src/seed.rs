@@ -1,9 +1,13 @@
 //! Development data: a few users with known passwords, a lobby and sample messages. Running it
-//! again changes nothing. Bulk mode adds load data with COPY.
+//! again changes nothing. Bulk mode adds load data with COPY, in the same one transaction, so an
+//! interrupted or failed seed adds nothing at all.
 
 use crate::error::{OpsError, Result};
+use crate::interrupt::{Interrupt, race};
+use crate::pg::{Ended, Session};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, SaltString};
+use nanika_config::urls::DatabaseUrl;
 use serde::Serialize;
 use sqlx::postgres::PgConnection;
 use std::io::Read;
@@ -55,10 +59,75 @@ pub fn hash_password(password: &str) -> Result<String> {
 
 /// Adds the development data that is not there yet, in one transaction.
 pub async fn seed(conn: &mut PgConnection) -> Result<SeedReport> {
-    let mut report = SeedReport::default();
     let mut tx = sqlx::Connection::begin(conn)
         .await
         .map_err(OpsError::sql("cannot begin the seed"))?;
+    let report = add_dev_data(&mut tx).await?;
+    tx.commit()
+        .await
+        .map_err(OpsError::sql("cannot commit the seed"))?;
+    Ok(report)
+}
+
+/// Adds the development data (see [`seed`]) and, when asked, `users` load users and `messages`
+/// load messages (see [`add_load`]), all in one transaction on a connection of its own to `url`.
+/// `progress(done, total)` is called after each batch of load rows.
+///
+/// When `interrupt` is raised before the commit, the work is abandoned and its session ended,
+/// so the server rolls the whole transaction back: nothing is added, and the error says so.
+pub async fn run(
+    url: &DatabaseUrl,
+    users: u64,
+    messages: u64,
+    progress: &mut dyn FnMut(u64, u64),
+    interrupt: &Interrupt,
+) -> Result<SeedReport> {
+    let Some(mut session) = Session::open(url, interrupt).await? else {
+        return Err(interrupt.error(Vec::new(), "nothing was added"));
+    };
+    let done = match race(interrupt, async {
+        let mut tx = sqlx::Connection::begin(session.conn())
+            .await
+            .map_err(OpsError::sql("cannot begin the seed"))?;
+        let mut report = add_dev_data(&mut tx).await?;
+        if users + messages > 0 {
+            add_load(&mut tx, users, messages, &mut report, progress).await?;
+        }
+        Ok::<_, OpsError>((tx, report))
+    })
+    .await
+    {
+        // The commit is not raced: once sent, the seed either happened or not, and a dropped
+        // COMMIT would leave no way to tell which.
+        Some(Ok((tx, report))) => Some(
+            tx.commit()
+                .await
+                .map(|()| report)
+                .map_err(OpsError::sql("cannot commit the seed")),
+        ),
+        Some(Err(error)) => Some(Err(error)),
+        None => None,
+    };
+    match done {
+        Some(result) => {
+            session.close().await;
+            result
+        }
+        None => {
+            let cleaned = match session.abandon().await {
+                Ended::Yes => "ended the seed's session, so the server rolled back its transaction",
+                Ended::NotYet => {
+                    "asked the server to end the seed's session; it rolls back its transaction when it does"
+                }
+            };
+            Err(interrupt.error(vec![cleaned.into()], "no row was added"))
+        }
+    }
+}
+
+/// Adds the development data that is not there yet, in the caller's transaction.
+async fn add_dev_data(tx: &mut PgConnection) -> Result<SeedReport> {
+    let mut report = SeedReport::default();
     for (username, email, password) in DEV_USERS {
         let exists: Option<i64> =
             sqlx::query_scalar("SELECT id FROM users WHERE lower(username) = lower($1)")
@@ -103,9 +172,6 @@ pub async fn seed(conn: &mut PgConnection) -> Result<SeedReport> {
         .map_err(OpsError::sql("cannot add the sample messages"))?;
         report.messages += added.rows_affected();
     }
-    tx.commit()
-        .await
-        .map_err(OpsError::sql("cannot commit the seed"))?;
     Ok(report)
 }
 
@@ -113,19 +179,16 @@ pub async fn seed(conn: &mut PgConnection) -> Result<SeedReport> {
 const COPY_BATCH: u64 = 10_000;
 
 /// Adds `users` load users (`load_user_N`, all with the password `load-password`, hashed once)
-/// and `messages` messages spread over them in the lobby, with COPY. `progress(done, total)` is
-/// called after each batch. Runs in one transaction.
-pub async fn bulk(
-    conn: &mut PgConnection,
+/// and `messages` messages spread over them in the lobby, with COPY, in the caller's
+/// transaction, counting them into `report`. `progress(done, total)` is called after each batch.
+async fn add_load(
+    tx: &mut PgConnection,
     users: u64,
     messages: u64,
+    report: &mut SeedReport,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<SeedReport> {
-    let mut report = seed(conn).await?;
+) -> Result<()> {
     let total = users + messages;
-    let mut tx = sqlx::Connection::begin(conn)
-        .await
-        .map_err(OpsError::sql("cannot begin the bulk seed"))?;
     let first: i64 =
         sqlx::query_scalar("SELECT count(*) FROM users WHERE username LIKE 'load\\_user\\_%'")
             .fetch_one(&mut *tx)
@@ -135,7 +198,7 @@ pub async fn bulk(
         let hash = hash_password("load-password")?;
         let first = first as u64 + 1;
         report.users += copy_rows(
-            &mut tx,
+            tx,
             "COPY users (username, email, password_hash) FROM STDIN",
             users,
             |n| {
@@ -159,7 +222,7 @@ pub async fn bulk(
             .await
             .map_err(OpsError::sql("cannot list users"))?;
         report.messages += copy_rows(
-            &mut tx,
+            tx,
             "COPY chat_messages (room_id, author_id, body) FROM STDIN",
             messages,
             |n| {
@@ -172,10 +235,7 @@ pub async fn bulk(
         )
         .await?;
     }
-    tx.commit()
-        .await
-        .map_err(OpsError::sql("cannot commit the bulk seed"))?;
-    Ok(report)
+    Ok(())
 }
 
 /// Sends `count` rows, made by `row(n)`, through one COPY in batches; `progress(sent)` after each.

@@ -5,19 +5,29 @@ use crate::cli::{DbCommand, FormatArg, MigrateAction, RuntimeArg};
 use crate::context;
 use crate::error::{CliError, CliResult};
 use crate::output::print_table;
+use crate::signals;
 use indicatif::{ProgressBar, ProgressStyle};
 use nanika_config::LoadedProject;
 use nanika_ops::dump::{self, Format, RestoreOptions};
 use nanika_ops::migrate::{self, State};
-use nanika_ops::{OpsError, maintain, pg, seed};
+use nanika_ops::{OpsError, maintain, pg, reset, seed};
 use nanika_runtime::Service;
+use signal_hook::consts::SIGINT;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Turns an operation's error into the CLI's, keeping its hint.
+/// Turns an operation's error into the CLI's, keeping its hint; an interrupted operation exits
+/// with 128 + its signal.
 pub fn ops_error(error: OpsError) -> CliError {
     let hint = error.hint();
+    if let OpsError::Interrupted { signal, .. } = &error {
+        let cli = CliError::interrupted(error.to_string(), signal.unwrap_or(SIGINT));
+        return match hint {
+            Some(hint) => cli.hint(hint),
+            None => cli,
+        };
+    }
     let mut message = error.to_string();
     let mut cause = std::error::Error::source(&error);
     while let Some(inner) = cause {
@@ -134,13 +144,15 @@ pub fn run(
             action: None,
             dry_run,
         } => {
-            let applied = block_on(async {
-                let mut conn = pg::connect(url, None).await?;
-                let applied = migrate::run(&mut conn, &migrations_dir(&loaded), dry_run).await;
-                pg::close(conn).await;
-                applied
-            })
+            let interrupt = signals::catch()?;
+            let applied = block_on(migrate::run_interruptible(
+                url,
+                &migrations_dir(&loaded),
+                dry_run,
+                &interrupt,
+            ))
             .map_err(ops_error)?;
+            signals::note_if_late(&interrupt, "the migration");
             let verb = if dry_run { "would apply" } else { "applied" };
             if applied.is_empty() {
                 crate::say!("nothing to apply: the database is up to date");
@@ -158,25 +170,23 @@ pub fn run(
                 );
                 bar
             });
-            let report = block_on(async {
-                let mut conn = pg::connect(url, None).await?;
-                let report = if users + messages > 0 {
-                    seed::bulk(&mut conn, users, messages, &mut |done, _| {
-                        if let Some(bar) = &bar {
-                            bar.set_position(done);
-                        }
-                    })
-                    .await
-                } else {
-                    seed::seed(&mut conn).await
-                };
-                pg::close(conn).await;
-                report
-            })
-            .map_err(ops_error)?;
+            let interrupt = signals::catch()?;
+            let report = block_on(seed::run(
+                url,
+                users,
+                messages,
+                &mut |done, _| {
+                    if let Some(bar) = &bar {
+                        bar.set_position(done);
+                    }
+                },
+                &interrupt,
+            ));
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }
+            let report = report.map_err(ops_error)?;
+            signals::note_if_late(&interrupt, "the seed");
             crate::say!(
                 "added {} users, {} rooms, {} messages",
                 report.users,
@@ -192,7 +202,16 @@ pub fn run(
                 ),
                 yes,
             )?;
-            block_on(reset(&loaded)).map_err(ops_error)?;
+            let interrupt = signals::catch()?;
+            let admin_url = pg::admin_url(url, admin_password(&loaded).as_ref());
+            block_on(reset::reset(
+                url,
+                &admin_url,
+                &migrations_dir(&loaded),
+                &interrupt,
+            ))
+            .map_err(ops_error)?;
+            signals::note_if_late(&interrupt, "the reset");
             crate::say!("database {} recreated, migrated and seeded", url.database);
         }
         DbCommand::Psql { args } => {
@@ -245,14 +264,17 @@ pub fn run(
                     &crate::clock::file_stamp(),
                 )
             });
+            let bins = postgres_binaries(&loaded)?;
+            let interrupt = signals::catch()?;
             let spinner = spinner(&format!(
                 "backing up {} to {}",
                 url.database,
                 path.display()
             ));
-            let report = dump::backup(&postgres_binaries(&loaded)?, url, &path, format, jobs);
+            let report = dump::backup(&bins, url, &path, format, jobs, &interrupt);
             spinner.finish_and_clear();
             let report = report.map_err(ops_error)?;
+            signals::note_if_late(&interrupt, "the backup");
             crate::say!(
                 "wrote {} ({} bytes, {:.2} s)",
                 report.path.display(),
@@ -318,35 +340,6 @@ fn admin_password(loaded: &LoadedProject) -> Option<nanika_config::Secret> {
         .postgres_admin_password()
 }
 
-async fn reset(loaded: &LoadedProject) -> Result<(), OpsError> {
-    let url = &loaded.infra.env.database_url;
-    let name = pg::quote_ident(&url.database);
-    let admin_url = pg::admin_url(url, admin_password(loaded).as_ref());
-    let mut admin = pg::connect(&admin_url, Some("postgres")).await?;
-    for sql in [
-        format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
-            url.database.replace('\'', "''")
-        ),
-        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-        format!(
-            "CREATE DATABASE {name} OWNER {}",
-            pg::quote_ident(&url.user)
-        ),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-            .execute(&mut admin)
-            .await
-            .map_err(OpsError::sql(format!("`{sql}` failed")))?;
-    }
-    pg::close(admin).await;
-    let mut conn = pg::connect(url, None).await?;
-    migrate::run(&mut conn, &migrations_dir(loaded), false).await?;
-    seed::seed(&mut conn).await?;
-    pg::close(conn).await;
-    Ok(())
-}
-
 fn restore(
     loaded: &LoadedProject,
     path: &std::path::Path,
@@ -357,6 +350,7 @@ fn restore(
     let bins = postgres_binaries(loaded)?;
     // Check the file before asking anything: a file that is no dump is refused outright.
     dump::detect(path).map_err(ops_error)?;
+    let mut safety_backup = false;
     if options.clean {
         let tables = block_on(dump::table_count(url)).map_err(ops_error)?;
         if tables > 0 {
@@ -368,23 +362,29 @@ fn restore(
                 ),
                 yes,
             )?;
-            let safety = dump::default_path(
-                loaded.project.root(),
-                &format!("{}-before-restore", url.database),
-                Format::Custom,
-                &crate::clock::file_stamp(),
-            );
-            let report = dump::backup(&bins, url, &safety, Format::Custom, 1).map_err(ops_error)?;
-            crate::say!("safety backup: {}", report.path.display());
+            safety_backup = true;
         } else {
             options.clean = false;
         }
     }
+    let interrupt = signals::catch()?;
+    if safety_backup {
+        let safety = dump::default_path(
+            loaded.project.root(),
+            &format!("{}-before-restore", url.database),
+            Format::Custom,
+            &crate::clock::file_stamp(),
+        );
+        let report = dump::backup(&bins, url, &safety, Format::Custom, 1, &interrupt)
+            .map_err(|error| ops_error(nothing_restored(error, &url.database)))?;
+        crate::say!("safety backup: {}", report.path.display());
+    }
     let spinner = spinner(&format!("restoring {}", path.display()));
     let verify = options.verify;
-    let report = block_on(dump::restore(&bins, url, path, options));
+    let report = block_on(dump::restore(&bins, url, path, options, &interrupt));
     spinner.finish_and_clear();
     let report = report.map_err(ops_error)?;
+    signals::note_if_late(&interrupt, "the restore");
     if report.replaced {
         let rows = report
             .rows
@@ -421,4 +421,22 @@ fn restore(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An interrupted safety backup also means the restore never began.
+fn nothing_restored(error: OpsError, database: &str) -> OpsError {
+    match error {
+        OpsError::Interrupted {
+            signal,
+            cleaned,
+            state,
+            hint,
+        } => OpsError::Interrupted {
+            signal,
+            cleaned,
+            state: format!("{state}; nothing was restored, {database} is unchanged"),
+            hint,
+        },
+        other => other,
+    }
 }
