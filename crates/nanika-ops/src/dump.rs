@@ -341,7 +341,8 @@ pub struct RestoreReport {
     /// With `verify`: their row counts (counting every row of a large dump takes a while, so
     /// only a verification does it).
     pub rows: Option<RowCounts>,
-    /// With `verify`: the tables whose count differs from the database's current one
+    /// With `verify`: the tables whose row count in the database differs from the dump's own
+    /// (table, rows in the dump, rows in the database; -1 for a table one of them lacks)
     /// (table, restored, current).
     pub differences: Vec<(String, i64, i64)>,
     /// Whether the real database was replaced (false for a verification only).
@@ -423,6 +424,20 @@ pub async fn restore(
             hint: "restore --clean replaces it (it asks first and takes a safety backup); restore --verify only compares".into(),
         });
     }
+    if existing_tables > 0 && !options.clean {
+        // `--verify` alone: does the database hold what the dump holds? Nothing is restored.
+        let expected = dump_row_counts(bins, path, format)?;
+        let (tables, rows) = describe(url, true).await?;
+        let differences = differences(&expected, rows.as_deref().unwrap_or_default());
+        return Ok(RestoreReport {
+            format,
+            tables,
+            rows,
+            differences,
+            replaced: false,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
     let single_transaction = format == Format::Sql || options.jobs <= 1;
     if existing_tables == 0 {
         // Nothing to lose: restore straight into the database, as pg_restore alone would.
@@ -445,11 +460,15 @@ pub async fn restore(
         }
         // From here the restore is complete: an interrupt now is not acted on.
         let (tables, rows) = describe(url, options.verify).await?;
+        let differences = match &rows {
+            Some(rows) => differences(&dump_row_counts(bins, path, format)?, rows),
+            None => Vec::new(),
+        };
         return Ok(RestoreReport {
             format,
             tables,
             rows,
-            differences: Vec::new(),
+            differences,
             replaced: true,
             seconds: started.elapsed().as_secs_f64(),
         });
@@ -480,7 +499,7 @@ pub async fn restore(
         }
     }
     // Counting every row of a large restore takes a while: an interrupt ends it too.
-    let compared = match race(interrupt, compare(url, &scratch_url, options.verify)).await {
+    let compared = match race(interrupt, compare(url, &scratch_url, false)).await {
         Some(Ok(compared)) if !interrupt.is_raised() => compared,
         Some(Err(error)) => {
             let _ = drop_scratch(&admin_url, &scratch).await;
@@ -492,7 +511,7 @@ pub async fn restore(
             return interrupted(vec![dropped]);
         }
     };
-    let (tables, rows, differences) = compared;
+    let (tables, _, _) = compared;
     let replace = existing_tables == 0 || options.clean;
     if replace {
         // Not interrupted: a swap stopped half-way would leave the database renamed away.
@@ -504,6 +523,16 @@ pub async fn restore(
         )
         .await?;
     }
+    // The database as it is now against the dump's own contents, never against the database it
+    // replaced.
+    let (rows, differences) = if options.verify {
+        let (_, rows) = describe(url, true).await?;
+        let rows = rows.unwrap_or_default();
+        let differences = differences(&dump_row_counts(bins, path, format)?, &rows);
+        (Some(rows), differences)
+    } else {
+        (None, Vec::new())
+    };
     Ok(RestoreReport {
         format,
         tables,
@@ -615,6 +644,115 @@ async fn compare(
         }
     }
     Ok((tables, rows, differences))
+}
+
+/// Each table's row count as the dump itself holds it: the lines of its `COPY … FROM stdin`
+/// block (or its `INSERT` statements), read from the SQL file or from `pg_restore --data-only -f -`
+/// for the archive formats, streaming. Independent of any database.
+pub fn dump_row_counts(bins: &PostgresBinaries, path: &Path, format: Format) -> Result<RowCounts> {
+    use std::io::BufRead;
+    let count = |reader: &mut dyn BufRead| -> std::io::Result<RowCounts> {
+        let mut counts: Vec<(String, i64)> = Vec::new();
+        let mut current: Option<usize> = None;
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim_end_matches(['\n', '\r']);
+            if let Some(index) = current {
+                if text == "\\." {
+                    current = None;
+                } else {
+                    counts[index].1 += 1;
+                }
+            } else if let Some(rest) = text.strip_prefix("COPY ")
+                && text.ends_with("FROM stdin;")
+            {
+                let name = table_name(rest);
+                current = Some(slot(&mut counts, name));
+            } else if let Some(rest) = text.strip_prefix("INSERT INTO ") {
+                let index = slot(&mut counts, table_name(rest));
+                counts[index].1 += 1;
+            }
+        }
+        Ok(counts)
+    };
+    let failed =
+        |e: std::io::Error| OpsError::io(format!("cannot read the rows of {}", path.display()))(e);
+    match format {
+        Format::Sql => {
+            let file = fs_err::File::open(path).map_err(failed)?;
+            count(&mut std::io::BufReader::new(file)).map_err(failed)
+        }
+        Format::Custom | Format::Directory => {
+            let mut child = std::process::Command::new(bins.tool("pg_restore"))
+                .args(["--data-only", "-f", "-"])
+                .arg(path)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .map_err(failed)?;
+            let stdout = child
+                .stdout
+                .take()
+                .ok_or_else(|| failed(std::io::Error::other("pg_restore gave no output")))?;
+            let counts = count(&mut std::io::BufReader::new(stdout));
+            let status = child.wait().map_err(failed)?;
+            let counts = counts.map_err(failed)?;
+            if !status.success() {
+                return Err(failed(std::io::Error::other(format!(
+                    "pg_restore --data-only failed ({status})"
+                ))));
+            }
+            Ok(counts)
+        }
+    }
+}
+
+/// `schema.table` from the start of a `COPY`/`INSERT INTO` target, quotes removed.
+fn table_name(rest: &str) -> String {
+    let mut name = String::new();
+    let mut quoted = false;
+    for c in rest.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ' ' | '(' if !quoted => break,
+            c => name.push(c),
+        }
+    }
+    name
+}
+
+fn slot(counts: &mut Vec<(String, i64)>, name: String) -> usize {
+    match counts.iter().position(|(n, _)| *n == name) {
+        Some(index) => index,
+        None => {
+            counts.push((name, 0));
+            counts.len() - 1
+        }
+    }
+}
+
+/// The tables whose counts differ between the dump and the database: (table, in the dump, in the
+/// database), -1 where one side lacks the table. Tables the dump holds no data for count 0.
+fn differences(dump: &[(String, i64)], database: &[(String, i64)]) -> Vec<(String, i64, i64)> {
+    let mut found = Vec::new();
+    for (table, rows) in database {
+        let expected = dump.iter().find(|(t, _)| t == table).map_or(0, |(_, n)| *n);
+        if expected != *rows {
+            found.push((table.clone(), expected, *rows));
+        }
+    }
+    for (table, rows) in dump {
+        if !database.iter().any(|(t, _)| t == table) {
+            found.push((table.clone(), *rows, -1));
+        }
+    }
+    found
 }
 
 /// The restored database's tables and, when `count`, their row counts.

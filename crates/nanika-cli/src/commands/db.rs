@@ -401,23 +401,35 @@ fn restore(
     if verify {
         if report.differences.is_empty() {
             crate::say!(
-                "verified: every table of the backup has the row count of {}",
+                "verified: every table of {} has the row count the backup itself holds",
                 url.database
             );
         } else {
-            for (table, restored, current) in &report.differences {
+            let count = |n: i64| {
+                if n < 0 {
+                    "no such table".to_string()
+                } else {
+                    format!("{n} rows")
+                }
+            };
+            for (table, in_dump, in_database) in &report.differences {
                 crate::say!(
-                    "differs: {table}: {restored} rows in the backup, {current} in {}",
+                    "differs: {table}: {} in the backup, {} in {}",
+                    count(*in_dump),
+                    count(*in_database),
                     url.database
                 );
             }
-            if !report.replaced {
-                return Err(CliError::failure(format!(
-                    "the backup differs from {} in {} tables",
-                    url.database,
-                    report.differences.len()
-                )));
-            }
+            return Err(CliError::failure(format!(
+                "{} differs from the backup in {} tables",
+                url.database,
+                report.differences.len()
+            ))
+            .hint(if report.replaced {
+                "the restore ran, but the database does not hold what the backup holds: look at the tables above"
+            } else {
+                "nothing was restored; `restore --clean` replaces the database with the backup"
+            }));
         }
     }
     Ok(ExitCode::SUCCESS)
