@@ -577,6 +577,12 @@ fn lint_clean_when_risks_are_fixed() {
     );
     project.replace(REDIS, "bind 0.0.0.0", "bind 127.0.0.1");
     project.replace(PG, "log_statement = 'mod'", "log_statement = 'none'");
+    project.replace(ENV, "# REDIS_PASSWORD=", "REDIS_PASSWORD=redis-Secret-0815");
+    project.replace(
+        ENV,
+        "redis://localhost",
+        "redis://:redis-Secret-0815@localhost",
+    );
     nanika(&project)
         .args(["config", "lint", "--production"])
         .assert()
