@@ -518,7 +518,7 @@ fn an_interrupted_migration_rolls_back_and_releases_the_lock() {
         stack.psql("SELECT count(*) FROM pg_tables WHERE tablename = 'interrupted_marker'"),
         "0"
     );
-    assert_eq!(stack.psql("SELECT count(*) FROM _sqlx_migrations"), "3");
+    assert_eq!(stack.psql("SELECT count(*) FROM _sqlx_migrations"), "4");
     assert_eq!(
         stack.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"),
         "0",
@@ -533,7 +533,7 @@ fn an_interrupted_migration_rolls_back_and_releases_the_lock() {
     );
     eprintln!(
         "measured: migrate, SIGTERM during a migration's statement: exit 143 {} ms later, the \
-         migration's table absent, 3 rows in _sqlx_migrations, no advisory lock held",
+         migration's table absent, 4 rows in _sqlx_migrations, no advisory lock held",
         took.as_millis()
     );
 }
@@ -548,13 +548,14 @@ fn an_interrupted_reset_says_what_state_the_database_is_in() {
     send(&child, Signal::SIGINT, Target::Group);
     let (status, said, took) = finish(child);
     assert_eq!(status.code(), Some(130), "{said}");
-    let state = "database nanika_game was dropped and created again; applied 3 of 4 pending \
+    let state = "database nanika_game was dropped and created again; applied 4 of 5 pending \
                  migrations (20250801000001 users, 20250801000002 chat, 20250801000003 session \
-                 backups); still pending: 20990101000000 slow; it is not seeded";
+                 backups, 20261129000001 session backups prefix); still pending: 20990101000000 \
+                 slow; it is not seeded";
     assert!(said.contains(state), "{said}");
     assert!(said.contains("run `nanika db reset --yes` again"), "{said}");
     // The database is in exactly that state.
-    assert_eq!(stack.psql("SELECT count(*) FROM _sqlx_migrations"), "3");
+    assert_eq!(stack.psql("SELECT count(*) FROM _sqlx_migrations"), "4");
     assert_eq!(stack.psql("SELECT count(*) FROM users"), "0");
     assert_eq!(stack.psql("SELECT count(*) FROM chat_rooms"), "0");
     assert_eq!(

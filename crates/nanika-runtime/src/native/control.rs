@@ -556,17 +556,22 @@ impl<'a> Native<'a> {
         })
     }
 
-    fn prepare_redis(&self, bins: &RedisBinaries) -> Result<ServicePlan> {
-        let stale = redis::pid_file(&self.state.layout);
-        if stale.exists() && redis::running(&self.state.layout).is_none() {
-            let _ = fs::remove_file(&stale);
-        }
+    /// Redis's own copy of the committed `redis.conf`, with the password `.env` gives it.
+    fn install_redis_config(&self) -> Result<()> {
         redis::install_config(
             &self.state.layout,
             &self.loaded.project.path(REDIS_CONF),
             self.loaded.infra.redis_password(),
             self.loaded.infra.redis.requirepass.is_some(),
-        )?;
+        )
+    }
+
+    fn prepare_redis(&self, bins: &RedisBinaries) -> Result<ServicePlan> {
+        let stale = redis::pid_file(&self.state.layout);
+        if stale.exists() && redis::running(&self.state.layout).is_none() {
+            let _ = fs::remove_file(&stale);
+        }
+        self.install_redis_config()?;
         let (program, args) =
             redis::server_args(bins, &self.state.layout, self.port(Service::Redis));
         Ok(ServicePlan {
@@ -769,12 +774,7 @@ impl<'a> Native<'a> {
             progress.step(*service, "restarting");
         }
         if targets.contains(&Service::Redis) {
-            redis::install_config(
-                &self.state.layout,
-                &self.loaded.project.path(REDIS_CONF),
-                self.loaded.infra.redis_password(),
-                self.loaded.infra.redis.requirepass.is_some(),
-            )?;
+            self.install_redis_config()?;
         }
         if targets.contains(&Service::Postgres) {
             postgres::install_config(&self.loaded.project.path(POSTGRES_CONF), &self.state.layout)?;

@@ -443,41 +443,13 @@ impl StateLayout {
         let state = self.create_state_dirs()?;
         let server = self.server_uid();
         let me = Uid::effective().as_raw();
-        let home = if self.postgres_is_external() {
-            let parent = Dir::open(external_parent())?;
-            let (root, _) = parent.make_dir_expecting(
-                EXTERNAL_ROOT_NAME,
-                0o755,
-                Expect {
-                    owners: &[0],
-                    mode: None,
-                },
-            )?;
-            let (home, _) = root.make_dir_expecting(
-                &self.external_name()?,
-                0o700,
-                Expect {
-                    owners: &[me, server],
-                    mode: None,
-                },
-            )?;
-            if state.kind("postgres")? == Kind::Missing {
-                state.symlink("postgres", &self.postgres_home)?;
-            }
-            home
-        } else {
-            let project = Dir::open(&self.project)?;
-            let owners = self.own_owners(&project)?;
-            let (home, _) = state.make_dir_expecting(
-                "postgres",
-                0o700,
-                Expect {
-                    owners: &[owners[0], owners[1], server],
-                    mode: None,
-                },
-            )?;
-            home
-        };
+        let home = self.make_home(
+            &state,
+            "postgres",
+            &self.postgres_home,
+            self.postgres_is_external(),
+            server,
+        )?;
         home.set_mode(0o700)?;
         let (run, _) = home.make_dir_expecting(
             "run",
@@ -498,52 +470,89 @@ impl StateLayout {
         self.create_redis_dir(&state)
     }
 
-    /// Redis's directory, owner-only and handed to the Redis user: in `.nanika/`, or in
-    /// `/var/lib/nanika` (linked from `.nanika/redis`) when that user cannot enter the project.
-    fn create_redis_dir(&self, state: &Dir) -> Result<()> {
+    /// A server's home: `.nanika/<name>`, or when `external`, `home` in `/var/lib/nanika` with
+    /// `.nanika/<name>` linked to it. Made or opened without following a link; an existing one
+    /// must belong to nanika, the project's owner or `server_uid`, and be writable by no one else.
+    fn make_home(
+        &self,
+        state: &Dir,
+        name: &str,
+        home: &Path,
+        external: bool,
+        server_uid: u32,
+    ) -> Result<Dir> {
         let me = Uid::effective().as_raw();
-        let redis = if self.redis_is_external() {
-            let parent = Dir::open(external_parent())?;
-            let (root, _) = parent.make_dir_expecting(
-                EXTERNAL_ROOT_NAME,
-                0o755,
-                Expect {
-                    owners: &[0],
-                    mode: None,
-                },
-            )?;
-            let name = self
-                .redis_dir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .ok_or_else(|| {
-                    RuntimeError::Other(format!("{} has no usable name", self.redis_dir.display()))
-                })?;
-            let (dir, _) = root.make_dir_expecting(
-                name,
-                0o700,
-                Expect {
-                    owners: &[me, self.redis_uid()],
-                    mode: None,
-                },
-            )?;
-            if state.kind("redis")? == Kind::Missing {
-                state.symlink("redis", &self.redis_dir)?;
-            }
-            dir
-        } else {
+        if !external {
             let project = Dir::open(&self.project)?;
             let owners = self.own_owners(&project)?;
             let (dir, _) = state.make_dir_expecting(
-                "redis",
+                name,
                 0o700,
                 Expect {
-                    owners: &[owners[0], owners[1], self.redis_uid()],
+                    owners: &[owners[0], owners[1], server_uid],
                     mode: None,
                 },
             )?;
-            dir
+            return Ok(dir);
+        }
+        let parent = Dir::open(external_parent())?;
+        let (root, _) = parent.make_dir_expecting(
+            EXTERNAL_ROOT_NAME,
+            0o755,
+            Expect {
+                owners: &[0],
+                mode: None,
+            },
+        )?;
+        let (dir, _) = root.make_dir_expecting(
+            file_name_of(home)?,
+            0o700,
+            Expect {
+                owners: &[me, server_uid],
+                mode: None,
+            },
+        )?;
+        if state.kind(name)? == Kind::Missing {
+            state.symlink(name, home)?;
+        }
+        Ok(dir)
+    }
+
+    /// A server's home made by [`Self::make_home`], opened without following any link nanika
+    /// did not make.
+    fn open_home(&self, name: &str, home: &Path, external: bool) -> Result<Dir> {
+        self.verify()?;
+        let missing = || {
+            RuntimeError::Other(format!(
+                "{} does not exist; `nanika up` creates it",
+                home.display()
+            ))
         };
+        if external {
+            Dir::open(external_parent())?
+                .open_dir(EXTERNAL_ROOT_NAME)?
+                .ok_or_else(missing)?
+                .open_dir(file_name_of(home)?)?
+                .ok_or_else(missing)
+        } else {
+            Dir::open(&self.project)?
+                .open_dir(nanika_config::project::STATE_DIR)?
+                .ok_or_else(missing)?
+                .open_dir(name)?
+                .ok_or_else(missing)
+        }
+    }
+
+    /// Redis's directory, owner-only and handed to the Redis user: in `.nanika/`, or in
+    /// `/var/lib/nanika` (linked from `.nanika/redis`) when that user cannot enter the project.
+    fn create_redis_dir(&self, state: &Dir) -> Result<()> {
+        let redis = self.make_home(
+            state,
+            "redis",
+            &self.redis_dir,
+            self.redis_is_external(),
+            self.redis_uid(),
+        )?;
         redis.set_mode(0o700)?;
         if let Some(user) = &self.redis_user
             && redis.stat()?.uid != user.uid
@@ -572,31 +581,7 @@ impl StateLayout {
     /// Redis's directory, opened without following a link nanika did not make (after
     /// [`Self::create`]).
     pub fn open_redis_dir(&self) -> Result<Dir> {
-        self.verify()?;
-        let missing = || {
-            RuntimeError::Other(format!(
-                "{} does not exist; `nanika up` creates it",
-                self.redis_dir.display()
-            ))
-        };
-        if self.redis_is_external() {
-            let name = self
-                .redis_dir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .ok_or_else(missing)?;
-            Dir::open(external_parent())?
-                .open_dir(EXTERNAL_ROOT_NAME)?
-                .ok_or_else(missing)?
-                .open_dir(name)?
-                .ok_or_else(missing)
-        } else {
-            Dir::open(&self.project)?
-                .open_dir(nanika_config::project::STATE_DIR)?
-                .ok_or_else(missing)?
-                .open_dir("redis")?
-                .ok_or_else(missing)
-        }
+        self.open_home("redis", &self.redis_dir, self.redis_is_external())
     }
 
     /// The socket directory in the shared temp directory: made fresh (0700, then handed to the
@@ -625,42 +610,10 @@ impl StateLayout {
         Ok(())
     }
 
-    fn external_name(&self) -> Result<String> {
-        self.postgres_home
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(str::to_string)
-            .ok_or_else(|| {
-                RuntimeError::Other(format!(
-                    "{} has no usable name",
-                    self.postgres_home.display()
-                ))
-            })
-    }
-
     /// PostgreSQL's home, opened without following any link nanika did not make (after
     /// [`Self::create`]).
     pub fn open_postgres_home(&self) -> Result<Dir> {
-        self.verify()?;
-        let missing = || {
-            RuntimeError::Other(format!(
-                "{} does not exist; `nanika up` creates it",
-                self.postgres_home.display()
-            ))
-        };
-        if self.postgres_is_external() {
-            Dir::open(external_parent())?
-                .open_dir(EXTERNAL_ROOT_NAME)?
-                .ok_or_else(missing)?
-                .open_dir(&self.external_name()?)?
-                .ok_or_else(missing)
-        } else {
-            Dir::open(&self.project)?
-                .open_dir(nanika_config::project::STATE_DIR)?
-                .ok_or_else(missing)?
-                .open_dir("postgres")?
-                .ok_or_else(missing)
-        }
+        self.open_home("postgres", &self.postgres_home, self.postgres_is_external())
     }
 
     /// `.nanika/run`, opened without following a link (after [`Self::create_state_dirs`]): the
@@ -729,6 +682,13 @@ impl StateLayout {
 /// The scratch name of a running `initdb`.
 pub const INITDB_SCRATCH: &str = "data.initdb-incomplete";
 const EXTERNAL_ROOT_NAME: &str = "nanika";
+
+/// The last component of `path`, which nanika made from a project's name and a hash.
+fn file_name_of(path: &Path) -> Result<&str> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| RuntimeError::Other(format!("{} has no usable name", path.display())))
+}
 
 fn external_parent() -> &'static Path {
     Path::new(EXTERNAL_STATE_ROOT)
