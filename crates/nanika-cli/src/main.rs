@@ -79,7 +79,11 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
         }
         Command::Config(ConfigCommand::Show { json }) => commands::config::show(project_dir, json),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "nanika", &mut std::io::stdout());
+            // Rendered first and printed through `say!`, which ends quietly when the reader
+            // closes the pipe (`nanika completions bash | head`) instead of panicking.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "nanika", &mut script);
+            crate::say!("{}", String::from_utf8_lossy(&script).trim_end());
             Ok(())
         }
     }

@@ -31,3 +31,18 @@ fn redis_keys_says_when_the_list_is_cut_and_info_refuses_an_unknown_section() {
     );
     assert!(stack.run(&["redis", "info", "memory"]).status.success());
 }
+
+#[test]
+fn completions_piped_into_head_end_quietly() {
+    let output = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; {} completions bash | head -3",
+            assert_cmd::cargo::cargo_bin!("nanika").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 3);
+    assert!(!text(&output).contains("panicked"), "{}", text(&output));
+}
