@@ -330,7 +330,23 @@ pub fn new_migration(dir: &Path, name: &str, timestamp: &str) -> Result<PathBuf>
     }
     fs_err::create_dir_all(dir)
         .map_err(OpsError::io(format!("cannot create {}", dir.display())))?;
-    let path = dir.join(format!("{timestamp}_{slug}.sql"));
+    // Two migrations made in the same second would share a version, which the migrator refuses:
+    // take the next free one.
+    let taken: Vec<i64> = fs_err::read_dir(dir)
+        .map_err(OpsError::io(format!("cannot read {}", dir.display())))?
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().to_string_lossy().into_owned();
+            name.split('_').next()?.parse().ok()
+        })
+        .collect();
+    let mut version: i64 = timestamp.parse().map_err(|_| OpsError::Refused {
+        message: format!("`{timestamp}` is not a migration version"),
+        hint: "versions are YYYYMMDDHHMMSS".into(),
+    })?;
+    while taken.contains(&version) {
+        version += 1;
+    }
+    let path = dir.join(format!("{version}_{slug}.sql"));
     let mut options = fs_err::OpenOptions::new();
     options.write(true).create_new(true);
     let mut file = options
@@ -344,6 +360,21 @@ pub fn new_migration(dir: &Path, name: &str, timestamp: &str) -> Result<PathBuf>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn migrations_made_in_the_same_second_get_distinct_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = new_migration(dir.path(), "add friends", "20261129120000").unwrap();
+        let second = new_migration(dir.path(), "add guilds", "20261129120000").unwrap();
+        assert!(
+            first.ends_with("20261129120000_add_friends.sql"),
+            "{first:?}"
+        );
+        assert!(
+            second.ends_with("20261129120001_add_guilds.sql"),
+            "{second:?}"
+        );
+    }
 
     #[test]
     fn the_committed_migrations_are_the_initial_ones() {
