@@ -46,3 +46,15 @@ fn completions_piped_into_head_end_quietly() {
     assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 3);
     assert!(!text(&output).contains("panicked"), "{}", text(&output));
 }
+
+#[test]
+fn restart_with_nothing_running_starts_nothing() {
+    let stack = Stack::new();
+    let output = stack.run(&["restart"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(text(&output).contains("nothing was restarted"), "{}", text(&output));
+    let named = stack.run(&["restart", "redis"]);
+    assert_eq!(named.status.code(), Some(1), "{}", text(&named));
+    assert!(text(&named).contains("nanika up redis"), "{}", text(&named));
+    assert_eq!(stack.own_processes(), Vec::<String>::new());
+}

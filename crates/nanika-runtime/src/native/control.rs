@@ -751,6 +751,23 @@ impl<'a> Native<'a> {
         progress: &dyn Progress,
     ) -> Result<()> {
         if !supervisor::is_running(&self.state.layout) {
+            // Servers left without their supervisor are restarted cleanly by `up`; a project
+            // with nothing running has nothing to restart ("all running ones" are none).
+            let orphaned = self
+                .status()
+                .iter()
+                .any(|s| s.state == ServiceState::Unsupervised);
+            if !orphaned {
+                return Err(match services.first() {
+                    Some(service) => RuntimeError::NotRunning {
+                        service: *service,
+                        other_listener: None,
+                    },
+                    None => RuntimeError::Other(
+                        "nothing of this project is running, so nothing was restarted; `nanika up` starts it".into(),
+                    ),
+                });
+            }
             self.up(services, supervisor_command, progress)?;
             return Ok(());
         }
