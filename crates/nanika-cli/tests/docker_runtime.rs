@@ -11,6 +11,9 @@ fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The spec fixes the compose project's and the containers' names: one test at a time uses them.
+static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Whether the test bed's engine and images are ready; under CI their absence is a failure.
 fn engine_ready() -> bool {
     let ready = std::process::Command::new(workspace().join("scripts/docker-testbed"))
@@ -43,6 +46,7 @@ impl Drop for ComposeDown<'_> {
 
 #[test]
 fn a_redis_password_from_env_reaches_the_container_and_no_command_line() {
+    let _engine = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
     if !engine_ready() {
         return;
     }
@@ -86,4 +90,71 @@ fn a_redis_password_from_env_reaches_the_container_and_no_command_line() {
     for file in ["compose.yaml", "docker/redis/redis.conf"] {
         assert!(!stack.project.read(file).contains("dock3r"), "{file}");
     }
+}
+
+/// The id of a container, or `None` when there is none of that name.
+fn container_id(name: &str) -> Option<String> {
+    let output = std::process::Command::new("docker")
+        .args(["inspect", "--format", "{{.Id}}", name])
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+#[test]
+fn a_second_checkout_never_takes_over_or_deletes_the_first_ones_containers() {
+    let _engine = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    if !engine_ready() {
+        return;
+    }
+    let first = Stack::new();
+    let _down = ComposeDown(&first);
+    let docker = |stack: &Stack, args: &[&str]| {
+        stack
+            .nanika()
+            .env("NANIKA_RUNTIME", "docker")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let up = docker(&first, &["up"]);
+    assert!(up.status.success(), "{}", text(&up));
+    first.psql("CREATE TABLE first_marker (note text); INSERT INTO first_marker VALUES ('mine')");
+    let ids = [
+        container_id("nanika-game-db"),
+        container_id("nanika-game-redis"),
+    ];
+    assert!(ids.iter().all(Option::is_some), "{ids:?}");
+
+    let second = Stack::new();
+    for args in [
+        &["up"][..],
+        &["down", "--volumes", "--yes"],
+        &["redis", "keys"],
+    ] {
+        let output = docker(&second, args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {}", text(&output));
+        assert!(
+            text(&output).contains("belongs to another checkout"),
+            "{args:?}: {}",
+            text(&output)
+        );
+        assert!(
+            text(&output).contains(&first.root.display().to_string()),
+            "{}",
+            text(&output)
+        );
+    }
+    assert_eq!(
+        [
+            container_id("nanika-game-db"),
+            container_id("nanika-game-redis")
+        ],
+        ids,
+        "the first checkout's containers were recreated"
+    );
+    assert_eq!(first.psql("SELECT note FROM first_marker"), "mine");
 }

@@ -52,7 +52,11 @@ fn restart_with_nothing_running_starts_nothing() {
     let stack = Stack::new();
     let output = stack.run(&["restart"]);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
-    assert!(text(&output).contains("nothing was restarted"), "{}", text(&output));
+    assert!(
+        text(&output).contains("nothing was restarted"),
+        "{}",
+        text(&output)
+    );
     let named = stack.run(&["restart", "redis"]);
     assert_eq!(named.status.code(), Some(1), "{}", text(&named));
     assert!(text(&named).contains("nanika up redis"), "{}", text(&named));

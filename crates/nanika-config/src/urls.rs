@@ -80,6 +80,12 @@ const LIBPQ_PARAMETERS: &[&str] = &[
 /// [`DatabaseUrl::pg_env`]; `schema` becomes `search_path` there. Names both know are passed on
 /// as they are, although Prisma's `sslcert` is the server's CA certificate (libpq's
 /// `sslrootcert`) and its `sslpassword` the PKCS12 file's: only TLS setups see the difference.
+/// Parameters that name where to connect, which libpq lets override the URL's authority and path
+/// (and a service file or password file, which could name anything): refused.
+const TARGET_PARAMETERS: &[&str] = &[
+    "host", "hostaddr", "port", "dbname", "user", "password", "service", "passfile",
+];
+
 const PRISMA_PARAMETERS: &[&str] = &[
     "application_name",
     "channel_binding",
@@ -342,6 +348,13 @@ impl DatabaseUrl {
                 || PRISMA_PARAMETERS.contains(&key.as_str());
             if !known {
                 return Err(naming.unknown(&key));
+            }
+            if TARGET_PARAMETERS.contains(&key.as_str()) {
+                // libpq lets these override the URL's own host, port, database and user: what
+                // every check reads from the URL would no longer be where clients go.
+                return Err(UrlError::Invalid(format!(
+                    "the `{key}` parameter would send clients elsewhere than the URL's own host, port, database and user; write those in the URL itself (postgresql://USER:PASSWORD@HOST:PORT/DB)"
+                )));
             }
             let twice =
                 parameters.iter().any(|(k, _)| *k == key) || (key == "schema" && schema.is_some());
@@ -712,15 +725,30 @@ mod tests {
     }
 
     #[test]
+    fn parameters_that_would_redirect_clients_are_refused() {
+        for key in TARGET_PARAMETERS {
+            let raw = format!("postgresql://u:secretpw@localhost:5432/db?{key}=elsewhere");
+            let err = DatabaseUrl::parse(&raw).unwrap_err();
+            assert!(err.to_string().contains(&format!("`{key}`")), "{err}");
+            assert!(!err.to_string().contains("secretpw"));
+        }
+    }
+
+    #[test]
     fn every_prisma_parameter_is_accepted_and_only_libpqs_reach_libpq() {
         let query = PRISMA_PARAMETERS
             .iter()
+            .filter(|k| !TARGET_PARAMETERS.contains(k))
             .map(|k| format!("{k}=v{k}"))
             .collect::<Vec<_>>()
             .join("&");
         let url = DatabaseUrl::parse(&format!("postgresql://u:p@h:1/d?{query}")).unwrap();
         assert_eq!(url.schema.as_deref(), Some("vschema"));
-        assert_eq!(url.parameters.len(), PRISMA_PARAMETERS.len() - 1);
+        let targets = PRISMA_PARAMETERS
+            .iter()
+            .filter(|k| TARGET_PARAMETERS.contains(k))
+            .count();
+        assert_eq!(url.parameters.len(), PRISMA_PARAMETERS.len() - 1 - targets);
         let libpq = DatabaseUrl::parse(&url.libpq_url()).unwrap();
         let kept: Vec<&str> = libpq.parameters.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
@@ -729,7 +757,6 @@ mod tests {
                 "application_name",
                 "channel_binding",
                 "connect_timeout",
-                "host",
                 "sslcert",
                 "sslmode",
                 "sslpassword",
@@ -761,7 +788,7 @@ mod tests {
         // The environment form carries the ones libpq has a variable for.
         let env = url.pg_env();
         for expected in [
-            ("PGHOST", "vhost"),
+            ("PGHOST", "h"),
             ("PGAPPNAME", "vapplication_name"),
             ("PGCONNECT_TIMEOUT", "vconnect_timeout"),
             ("PGSSLMODE", "vsslmode"),

@@ -199,6 +199,42 @@ impl Compose {
         }
     }
 
+    /// Refuses when a container of one of `names` (the compose file's fixed `container_name`s)
+    /// belongs to another checkout: `up` would take it over with this checkout's files, and
+    /// `down --volumes` would delete that checkout's data. Read off the label compose puts on
+    /// every container (`com.docker.compose.project.working_dir`).
+    pub fn check_ownership(&self, names: &[&str]) -> Result<()> {
+        let ours = std::fs::canonicalize(&self.project).unwrap_or_else(|_| self.project.clone());
+        for name in names {
+            let output = Command::new(&self.docker)
+                .args([
+                    "inspect",
+                    "--format",
+                    "{{index .Config.Labels \"com.docker.compose.project.working_dir\"}}",
+                    name,
+                ])
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+                .map_err(RuntimeError::io(format!(
+                    "cannot run {}",
+                    self.docker.display()
+                )))?;
+            if !output.status.success() {
+                continue; // no such container
+            }
+            let owner = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+            let owner_canonical = std::fs::canonicalize(&owner).unwrap_or_else(|_| owner.clone());
+            if owner.as_os_str().is_empty() || owner_canonical != ours {
+                return Err(RuntimeError::ContainerOfAnotherCheckout {
+                    container: name.to_string(),
+                    owner,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Proves that `service`'s container of this compose project runs and publishes the port
     /// the configuration names (`docker compose port`): the containers are the project's own,
     /// found through its compose file and project name, never by a port alone.

@@ -166,6 +166,14 @@ pub enum RuntimeError {
         /// What was tried, and how it went.
         details: Vec<String>,
     },
+    /// A container the compose file names belongs to another checkout of the project.
+    #[error("the container {container} belongs to another checkout, {}; nothing was done", if owner.as_os_str().is_empty() { "not made by compose".to_string() } else { owner.display().to_string() })]
+    ContainerOfAnotherCheckout {
+        /// The container's name.
+        container: String,
+        /// The directory of the checkout that made it.
+        owner: PathBuf,
+    },
     /// Something else, said in words.
     #[error("{0}")]
     Other(String),
@@ -207,6 +215,10 @@ impl RuntimeError {
                 "pass `--runtime {existing}`; to switch, run `nanika down` first and then `--runtime` explicitly (the old data stays where it is)"
             ),
             RuntimeError::DockerUnavailable(_) => "use the native runtime (`--runtime native`), which needs no Docker".into(),
+            RuntimeError::ContainerOfAnotherCheckout { owner, .. } => format!(
+                "the spec names the containers and the compose project, so two checkouts on one engine share them: run `nanika down` in {} first (its data stays in its volumes), or use the native runtime here (`--runtime native`)",
+                owner.display()
+            ),
             RuntimeError::NotRunning { service, .. } => {
                 format!("start it with `nanika up {service}`")
             }

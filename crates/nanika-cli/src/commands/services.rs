@@ -75,6 +75,18 @@ fn supervisor_command(loaded: &LoadedProject) -> CliResult<SupervisorCommand> {
     })
 }
 
+/// Compose for this checkout, once the containers the compose file names are known not to be
+/// another checkout's.
+fn own_compose(loaded: &LoadedProject) -> CliResult<Compose> {
+    let compose = Compose::new(loaded.project.root());
+    let names = [
+        loaded.infra.compose.postgres.container_name.as_str(),
+        loaded.infra.compose.redis.container_name.as_str(),
+    ];
+    compose.check_ownership(&names).map_err(runtime_error)?;
+    Ok(compose)
+}
+
 fn native(valid: &ValidProject) -> CliResult<Native<'_>> {
     Native::new(valid, context::binary_search()).map_err(runtime_error)
 }
@@ -94,7 +106,7 @@ pub fn target(
     let valid = context::valid(project_dir)?;
     match runtime_for(&valid, runtime, false)? {
         RuntimeKind::Docker => {
-            let compose = Compose::new(valid.project.root());
+            let compose = own_compose(&valid)?;
             for service in services {
                 let port = match service {
                     Service::Postgres => valid.infra.env.postgres_port,
@@ -130,7 +142,7 @@ pub fn up(
         .validate()
         .map_err(|rejected| context::rejected_error(&rejected))?;
     if runtime_for(&loaded, runtime, true)? == RuntimeKind::Docker {
-        let compose = Compose::new(loaded.project.root());
+        let compose = own_compose(&loaded)?;
         compose.run(&compose.up(&services)).map_err(runtime_error)?;
         compose::record_runtime(loaded.project.root(), RuntimeKind::Docker)
             .map_err(runtime_error)?;
@@ -232,7 +244,7 @@ pub fn down(
                 yes,
             )?;
         }
-        let compose = Compose::new(loaded.project.root());
+        let compose = own_compose(&loaded)?;
         return compose.run(&compose.down(volumes)).map_err(runtime_error);
     }
     let native = native_state(&loaded)?;
@@ -288,7 +300,7 @@ pub fn restart(
 ) -> CliResult {
     let loaded = context::valid(project_dir)?;
     if runtime_for(&loaded, runtime, false)? == RuntimeKind::Docker {
-        let compose = Compose::new(loaded.project.root());
+        let compose = own_compose(&loaded)?;
         return compose
             .run(&compose.restart(&services))
             .map_err(runtime_error);
@@ -312,7 +324,7 @@ fn uptime(seconds: u64) -> String {
 pub fn ps(project_dir: Option<&PathBuf>, runtime: RuntimeArg, json: bool) -> CliResult {
     let loaded = context::valid(project_dir)?;
     if runtime_for(&loaded, runtime, false)? == RuntimeKind::Docker {
-        let compose = Compose::new(loaded.project.root());
+        let compose = own_compose(&loaded)?;
         return compose.run(&compose.ps()).map_err(runtime_error);
     }
     let statuses: Vec<ServiceStatus> = native(&loaded)?.status();
@@ -365,7 +377,7 @@ pub fn logs(
 ) -> CliResult {
     let loaded = context::load_for_services(project_dir)?;
     if runtime_for(&loaded, runtime, false)? == RuntimeKind::Docker {
-        let compose = Compose::new(loaded.project.root());
+        let compose = own_compose(&loaded)?;
         return compose
             .run(&compose.logs(follow_logs, Some(tail), service))
             .map_err(runtime_error);
