@@ -348,3 +348,43 @@ fn bad_configurations_are_refused_before_anything_starts() {
         eprintln!("{code}: refused by up in {took:?}");
     }
 }
+
+#[test]
+fn an_inherited_libpq_service_never_redirects_a_tool() {
+    let first = first_project();
+    let second = Stack::new();
+    second.up();
+    // A shell that exported a libpq service for another server: its settings come before
+    // PGHOST and PGPORT, so psql would connect there.
+    let services = second.root.join("pg_service.conf");
+    std::fs::write(
+        &services,
+        format!("[elsewhere]\nhost=127.0.0.1\nport={}\n", first.pg_port),
+    )
+    .unwrap();
+    for args in [
+        &["db", "psql", "--", "-Atc", "select inet_server_port()"][..],
+        &[
+            "exec",
+            "--",
+            "/usr/lib/postgresql/15/bin/psql",
+            "-Atc",
+            "select inet_server_port()",
+        ],
+    ] {
+        let output = second
+            .nanika()
+            .env("PGSERVICEFILE", &services)
+            .env("PGSERVICE", "elsewhere")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {}", text(&output));
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            second.pg_port.to_string(),
+            "{args:?}"
+        );
+    }
+    assert_untouched(&first, "PGSERVICE");
+}

@@ -426,6 +426,17 @@ impl DatabaseUrl {
         }
     }
 
+    /// libpq variables that would send a tool elsewhere than [`DatabaseUrl::pg_env`] says when
+    /// inherited from the user's shell (a host address, a service or password file): remove them
+    /// from every child that gets `pg_env`.
+    pub const REDIRECTING_ENV: &'static [&'static str] = &[
+        "PGHOSTADDR",
+        "PGSERVICE",
+        "PGSERVICEFILE",
+        "PGPASSFILE",
+        "PGSYSCONFDIR",
+    ];
+
     /// The same connection as libpq's `PG*` environment variables, password included. Parameters
     /// libpq has no variable for (see `LIBPQ_ENV`) are only in [`DatabaseUrl::libpq_url`].
     pub fn pg_env(&self) -> Vec<(&'static str, String)> {

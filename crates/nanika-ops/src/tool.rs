@@ -44,6 +44,9 @@ pub(crate) fn run(
     shown: String,
     interrupt: &Interrupt,
 ) -> Result<Ran> {
+    for key in DatabaseUrl::REDIRECTING_ENV {
+        command.env_remove(key);
+    }
     for (key, value) in url.pg_env() {
         command.env(key, value);
     }

@@ -218,6 +218,9 @@ pub fn run(
             let bins = postgres_binaries(&loaded)?;
             let mut command = std::process::Command::new(bins.tool("psql"));
             command.args(&args);
+            for key in nanika_config::urls::DatabaseUrl::REDIRECTING_ENV {
+                command.env_remove(key);
+            }
             for (key, value) in url.pg_env() {
                 command.env(key, value);
             }

@@ -154,6 +154,9 @@ pub fn exec(
     let loaded = context::valid(project_dir)?;
     let mut child = Command::new(&command[0]);
     child.args(&command[1..]);
+    for key in nanika_config::urls::DatabaseUrl::REDIRECTING_ENV {
+        child.env_remove(key);
+    }
     for var in app_env(&loaded) {
         child.env(var.name, var.value);
     }
