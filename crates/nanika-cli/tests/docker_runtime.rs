@@ -78,6 +78,14 @@ fn a_redis_password_from_env_reaches_the_container_and_no_command_line() {
     assert!(text(&anonymous).contains("NOAUTH"), "{}", text(&anonymous));
     let keys = docker().args(["redis", "keys"]).output().unwrap();
     assert!(keys.status.success(), "{}", text(&keys));
+    // doctor knows the project's own containers as its servers.
+    let doctor = text(&docker().arg("doctor").output().unwrap());
+    assert!(!doctor.contains(".identity"), "{doctor}");
+    assert_eq!(
+        doctor.matches("and it is this project's").count(),
+        2,
+        "{doctor}"
+    );
     // No command line on the host holds it: every user can read those.
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();

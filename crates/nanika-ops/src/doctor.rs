@@ -76,6 +76,23 @@ pub struct DoctorInput<'a> {
     pub layout: &'a StateLayout,
     /// Where the binaries are looked for.
     pub search: &'a BinarySearch,
+    /// How to tell whether a server that answers is this project's.
+    pub identity: Identity,
+}
+
+/// How doctor proves whose servers answer.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// Native servers carry the project's marker (PostgreSQL) or the supervised pid (Redis).
+    Native,
+    /// Docker: the caller checked the compose project's own containers; each service's outcome,
+    /// or why it is not this project's.
+    Docker {
+        /// PostgreSQL's container.
+        postgres: Result<(), String>,
+        /// Redis's container.
+        redis: Result<(), String>,
+    },
 }
 
 /// Runs every check.
@@ -123,6 +140,9 @@ async fn postgres_identity(
     input: &DoctorInput<'_>,
     conn: &mut sqlx::postgres::PgConnection,
 ) -> Result<(), String> {
+    if let Identity::Docker { postgres, .. } = &input.identity {
+        return postgres.clone();
+    }
     let marker: Option<String> =
         sqlx::query_scalar("SELECT current_setting('nanika.project', true)")
             .fetch_one(&mut *conn)
@@ -500,18 +520,26 @@ fn redis_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
             return;
         }
     };
-    let answering: Option<u32> = redis_admin::info(&mut con, url, Some("server"))
-        .ok()
-        .and_then(|info| info_field(&info, "process_id").and_then(|p| p.parse().ok()));
-    let ours = native_redis::running(input.layout);
-    if answering.is_none() || answering != ours {
+    let foreign = match &input.identity {
+        Identity::Docker { redis, .. } => redis.clone().err(),
+        Identity::Native => {
+            let answering: Option<u32> = redis_admin::info(&mut con, url, Some("server"))
+                .ok()
+                .and_then(|info| info_field(&info, "process_id").and_then(|p| p.parse().ok()));
+            (answering.is_none() || answering != native_redis::running(input.layout)).then(|| {
+                format!(
+                    "its process is {}",
+                    answering.map_or_else(|| "unknown".to_string(), |p| p.to_string())
+                )
+            })
+        }
+    };
+    if let Some(whose) = foreign {
         checks.push(fail(
             "redis.identity",
             format!(
-                "{}:{} answers, but it is not this project's Redis (its process is {})",
-                url.host,
-                url.port,
-                answering.map_or_else(|| "unknown".to_string(), |p| p.to_string())
+                "{}:{} answers, but it is not this project's Redis ({whose})",
+                url.host, url.port
             ),
             "check REDIS_PORT and REDIS_URL (`nanika config show`), and start this project's with `nanika up`",
         ));

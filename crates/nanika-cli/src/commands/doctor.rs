@@ -3,7 +3,9 @@
 use super::db::block_on;
 use crate::context;
 use crate::error::{CliError, CliResult};
-use nanika_ops::doctor::{self, DoctorInput, Verdict};
+use nanika_ops::doctor::{self, DoctorInput, Identity, Verdict};
+use nanika_runtime::Service;
+use nanika_runtime::compose::{Compose, RuntimeKind};
 use nanika_runtime::native::layout::{ServerUser, StateLayout};
 use std::path::PathBuf;
 
@@ -13,10 +15,33 @@ pub fn run(project_dir: Option<&PathBuf>, json: bool) -> CliResult {
     let user = ServerUser::for_current_process().map_err(super::services::runtime_error)?;
     let layout = StateLayout::new(loaded.project.root(), user);
     let search = context::binary_search();
+    let identity = match nanika_runtime::compose::recorded_runtime(loaded.project.root()) {
+        Some(RuntimeKind::Docker) => {
+            // The compose project's own containers, publishing the configured ports.
+            let compose = Compose::new(loaded.project.root());
+            let names = [
+                loaded.infra.compose.postgres.container_name.as_str(),
+                loaded.infra.compose.redis.container_name.as_str(),
+            ];
+            let owned = compose.check_ownership(&names).map_err(|e| e.to_string());
+            let env = &loaded.infra.env;
+            let service = |service: Service, port: u16| {
+                owned
+                    .clone()
+                    .and_then(|()| compose.verify(service, port).map_err(|e| e.to_string()))
+            };
+            Identity::Docker {
+                postgres: service(Service::Postgres, env.postgres_port),
+                redis: service(Service::Redis, env.redis_port),
+            }
+        }
+        _ => Identity::Native,
+    };
     let checks = block_on(doctor::run(&DoctorInput {
         loaded: &loaded,
         layout: &layout,
         search: &search,
+        identity,
     }));
     if json {
         crate::say!(
