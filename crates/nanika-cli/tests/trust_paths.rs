@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Stack, eventually, is_root, text};
+use common::{Stack, as_root, eventually, text};
 use nanika_testkit::TempProject;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -14,19 +14,6 @@ use std::time::Duration;
 
 /// `nobody`: the other local user of these tests.
 const NOBODY: u32 = 65534;
-
-/// Whether the test can run: these cases need root (CI runs as root, and fails a skipped case).
-fn as_root(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs root, and CI runs as root"
-    );
-    eprintln!("skipped {test}: it needs root (nanika only changes owners as root)");
-    false
-}
 
 /// A directory of another user's, with a file in it, that nanika must never touch.
 struct Victim {

@@ -239,3 +239,17 @@ pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
 pub fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
 }
+
+/// Whether a test that is about running as root can run: outside CI it says it skipped when not
+/// root; under CI (which runs as root) a skip is a failure.
+pub fn as_root(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} needs root, and CI runs as root"
+    );
+    eprintln!("skipped {test}: it needs root");
+    false
+}
