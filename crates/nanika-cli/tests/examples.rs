@@ -95,16 +95,7 @@ fn bash(stack: &Stack, line: &str) -> Command {
         .current_dir(&stack.root)
         .env("PATH", std::env::join_paths(dirs).unwrap())
         .env("NANIKA_RUNTIME", "native");
-    for var in [
-        "NANIKA_PROJECT_DIR",
-        "POSTGRES_PORT",
-        "REDIS_PORT",
-        "DATABASE_URL",
-        "REDIS_URL",
-        "POSTGRES_PASSWORD",
-        "NANIKA_PG_BIN_DIR",
-        "NANIKA_REDIS_BIN",
-    ] {
+    for var in common::foreign_env() {
         cmd.env_remove(var);
     }
     cmd

@@ -77,16 +77,7 @@ fn start(stack: &Stack, args: &[&str]) -> Child {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    for var in [
-        "NANIKA_PROJECT_DIR",
-        "POSTGRES_PORT",
-        "REDIS_PORT",
-        "DATABASE_URL",
-        "REDIS_URL",
-        "POSTGRES_PASSWORD",
-        "NANIKA_PG_BIN_DIR",
-        "NANIKA_REDIS_BIN",
-    ] {
+    for var in common::foreign_env() {
         command.env_remove(var);
     }
     command.spawn().unwrap()

@@ -79,16 +79,7 @@ impl Stack {
         cmd.current_dir(&self.root)
             .env("NANIKA_RUNTIME", "native")
             .timeout(Duration::from_secs(150));
-        for var in [
-            "NANIKA_PROJECT_DIR",
-            "POSTGRES_PORT",
-            "REDIS_PORT",
-            "DATABASE_URL",
-            "REDIS_URL",
-            "POSTGRES_PASSWORD",
-            "NANIKA_PG_BIN_DIR",
-            "NANIKA_REDIS_BIN",
-        ] {
+        for var in foreign_env() {
             cmd.env_remove(var);
         }
         cmd
@@ -252,4 +243,20 @@ pub fn as_root(test: &str) -> bool {
     );
     eprintln!("skipped {test}: it needs root");
     false
+}
+
+/// The variables a test's nanika must not inherit from the developer's shell: every one nanika
+/// reads (a developer's exported port or URL would point the test at their own servers), and
+/// libpq's that would redirect the tools nanika runs. `NANIKA_RUNTIME` is not among them: every
+/// caller sets it.
+pub fn foreign_env() -> impl Iterator<Item = &'static str> {
+    nanika_config::env_vars::ALL
+        .iter()
+        .map(|var| var.name)
+        .filter(|name| *name != nanika_config::env_vars::NANIKA_RUNTIME)
+        .chain(
+            nanika_config::urls::DatabaseUrl::REDIRECTING_ENV
+                .iter()
+                .copied(),
+        )
 }
