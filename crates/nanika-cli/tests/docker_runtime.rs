@@ -166,3 +166,218 @@ fn a_second_checkout_never_takes_over_or_deletes_the_first_ones_containers() {
     );
     assert_eq!(first.psql("SELECT note FROM first_marker"), "mine");
 }
+
+/// The names of a docker volume that exist, among `names`.
+fn existing_volumes(names: &[&str]) -> Vec<String> {
+    names
+        .iter()
+        .filter(|name| {
+            std::process::Command::new("docker")
+                .args(["volume", "inspect", name])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(|name| name.to_string())
+        .collect()
+}
+
+/// The keys of each element of a `ps --json` array, without the optional `note`.
+fn shape(ps: &serde_json::Value) -> Vec<Vec<String>> {
+    ps.as_array()
+        .expect("ps --json prints an array")
+        .iter()
+        .map(|service| {
+            let mut keys: Vec<String> = service
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| *k != "note")
+                .cloned()
+                .collect();
+            keys.sort();
+            keys
+        })
+        .collect()
+}
+
+#[test]
+fn every_command_works_on_the_containers_as_it_does_natively() {
+    let _engine = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    if !engine_ready() {
+        return;
+    }
+    let stack = Stack::new();
+    let _down = ComposeDown(&stack);
+    let docker = |args: &[&str]| {
+        stack
+            .nanika()
+            .env("NANIKA_RUNTIME", "docker")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ok = |args: &[&str]| {
+        let output = docker(args);
+        assert!(output.status.success(), "{args:?}: {}", text(&output));
+        text(&output)
+    };
+    // A volume of nobody's project, which `down --volumes` must leave alone.
+    let unrelated = "nanika-test-unrelated-volume";
+    let made = std::process::Command::new("docker")
+        .args(["volume", "create", unrelated])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+
+    // Cold: the containers are created, and up returns only once the app can log in.
+    let cold = ok(&["up"]);
+    assert!(cold.contains("postgres started on 127.0.0.1"), "{cold}");
+    assert_eq!(stack.psql("SELECT 1"), "1");
+    // The spec's values, read from the running servers.
+    assert_eq!(stack.psql("SHOW max_connections"), "100");
+    assert_eq!(stack.psql("SHOW shared_buffers"), "256MB");
+    assert_eq!(stack.psql("SHOW log_statement"), "mod");
+    assert_eq!(
+        stack.redis(&["CONFIG", "GET", "maxmemory-policy"]),
+        "maxmemory-policy\nallkeys-lru"
+    );
+    assert_eq!(
+        stack.redis(&["CONFIG", "GET", "appendonly"]),
+        "appendonly\nyes"
+    );
+    // Warm: nothing to start.
+    let warm = ok(&["up"]);
+    assert!(warm.contains("postgres already up"), "{warm}");
+
+    // ps --json: the native shape, saying which runtime runs it.
+    let ps: serde_json::Value = serde_json::from_str(&ok(&["ps", "--json"])).unwrap();
+    let native: serde_json::Value =
+        serde_json::from_slice(&stack.run(&["ps", "--json"]).stdout).unwrap();
+    assert_eq!(shape(&ps), shape(&native), "{ps}\n{native}");
+    for service in ps.as_array().unwrap() {
+        assert_eq!(service["runtime"], "docker", "{ps}");
+        assert_eq!(service["state"], "healthy", "{ps}");
+        assert!(service["pid"].as_u64().is_some(), "{ps}");
+    }
+    assert_eq!(native[0]["runtime"], "native", "{native}");
+    assert!(
+        ps[0]["version"].as_str().unwrap().starts_with("15."),
+        "{ps}"
+    );
+
+    // The database commands.
+    ok(&["db", "migrate"]);
+    ok(&["db", "seed"]);
+    stack.psql("CREATE TABLE docker_marker (note text); INSERT INTO docker_marker VALUES ('kept')");
+    let dump = stack.root.join("backups/docker.dump");
+    let backup = docker(&["db", "backup", "-o", dump.to_str().unwrap()]);
+    assert!(backup.status.success(), "{}", text(&backup));
+    stack.psql("UPDATE docker_marker SET note = 'changed'");
+    ok(&["db", "restore", "--clean", "--yes", dump.to_str().unwrap()]);
+    assert_eq!(stack.psql("SELECT note FROM docker_marker"), "kept");
+    let psql = ok(&["db", "psql", "-c", "SELECT note FROM docker_marker"]);
+    assert!(psql.contains("kept"), "{psql}");
+
+    // Redis and sessions.
+    stack.redis(&[
+        "SET",
+        "sess:d",
+        r#"{"cookie":{"path":"/"},"userId":7}"#,
+        "EX",
+        "600",
+    ]);
+    assert!(ok(&["redis", "keys"]).contains("sess:d"));
+    assert!(ok(&["sessions", "backup"]).contains("backed up 1 sessions"));
+    ok(&["redis", "flush", "--yes"]);
+    assert_eq!(stack.redis(&["EXISTS", "sess:d"]), "0");
+    assert!(ok(&["sessions", "restore"]).contains("restored 1 sessions"));
+    assert_eq!(stack.redis(&["EXISTS", "sess:d"]), "1");
+
+    // Logs, from the containers, in the native format.
+    let logs = ok(&["logs", "--tail", "5", "postgres"]);
+    assert!(logs.lines().count() >= 1, "{logs}");
+    assert!(logs.lines().all(|l| l.starts_with("postgres| ")), "{logs}");
+    assert!(!logs.contains('\x1b'), "{logs:?}");
+
+    // doctor: the engine, compose and both containers, all fine.
+    let doctor = ok(&["doctor"]);
+    for check in [
+        "docker.engine",
+        "docker.compose",
+        "docker.postgres",
+        "docker.redis",
+    ] {
+        assert!(
+            doctor
+                .lines()
+                .any(|l| l.starts_with("ok") && l.contains(check)),
+            "{check}: {doctor}"
+        );
+    }
+
+    // down keeps the data; up brings it back.
+    ok(&["down"]);
+    assert_eq!(container_id("nanika-game-db"), None);
+    let volumes = ["nanika-game_postgres_data", "nanika-game_redis_data"];
+    assert_eq!(existing_volumes(&volumes), volumes.to_vec());
+    let stopped: serde_json::Value = serde_json::from_str(&ok(&["ps", "--json"])).unwrap();
+    assert_eq!(stopped[0]["state"], "stopped", "{stopped}");
+    ok(&["up"]);
+    assert_eq!(stack.psql("SELECT note FROM docker_marker"), "kept");
+
+    // down --volumes deletes the project's volumes, and only those.
+    let removed = ok(&["down", "--volumes", "--yes"]);
+    assert!(removed.contains("nanika-game_postgres_data"), "{removed}");
+    assert_eq!(existing_volumes(&volumes), Vec::<String>::new());
+    assert_eq!(existing_volumes(&[unrelated]), vec![unrelated.to_string()]);
+    let _ = std::process::Command::new("docker")
+        .args(["volume", "rm", unrelated])
+        .output();
+}
+
+#[test]
+fn a_second_checkout_never_starts_on_the_volumes_the_first_one_left() {
+    let _engine = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    if !engine_ready() {
+        return;
+    }
+    let first = Stack::new();
+    let docker = |stack: &Stack, args: &[&str]| {
+        stack
+            .nanika()
+            .env("NANIKA_RUNTIME", "docker")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let _down = ComposeDown(&first);
+    let up = docker(&first, &["up"]);
+    assert!(up.status.success(), "{}", text(&up));
+    first.psql("CREATE TABLE first_marker (note text); INSERT INTO first_marker VALUES ('mine')");
+    // The first checkout stops; its data stays in the volumes, which carry no checkout's label.
+    let down = docker(&first, &["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+
+    let second = Stack::new();
+    for args in [&["up"][..], &["down", "--volumes", "--yes"]] {
+        let output = docker(&second, args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {}", text(&output));
+        assert!(
+            text(&output).contains(&format!(
+                "holds the data of another checkout, {}",
+                first.root.display()
+            )),
+            "{args:?}: {}",
+            text(&output)
+        );
+    }
+    assert_eq!(
+        container_id("nanika-game-db"),
+        None,
+        "the second checkout started"
+    );
+    // The first checkout comes back on its own data.
+    let up = docker(&first, &["up"]);
+    assert!(up.status.success(), "{}", text(&up));
+    assert_eq!(first.psql("SELECT note FROM first_marker"), "mine");
+}

@@ -7,6 +7,7 @@ use crate::redis_admin::{self, info_field};
 use nanika_config::LoadedProject;
 use nanika_config::project::{POSTGRES_CONF, REDIS_CONF};
 use nanika_runtime::Service;
+use nanika_runtime::docker::ContainerReport;
 use nanika_runtime::native::binaries::{self, BinarySearch};
 use nanika_runtime::native::layout::StateLayout;
 use nanika_runtime::native::postgres::{self, Postmaster};
@@ -92,6 +93,12 @@ pub enum Identity {
         postgres: Result<(), String>,
         /// Redis's container.
         redis: Result<(), String>,
+        /// The engine's version, or why none answers.
+        engine: Result<String, String>,
+        /// The compose plugin's version, or why there is none.
+        compose: Result<String, String>,
+        /// The project's containers, or why they could not be read.
+        containers: Result<Vec<ContainerReport>, String>,
     },
 }
 
@@ -101,7 +108,15 @@ pub async fn run(input: &DoctorInput<'_>) -> Vec<Check> {
     config_checks(input, &mut checks);
     binaries_checks(input, &mut checks);
     port_checks(input, &mut checks);
-    state_checks(input, &mut checks);
+    match &input.identity {
+        Identity::Native => state_checks(input, &mut checks),
+        Identity::Docker {
+            engine,
+            compose,
+            containers,
+            ..
+        } => docker_checks(engine, compose, containers, &mut checks),
+    }
     postgres_checks(input, &mut checks).await;
     redis_checks(input, &mut checks);
     disk_checks(input, &mut checks);
@@ -193,10 +208,18 @@ fn port_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
             .and_then(|p| p.services.get(&service))
             .is_some_and(|s| s.port == port || s.port == 0)
     };
-    let ours_pg = matches!(postgres::postmaster(input.layout), Postmaster::Running(_))
-        && planned(Service::Postgres, env.postgres_port);
-    let ours_redis =
-        native_redis::running(input.layout).is_some() && planned(Service::Redis, env.redis_port);
+    let (ours_pg, ours_redis) = match &input.identity {
+        // `compose port` proved the project's own containers publish these very ports.
+        Identity::Docker {
+            postgres, redis, ..
+        } => (postgres.is_ok(), redis.is_ok()),
+        Identity::Native => (
+            matches!(postgres::postmaster(input.layout), Postmaster::Running(_))
+                && planned(Service::Postgres, env.postgres_port),
+            native_redis::running(input.layout).is_some()
+                && planned(Service::Redis, env.redis_port),
+        ),
+    };
     for (name, port, ours, var) in [
         (
             "ports.postgres",
@@ -214,9 +237,86 @@ fn port_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
             let holder = procfs::port_holder(port).unwrap_or_else(|| "another program".into());
             warn(
                 name,
-                format!("port {port} is held by {holder}, not by this project's native server"),
+                format!("port {port} is held by {holder}, not by this project's server"),
                 format!("if that is not the server you mean to use, stop it or set {var} in .env to a free port"),
             )
+        });
+    }
+}
+
+/// Under docker: the engine, the compose plugin, and each container's state, health and restarts
+/// (what the native runtime's state checks are for its own processes).
+fn docker_checks(
+    engine: &Result<String, String>,
+    compose: &Result<String, String>,
+    containers: &Result<Vec<ContainerReport>, String>,
+    checks: &mut Vec<Check>,
+) {
+    checks.push(match engine {
+        Ok(version) => ok("docker.engine", format!("Docker engine {version} answers")),
+        Err(why) => fail(
+            "docker.engine",
+            why.clone(),
+            "start the Docker engine (Docker Desktop, or `sudo systemctl start docker`), or use the native runtime (`--runtime native`)",
+        ),
+    });
+    checks.push(match compose {
+        Ok(version) => ok("docker.compose", format!("docker compose {version}")),
+        Err(why) => fail(
+            "docker.compose",
+            why.clone(),
+            "install the Compose v2 plugin (`docker compose version` must answer)",
+        ),
+    });
+    let containers = match containers {
+        Ok(containers) => containers,
+        Err(why) => {
+            checks.push(fail(
+                "docker.containers",
+                why.clone(),
+                "make sure the engine answers (`docker ps`)",
+            ));
+            return;
+        }
+    };
+    for c in containers {
+        let name = format!("docker.{}", c.service);
+        let logs = format!("see `nanika logs {}`", c.service);
+        checks.push(match (c.status.as_deref(), c.health.as_deref()) {
+            (None, _) => fail(
+                &name,
+                format!("there is no container {}", c.container),
+                format!("start it with `nanika up {}`", c.service),
+            ),
+            (Some("running"), Some("unhealthy")) => fail(
+                &name,
+                format!("{} runs, but its healthcheck fails", c.container),
+                logs,
+            ),
+            (Some("running"), _) if c.restarts > 0 => warn(
+                &name,
+                format!(
+                    "{} runs, after {} restart(s) by docker",
+                    c.container, c.restarts
+                ),
+                format!("{logs} for why it stopped"),
+            ),
+            (Some("running"), health) => ok(
+                &name,
+                format!(
+                    "{} runs{}, never restarted",
+                    c.container,
+                    health.map(|h| format!(" ({h})")).unwrap_or_default()
+                ),
+            ),
+            (Some(status), _) => fail(
+                &name,
+                format!(
+                    "{} is {status} (last exit code {})",
+                    c.container, c.exit_code
+                ),
+                format!("{logs}; `nanika up {}` starts it again", c.service),
+            ),
         });
     }
 }

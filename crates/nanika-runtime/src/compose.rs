@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// Which runtime runs a project's services.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RuntimeKind {
     /// The host's own servers, supervised by nanika.
     Native,
@@ -102,21 +103,28 @@ pub struct Compose {
     pub docker: PathBuf,
     /// The project's root.
     pub project: PathBuf,
+    /// The compose project's name (the compose file's `name:`), passed explicitly so that a
+    /// `COMPOSE_PROJECT_NAME` in the environment never points nanika at another project.
+    pub name: String,
 }
 
 impl Compose {
-    /// Compose for `project`, with the `docker` on the PATH.
-    pub fn new(project: &Path) -> Self {
+    /// Compose for the project at `project` named `name`, with the `docker` on the PATH.
+    pub fn new(project: &Path, name: &str) -> Self {
         Compose {
             docker: PathBuf::from("docker"),
             project: project.to_path_buf(),
+            name: name.to_string(),
         }
     }
 
-    fn base(&self) -> Vec<String> {
+    /// `docker compose` with this project's name, directory and file, before a subcommand.
+    pub fn base(&self) -> Vec<String> {
         vec![
             self.docker.display().to_string(),
             "compose".into(),
+            "--project-name".into(),
+            self.name.clone(),
             "--project-directory".into(),
             self.project.display().to_string(),
             "-f".into(),
@@ -180,23 +188,38 @@ impl Compose {
         command
     }
 
-    /// Whether a Docker engine answers and the compose plugin is installed, or why not.
-    pub fn available(&self) -> std::result::Result<(), String> {
-        let quiet = |args: &[&str]| {
-            Command::new(&self.docker)
-                .args(args)
-                .stdin(Stdio::null())
-                .output()
-        };
-        match quiet(&["info", "--format", "{{.ServerVersion}}"]) {
-            Ok(out) if out.status.success() => {}
-            Ok(_) => return Err("no Docker engine answers (`docker info` failed)".into()),
-            Err(_) => return Err("the docker client is not installed".into()),
+    /// The version of the Docker engine that answers, or why none does.
+    pub fn engine_version(&self) -> std::result::Result<String, String> {
+        match self.quiet(&["info", "--format", "{{.ServerVersion}}"]) {
+            Ok(out) if out.status.success() => {
+                Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+            }
+            Ok(_) => Err("no Docker engine answers (`docker info` failed)".into()),
+            Err(_) => Err("the docker client is not installed".into()),
         }
-        match quiet(&["compose", "version"]) {
-            Ok(out) if out.status.success() => Ok(()),
+    }
+
+    /// The version of the compose plugin, or why there is none.
+    pub fn compose_version(&self) -> std::result::Result<String, String> {
+        match self.quiet(&["compose", "version", "--short"]) {
+            Ok(out) if out.status.success() => {
+                Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+            }
             _ => Err("the docker compose plugin is not installed".into()),
         }
+    }
+
+    fn quiet(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
+        Command::new(&self.docker)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+    }
+
+    /// Whether a Docker engine answers and the compose plugin is installed, or why not.
+    pub fn available(&self) -> std::result::Result<(), String> {
+        self.engine_version()?;
+        self.compose_version().map(|_| ())
     }
 
     /// Refuses when a container of one of `names` (the compose file's fixed `container_name`s)
@@ -299,8 +322,9 @@ mod tests {
 
     #[test]
     fn command_lines_are_the_specs() {
-        let compose = Compose::new(Path::new("/p"));
-        let base = "docker compose --project-directory /p -f /p/compose.yaml";
+        let compose = Compose::new(Path::new("/p"), "nanika-game");
+        let base =
+            "docker compose --project-name nanika-game --project-directory /p -f /p/compose.yaml";
         assert_eq!(
             compose.up(&[]).join(" "),
             format!("{base} up -d --wait postgres redis")
@@ -360,6 +384,7 @@ mod tests {
         let compose = Compose {
             docker: PathBuf::from("/nonexistent/docker"),
             project: PathBuf::from("/p"),
+            name: "nanika-game".into(),
         };
         assert_eq!(
             compose.available(),

@@ -174,6 +174,17 @@ pub enum RuntimeError {
         /// The directory of the checkout that made it.
         owner: PathBuf,
     },
+    /// A volume of the compose project exists, but nothing proves it is this checkout's: another
+    /// checkout's `up` made it (and its `down` kept it).
+    #[error("the docker volume {volume} holds the data of another checkout, {}; nothing was done", if owner.as_os_str().is_empty() { "one nanika did not label (a `docker compose up` without nanika)".to_string() } else { owner.display().to_string() })]
+    VolumeOfAnotherCheckout {
+        /// The volume's name.
+        volume: String,
+        /// The checkout its label names (empty: none).
+        owner: PathBuf,
+        /// The compose project's name.
+        project: String,
+    },
     /// Something else, said in words.
     #[error("{0}")]
     Other(String),
@@ -219,6 +230,18 @@ impl RuntimeError {
                 "the spec names the containers and the compose project, so two checkouts on one engine share them: run `nanika down` in {} first (its data stays in its volumes), or use the native runtime here (`--runtime native`)",
                 owner.display()
             ),
+            RuntimeError::VolumeOfAnotherCheckout { volume, owner, project } => {
+                if owner.as_os_str().is_empty() {
+                    format!(
+                        "the spec names the compose project, so two checkouts on one engine share its volumes; use the native runtime here (`--runtime native`). If {volume} holds this checkout's own data (made by a `docker compose up` here), `docker compose -p {project} up --no-start` here lets nanika recognise it"
+                    )
+                } else {
+                    format!(
+                        "the spec names the compose project, so two checkouts on one engine share its volumes: use that data from {} (`nanika down --volumes` there deletes it), or use the native runtime here (`--runtime native`)",
+                        owner.display()
+                    )
+                }
+            }
             RuntimeError::NotRunning { service, .. } => {
                 format!("start it with `nanika up {service}`")
             }

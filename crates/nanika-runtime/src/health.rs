@@ -98,6 +98,31 @@ impl Prober {
         })
     }
 
+    /// The server's version (`15.14` of `SHOW server_version`), read as the app user: what
+    /// `ps` shows for a server whose binaries are not the host's (a container's).
+    pub fn postgres_version(
+        &self,
+        target: &PostgresTarget,
+        timeout: Duration,
+    ) -> Result<String, ProbeError> {
+        self.run(timeout, async {
+            let mut conn = PgConnection::connect_with(&target.options(&target.database))
+                .await
+                .map_err(classify)?;
+            let version: String = sqlx::query_scalar("SHOW server_version")
+                .fetch_one(&mut conn)
+                .await
+                .map_err(classify)?;
+            let _ = conn.close().await;
+            // Distributions append their own build: `15.14 (Debian 15.14-0+deb12u1)`.
+            Ok(version
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string())
+        })
+    }
+
     /// Creates the app database when it does not exist yet, connected as the app user to the
     /// `postgres` database (the app user is the cluster's owner, as in the postgres image).
     pub fn ensure_database(
@@ -350,4 +375,23 @@ pub fn redis_server_pid(
         .find_map(|line| line.strip_prefix("process_id:"))
         .and_then(|pid| pid.trim().parse().ok())
         .ok_or_else(|| ProbeError::Other(format!("no process_id in INFO server ({info:.40})")))
+}
+
+/// The version of the Redis server on `host:port` (`INFO server`'s `redis_version`).
+pub fn redis_version(
+    host: &str,
+    port: u16,
+    password: Option<&Secret>,
+    timeout: Duration,
+) -> Result<String, ProbeError> {
+    let mut probe = RedisProbe::connect(host, port, timeout)?;
+    probe.auth("", password)?;
+    let info = probe.ask(&["INFO", "server"])?;
+    if info.starts_with("-NOAUTH") || info.starts_with("-WRONGPASS") {
+        return Err(ProbeError::Auth);
+    }
+    info.lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))
+        .map(|v| v.trim().to_string())
+        .ok_or_else(|| ProbeError::Other(format!("no redis_version in INFO server ({info:.40})")))
 }

@@ -6,15 +6,19 @@
 //!   [`native::binaries`] finds the servers, [`native::layout`] decides where state lives and who
 //!   owns it, [`native::supervisor`] keeps the servers running, [`native::control`] is what the
 //!   commands call.
-//! - [`compose`]: the same services through `docker compose` and the committed `compose.yaml`.
+//! - [`compose`]: the same services through `docker compose` and the committed `compose.yaml`;
+//!   [`docker`] reads their containers' state, readiness and logs.
+//! - [`runtime`]: one interface over both, so that each command is written once.
 //! - [`health`]: "ready" as the app sees it: `SELECT 1` as the app user, Redis `PING`.
 //!
 //! Nothing here prints; progress is reported through [`Progress`].
 
 pub mod compose;
+pub mod docker;
 pub mod error;
 pub mod health;
 pub mod native;
+pub mod runtime;
 
 pub use error::RuntimeError;
 

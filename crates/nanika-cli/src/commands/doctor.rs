@@ -6,6 +6,7 @@ use crate::error::{CliError, CliResult};
 use nanika_ops::doctor::{self, DoctorInput, Identity, Verdict};
 use nanika_runtime::Service;
 use nanika_runtime::compose::{Compose, RuntimeKind};
+use nanika_runtime::docker::DockerState;
 use nanika_runtime::native::layout::{ServerUser, StateLayout};
 use std::path::PathBuf;
 
@@ -18,21 +19,27 @@ pub fn run(project_dir: Option<&PathBuf>, json: bool) -> CliResult {
     let identity = match nanika_runtime::compose::recorded_runtime(loaded.project.root()) {
         Some(RuntimeKind::Docker) => {
             // The compose project's own containers, publishing the configured ports.
-            let compose = Compose::new(loaded.project.root());
-            let names = [
-                loaded.infra.compose.postgres.container_name.as_str(),
-                loaded.infra.compose.redis.container_name.as_str(),
-            ];
-            let owned = compose.check_ownership(&names).map_err(|e| e.to_string());
+            let compose = Compose::new(loaded.project.root(), &loaded.infra.compose.project_name);
+            let engine = compose.engine_version();
+            let state = engine
+                .clone()
+                .and_then(|_| DockerState::new(&loaded).map_err(|e| e.to_string()));
             let env = &loaded.infra.env;
             let service = |service: Service, port: u16| {
-                owned
-                    .clone()
-                    .and_then(|()| compose.verify(service, port).map_err(|e| e.to_string()))
+                state
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(|s| s.compose().verify(service, port).map_err(|e| e.to_string()))
             };
             Identity::Docker {
                 postgres: service(Service::Postgres, env.postgres_port),
                 redis: service(Service::Redis, env.redis_port),
+                containers: state
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(|s| s.containers().map_err(|e| e.to_string())),
+                compose: compose.compose_version(),
+                engine,
             }
         }
         _ => Identity::Native,

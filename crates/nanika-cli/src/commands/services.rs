@@ -7,11 +7,12 @@ use crate::output::print_table;
 use crate::progress::Spinners;
 use nanika_config::{LoadedProject, ValidProject};
 use nanika_runtime::compose::{self, Compose, RuntimeChoice, RuntimeKind};
+use nanika_runtime::docker::{Docker, DockerState};
 use nanika_runtime::native::control::{Native, NativeState, SupervisorCommand};
+use nanika_runtime::runtime::{NativeRuntime, Runtime, RuntimeState};
 use nanika_runtime::{RuntimeError, Service, ServiceStatus};
-use std::io::{IsTerminal, Read, Seek};
+use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// Turns a runtime error into the CLI's, keeping its hint and showing a failed server's log.
 pub fn runtime_error(error: RuntimeError) -> CliError {
@@ -50,7 +51,7 @@ fn choice(arg: RuntimeArg) -> RuntimeChoice {
 fn runtime_for(loaded: &LoadedProject, arg: RuntimeArg, starting: bool) -> CliResult<RuntimeKind> {
     let root = loaded.project.root();
     let recorded = compose::recorded_runtime(root);
-    let compose = Compose::new(root);
+    let compose = Compose::new(root, &loaded.infra.compose.project_name);
     let (kind, note) = compose::choose(choice(arg), recorded, || {
         starting && compose.available().is_ok()
     });
@@ -75,24 +76,30 @@ fn supervisor_command(loaded: &LoadedProject) -> CliResult<SupervisorCommand> {
     })
 }
 
-/// Compose for this checkout, once the containers the compose file names are known not to be
-/// another checkout's.
-fn own_compose(loaded: &LoadedProject) -> CliResult<Compose> {
-    let compose = Compose::new(loaded.project.root());
-    let names = [
-        loaded.infra.compose.postgres.container_name.as_str(),
-        loaded.infra.compose.redis.container_name.as_str(),
-    ];
-    compose.check_ownership(&names).map_err(runtime_error)?;
-    Ok(compose)
+/// The runtime running a validated project's services; `starting` lets `auto` pick docker for
+/// a project that has no runtime yet.
+fn runtime<'a>(
+    valid: &'a ValidProject,
+    arg: RuntimeArg,
+    starting: bool,
+) -> CliResult<Box<dyn Runtime + 'a>> {
+    Ok(match runtime_for(valid, arg, starting)? {
+        RuntimeKind::Docker => Box::new(Docker::new(valid).map_err(runtime_error)?),
+        RuntimeKind::Native => {
+            let native = Native::new(valid, context::binary_search()).map_err(runtime_error)?;
+            Box::new(NativeRuntime::new(native, supervisor_command(valid)?))
+        }
+    })
 }
 
-fn native(valid: &ValidProject) -> CliResult<Native<'_>> {
-    Native::new(valid, context::binary_search()).map_err(runtime_error)
-}
-
-fn native_state(loaded: &LoadedProject) -> CliResult<NativeState> {
-    NativeState::new(loaded.project.root()).map_err(runtime_error)
+/// What the project's runtime can do whatever its configuration says (`down`, `logs`).
+fn runtime_state(loaded: &LoadedProject, arg: RuntimeArg) -> CliResult<Box<dyn RuntimeState>> {
+    Ok(match runtime_for(loaded, arg, false)? {
+        RuntimeKind::Docker => Box::new(DockerState::new(loaded).map_err(runtime_error)?),
+        RuntimeKind::Native => {
+            Box::new(NativeState::new(loaded.project.root()).map_err(runtime_error)?)
+        }
+    })
 }
 
 /// The validated project, once each of `services` is proven to be this project's server,
@@ -100,26 +107,14 @@ fn native_state(loaded: &LoadedProject) -> CliResult<NativeState> {
 /// from ("identity before action").
 pub fn target(
     project_dir: Option<&PathBuf>,
-    runtime: RuntimeArg,
+    runtime_arg: RuntimeArg,
     services: &[Service],
 ) -> CliResult<ValidProject> {
     let valid = context::valid(project_dir)?;
-    match runtime_for(&valid, runtime, false)? {
-        RuntimeKind::Docker => {
-            let compose = own_compose(&valid)?;
-            for service in services {
-                let port = match service {
-                    Service::Postgres => valid.infra.env.postgres_port,
-                    Service::Redis => valid.infra.env.redis_port,
-                };
-                compose.verify(*service, port).map_err(runtime_error)?;
-            }
-        }
-        RuntimeKind::Native => {
-            let native = native(&valid)?;
-            for service in services {
-                native.verify(*service).map_err(runtime_error)?;
-            }
+    {
+        let runtime = runtime(&valid, runtime_arg, false)?;
+        for service in services {
+            runtime.verify(*service).map_err(runtime_error)?;
         }
     }
     Ok(valid)
@@ -128,7 +123,7 @@ pub fn target(
 /// `nanika up`.
 pub fn up(
     project_dir: Option<&PathBuf>,
-    runtime: RuntimeArg,
+    runtime_arg: RuntimeArg,
     services: Vec<Service>,
     attach: bool,
 ) -> CliResult {
@@ -141,21 +136,9 @@ pub fn up(
         .load(&process_env)?
         .validate()
         .map_err(|rejected| context::rejected_error(&rejected))?;
-    if runtime_for(&loaded, runtime, true)? == RuntimeKind::Docker {
-        let compose = own_compose(&loaded)?;
-        compose.run(&compose.up(&services)).map_err(runtime_error)?;
-        compose::record_runtime(loaded.project.root(), RuntimeKind::Docker)
-            .map_err(runtime_error)?;
-        if attach {
-            return compose
-                .run(&compose.logs(true, Some(0), None))
-                .map_err(runtime_error);
-        }
-        return Ok(());
-    }
-    let native = native(&loaded)?;
+    let runtime = runtime(&loaded, runtime_arg, true)?;
     let spinners = Spinners::new();
-    let result = native.up(&services, &supervisor_command(&loaded)?, &spinners);
+    let result = runtime.up(&services, &spinners);
     spinners.finish();
     let report = result.map_err(runtime_error)?;
     for note in &report.notes {
@@ -163,7 +146,7 @@ pub fn up(
     }
     let env = &loaded.infra.env;
     for service in report.started.iter().chain(&report.already_up) {
-        let port = native.port(*service);
+        let port = runtime.port(*service);
         let state = if report.started.contains(service) {
             "started"
         } else {
@@ -180,30 +163,43 @@ pub fn up(
         crate::say!("REDIS_URL={}", env.redis_url);
     }
     if attach {
-        return attach_logs(&native);
+        attach_logs(runtime.state());
     }
     Ok(())
 }
 
 /// Follows both logs until Ctrl-C or SIGTERM, then stops everything.
-fn attach_logs(native: &Native<'_>) -> CliResult {
+fn attach_logs(state: &dyn RuntimeState) -> ! {
     use nix::sys::signal::{SigSet, Signal};
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGINT);
     mask.add(Signal::SIGTERM);
-    mask.thread_block()
-        .map_err(|e| CliError::failure(format!("cannot wait for Ctrl-C: {e}")))?;
-    let paths: Vec<(Service, PathBuf)> = Service::ALL
-        .iter()
-        .map(|s| (*s, native.log_path(*s)))
-        .collect();
-    std::thread::spawn(move || follow(&paths, 0));
-    let _ = mask.wait();
-    eprintln!("stopping…");
-    let spinners = Spinners::new();
-    let result = native.state().down(&spinners);
-    spinners.finish();
-    result.map(|_| ()).map_err(runtime_error)
+    if let Err(e) = mask.thread_block() {
+        eprintln!("error: cannot wait for Ctrl-C: {e}");
+        std::process::exit(1);
+    }
+    std::thread::scope(|scope| {
+        scope.spawn(|| state.follow_logs(&Service::ALL, &print_log_line));
+        let _ = mask.wait();
+        eprintln!("stopping…");
+        let spinners = Spinners::new();
+        let result = state.down(&spinners);
+        spinners.finish();
+        // The followers read until the process ends: end it here, reporting as `main` does.
+        let code = match result.map_err(runtime_error) {
+            Ok(_) => 0,
+            Err(error) => {
+                let code = if error.exit == crate::error::Exit::Usage {
+                    2
+                } else {
+                    1
+                };
+                eprintln!("{:?}", miette::Report::new(error));
+                code
+            }
+        };
+        std::process::exit(code)
+    })
 }
 
 /// Asks before deleting data; without a terminal, `--yes` is required.
@@ -232,33 +228,17 @@ pub fn confirm(question: &str, yes: bool) -> CliResult {
 /// `nanika down`.
 pub fn down(
     project_dir: Option<&PathBuf>,
-    runtime: RuntimeArg,
+    runtime_arg: RuntimeArg,
     volumes: bool,
     yes: bool,
 ) -> CliResult {
     let loaded = context::load_for_services(project_dir)?;
-    if runtime_for(&loaded, runtime, false)? == RuntimeKind::Docker {
-        if volumes {
-            confirm(
-                "delete the volumes postgres_data and redis_data with all their data?",
-                yes,
-            )?;
-        }
-        let compose = own_compose(&loaded)?;
-        return compose.run(&compose.down(volumes)).map_err(runtime_error);
-    }
-    let native = native_state(&loaded)?;
+    let state = runtime_state(&loaded, runtime_arg)?;
     if volumes {
-        let paths: Vec<String> = native
-            .layout()
-            .removable()
-            .iter()
-            .filter(|p| p.exists())
-            .map(|p| p.display().to_string())
-            .collect();
-        if paths.is_empty() {
+        let removable = state.removable().map_err(runtime_error)?;
+        if removable.is_empty() {
             let spinners = Spinners::new();
-            let result = native.down(&spinners);
+            let result = state.down(&spinners);
             spinners.finish();
             result.map_err(runtime_error)?;
             crate::say!("nothing to delete: the project has no state");
@@ -267,24 +247,24 @@ pub fn down(
         confirm(
             &format!(
                 "delete all PostgreSQL and Redis data of this project ({})?",
-                paths.join(", ")
+                removable.join(", ")
             ),
             yes,
         )?;
         let spinners = Spinners::new();
-        let result = native.remove_state(&spinners);
+        let result = state.remove_state(&spinners);
         spinners.finish();
         let removed = result.map_err(runtime_error)?;
         for note in &removed.notes {
             eprintln!("note: {note}");
         }
-        for path in removed.paths {
-            crate::say!("deleted {}", path.display());
+        for what in removed.deleted {
+            crate::say!("deleted {what}");
         }
         return Ok(());
     }
     let spinners = Spinners::new();
-    let result = native.down(&spinners);
+    let result = state.down(&spinners);
     spinners.finish();
     for note in result.map_err(runtime_error)? {
         eprintln!("note: {note}");
@@ -295,19 +275,13 @@ pub fn down(
 /// `nanika restart`.
 pub fn restart(
     project_dir: Option<&PathBuf>,
-    runtime: RuntimeArg,
+    runtime_arg: RuntimeArg,
     services: Vec<Service>,
 ) -> CliResult {
     let loaded = context::valid(project_dir)?;
-    if runtime_for(&loaded, runtime, false)? == RuntimeKind::Docker {
-        let compose = own_compose(&loaded)?;
-        return compose
-            .run(&compose.restart(&services))
-            .map_err(runtime_error);
-    }
-    let native = native(&loaded)?;
+    let runtime = runtime(&loaded, runtime_arg, false)?;
     let spinners = Spinners::new();
-    let result = native.restart(&services, &supervisor_command(&loaded)?, &spinners);
+    let result = runtime.restart(&services, &spinners);
     spinners.finish();
     result.map_err(runtime_error)
 }
@@ -321,17 +295,29 @@ fn uptime(seconds: u64) -> String {
 }
 
 /// `nanika ps`.
-pub fn ps(project_dir: Option<&PathBuf>, runtime: RuntimeArg, json: bool) -> CliResult {
+pub fn ps(project_dir: Option<&PathBuf>, runtime_arg: RuntimeArg, json: bool) -> CliResult {
     let loaded = context::valid(project_dir)?;
-    if runtime_for(&loaded, runtime, false)? == RuntimeKind::Docker {
-        let compose = own_compose(&loaded)?;
-        return compose.run(&compose.ps()).map_err(runtime_error);
-    }
-    let statuses: Vec<ServiceStatus> = native(&loaded)?.status();
+    let runtime = runtime(&loaded, runtime_arg, false)?;
+    let statuses: Vec<ServiceStatus> = runtime.status();
     if json {
+        /// One service's status, saying which runtime runs it.
+        #[derive(serde::Serialize)]
+        struct Row<'a> {
+            runtime: RuntimeKind,
+            #[serde(flatten)]
+            status: &'a ServiceStatus,
+        }
+        let kind = runtime.state().kind();
+        let rows: Vec<Row> = statuses
+            .iter()
+            .map(|status| Row {
+                runtime: kind,
+                status,
+            })
+            .collect();
         crate::say!(
             "{}",
-            serde_json::to_string_pretty(&statuses).expect("status serializes")
+            serde_json::to_string_pretty(&rows).expect("status serializes")
         );
         return Ok(());
     }
@@ -370,31 +356,23 @@ pub fn ps(project_dir: Option<&PathBuf>, runtime: RuntimeArg, json: bool) -> Cli
 /// `nanika logs`.
 pub fn logs(
     project_dir: Option<&PathBuf>,
-    runtime: RuntimeArg,
+    runtime_arg: RuntimeArg,
     service: Option<Service>,
     follow_logs: bool,
     tail: usize,
 ) -> CliResult {
     let loaded = context::load_for_services(project_dir)?;
-    if runtime_for(&loaded, runtime, false)? == RuntimeKind::Docker {
-        let compose = own_compose(&loaded)?;
-        return compose
-            .run(&compose.logs(follow_logs, Some(tail), service))
-            .map_err(runtime_error);
-    }
-    let state = native_state(&loaded)?;
+    let state = runtime_state(&loaded, runtime_arg)?;
     let services: Vec<Service> = service.map_or_else(|| Service::ALL.to_vec(), |s| vec![s]);
-    let paths: Vec<(Service, PathBuf)> = services
-        .iter()
-        .map(|s| (*s, state.layout().log(s.as_str())))
-        .collect();
-    for (service, path) in &paths {
-        for line in nanika_runtime::native::logs::tail(path, tail) {
+    for service in &services {
+        for line in state.log_tail(*service, tail).map_err(runtime_error)? {
             print_log_line(*service, &line);
         }
     }
     if follow_logs {
-        follow(&paths, usize::MAX);
+        state
+            .follow_logs(&services, &print_log_line)
+            .map_err(runtime_error)?;
     }
     Ok(())
 }
@@ -409,41 +387,5 @@ fn print_log_line(service: Service, line: &str) {
         crate::say!("\x1b[{code}m{:8}|\x1b[0m {line}", service.as_str());
     } else {
         crate::say!("{:8}| {line}", service.as_str());
-    }
-}
-
-/// Prints lines as they are added to the logs, following rotations; never returns.
-fn follow(paths: &[(Service, PathBuf)], _limit: usize) {
-    let mut offsets: Vec<u64> = paths
-        .iter()
-        .map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len()))
-        .collect();
-    let mut partial: Vec<String> = vec![String::new(); paths.len()];
-    loop {
-        for (i, (service, path)) in paths.iter().enumerate() {
-            let Ok(mut file) = std::fs::File::open(path) else {
-                continue;
-            };
-            let len = file.metadata().map_or(0, |m| m.len());
-            if len < offsets[i] {
-                offsets[i] = 0; // rotated
-            }
-            if len == offsets[i] || file.seek(std::io::SeekFrom::Start(offsets[i])).is_err() {
-                continue;
-            }
-            let mut chunk = String::new();
-            if let Ok(n) = (&mut file)
-                .take(len - offsets[i])
-                .read_to_string(&mut chunk)
-            {
-                offsets[i] += n as u64;
-                partial[i].push_str(&chunk);
-                while let Some(end) = partial[i].find('\n') {
-                    let line: String = partial[i].drain(..=end).collect();
-                    print_log_line(*service, line.trim_end_matches('\n'));
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
     }
 }

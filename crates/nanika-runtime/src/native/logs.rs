@@ -102,6 +102,44 @@ pub fn tail(path: &Path, count: usize) -> Vec<String> {
         .collect()
 }
 
+/// Passes each line added to the logs at `paths` to `sink`, following rotations; returns only
+/// when the process is stopped.
+pub fn follow(paths: &[(crate::Service, std::path::PathBuf)], sink: &crate::runtime::LogSink) {
+    use std::io::{Read, Seek};
+    let mut offsets: Vec<u64> = paths
+        .iter()
+        .map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .collect();
+    let mut partial: Vec<String> = vec![String::new(); paths.len()];
+    loop {
+        for (i, (service, path)) in paths.iter().enumerate() {
+            let Ok(mut file) = std::fs::File::open(path) else {
+                continue;
+            };
+            let len = file.metadata().map_or(0, |m| m.len());
+            if len < offsets[i] {
+                offsets[i] = 0; // rotated
+            }
+            if len == offsets[i] || file.seek(std::io::SeekFrom::Start(offsets[i])).is_err() {
+                continue;
+            }
+            let mut chunk = String::new();
+            if let Ok(n) = (&mut file)
+                .take(len - offsets[i])
+                .read_to_string(&mut chunk)
+            {
+                offsets[i] += n as u64;
+                partial[i].push_str(&chunk);
+                while let Some(end) = partial[i].find('\n') {
+                    let line: String = partial[i].drain(..=end).collect();
+                    sink(*service, line.trim_end_matches('\n'));
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
