@@ -299,6 +299,51 @@ fn every_command_works_on_the_containers_as_it_does_natively() {
     assert!(logs.lines().all(|l| l.starts_with("postgres| ")), "{logs}");
     assert!(!logs.contains('\x1b'), "{logs:?}");
 
+    // logs -f follows the container's log as it grows (log_statement = 'mod' logs the DDL).
+    let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_nanika"));
+    follow
+        .args(["logs", "-f", "--tail", "0", "postgres"])
+        .current_dir(&stack.root)
+        .env("NANIKA_RUNTIME", "docker")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    for var in common::foreign_env() {
+        follow.env_remove(var);
+    }
+    let mut follower = follow.spawn().unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The follower may attach after a first statement: repeat until one is seen.
+    let mut found = None;
+    'statements: for attempt in 0..30 {
+        stack.psql(&format!("CREATE TABLE followed_{attempt} ()"));
+        while let Ok(line) = seen.recv_timeout(std::time::Duration::from_secs(1)) {
+            assert!(line.starts_with("postgres| "), "{line}");
+            if line.contains("followed_") {
+                found = Some(line);
+                break 'statements;
+            }
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(found.is_some(), "logs -f never printed the statements");
+
+    // restart: the server comes back, answering the app, before restart returns.
+    let before: serde_json::Value = serde_json::from_str(&ok(&["ps", "--json"])).unwrap();
+    ok(&["restart", "redis"]);
+    assert_eq!(stack.redis(&["PING"]), "PONG");
+    let after: serde_json::Value = serde_json::from_str(&ok(&["ps", "--json"])).unwrap();
+    assert_ne!(before[1]["pid"], after[1]["pid"], "{before}\n{after}");
+
     // doctor: the engine, compose and both containers, all fine.
     let doctor = ok(&["doctor"]);
     for check in [
