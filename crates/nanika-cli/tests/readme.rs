@@ -76,3 +76,35 @@ fn the_app_section_shows_the_commands_the_examples_test_runs() {
         );
     }
 }
+
+#[test]
+fn the_quick_start_says_how_to_get_rust_when_cargo_is_missing() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap();
+    let output = std::process::Command::new("/bin/bash")
+        .arg(root.join("scripts/up"))
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("Rust is not installed"), "{stderr}");
+    assert!(stderr.contains("https://sh.rustup.rs"), "{stderr}");
+}
+
+#[test]
+fn the_quick_start_puts_nanika_where_the_readme_says() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap();
+    let script = fs_err::read_to_string(root.join("scripts/up")).unwrap();
+    let readme = readme();
+    for place in ["/usr/local/bin", "~/.cargo/bin"] {
+        assert!(readme.contains(place), "README.md does not say {place}");
+    }
+    assert!(script.contains("bin_dir=/usr/local/bin"));
+    assert!(script.contains("${CARGO_HOME:-$HOME/.cargo}/bin"));
+}
