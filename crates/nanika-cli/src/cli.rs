@@ -231,6 +231,9 @@ pub enum DbCommand {
         /// Do not ask.
         #[arg(long, short = 'y')]
         yes: bool,
+        /// Leave it empty (no migrations, no seed): for `db restore` of a whole dump.
+        #[arg(long)]
+        empty: bool,
     },
     /// Open psql on the app database (arguments after -- go to psql).
     Psql {

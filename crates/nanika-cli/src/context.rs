@@ -70,6 +70,12 @@ pub fn machine_memory() -> Option<nanika_config::units::MemorySize> {
     Some(nanika_config::units::MemorySize(kib * 1024))
 }
 
+/// The kernel's ephemeral port range, when it can be read.
+pub fn ephemeral_ports() -> Option<nanika_config::ports::PortRange> {
+    let text = fs_err::read_to_string(nanika_config::ports::EPHEMERAL_RANGE_FILE).ok()?;
+    nanika_config::ports::PortRange::parse(&text)
+}
+
 /// Where to look for the server binaries: `NANIKA_PG_BIN_DIR`, `NANIKA_REDIS_BIN`, the `PATH`.
 pub fn binary_search() -> nanika_runtime::native::binaries::BinarySearch {
     nanika_runtime::native::binaries::BinarySearch {

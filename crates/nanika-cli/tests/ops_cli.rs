@@ -477,6 +477,57 @@ fn doctor_is_ok_when_healthy_and_fails_for_a_stopped_server_or_a_wrong_password(
     );
 }
 
+/// Issue #18: `db reset` migrates and seeds, so a restore into it is refused; the refusal names
+/// `db reset --empty`, which leaves the empty database a plain restore wants.
+#[test]
+fn reset_empty_leaves_the_database_a_plain_restore_wants() {
+    let stack = seeded();
+    stack.psql("INSERT INTO chat_rooms (name) VALUES ('kept by the dump')");
+    let dump = stack.root.join("backups/before-reset.dump");
+    let backup = stack.run_path(&["db", "backup", "-o"], &dump);
+    assert!(backup.status.success(), "{}", text(&backup));
+    let before = fingerprint(&stack);
+
+    let reset = stack.run(&["db", "reset", "--yes"]);
+    assert!(reset.status.success(), "{}", text(&reset));
+    let refused = stack.run_path(&["db", "restore", "--yes"], &dump);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("is not empty")
+            && text(&refused).contains("nanika db reset --empty --yes"),
+        "{}",
+        text(&refused)
+    );
+
+    let asked = stack.run(&["db", "reset", "--empty"]);
+    assert_eq!(
+        asked.status.code(),
+        Some(2),
+        "it asks first: {}",
+        text(&asked)
+    );
+    let emptied = stack.run(&["db", "reset", "--empty", "--yes"]);
+    assert!(emptied.status.success(), "{}", text(&emptied));
+    assert!(text(&emptied).contains("empty"), "{}", text(&emptied));
+    assert_eq!(
+        stack.psql(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
+        ),
+        "0",
+        "no table at all, not even the migrations' own"
+    );
+    assert_eq!(
+        stack.psql(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
+        ),
+        "nanika_user"
+    );
+
+    let restored = stack.run_path(&["db", "restore", "--yes"], &dump);
+    assert!(restored.status.success(), "{}", text(&restored));
+    assert_eq!(fingerprint(&stack), before);
+}
+
 #[test]
 fn psql_reset_and_maintain() {
     let stack = seeded();

@@ -9,6 +9,7 @@
 //! - [`check`] and [`lint`]: what is wrong with a project's files, and what is risky in them;
 //!   [`validate`]: what must hold across them before anything acts on a server ([`ValidProject`]).
 //! - [`urls`], [`secret`], [`units`]: the value types the model is made of.
+//! - [`ports`]: the kernel's ephemeral port range, which lint and the runtime judge ports by.
 //!
 //! Nothing here prints, spawns or reads the process environment: callers pass it in.
 
@@ -21,6 +22,7 @@ pub mod lint;
 pub mod model;
 pub mod parsed;
 pub mod pgconf;
+pub mod ports;
 pub mod project;
 pub mod redisconf;
 pub mod secret;

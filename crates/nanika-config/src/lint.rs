@@ -5,6 +5,7 @@ use crate::finding::{Finding, Severity};
 use crate::model::{
     LogStatement, MaxmemoryPolicy, PLACEHOLDER_SESSION_SECRET, SPEC_POSTGRES_PASSWORD,
 };
+use crate::ports::{EPHEMERAL_RANGE_FILE, PortRange};
 use crate::project::{LoadedProject, POSTGRES_CONF, REDIS_CONF};
 use crate::units::MemorySize;
 
@@ -15,6 +16,9 @@ pub struct LintOptions {
     pub production: bool,
     /// The machine's memory, to judge `shared_buffers` by; `None` skips that rule.
     pub machine_memory: Option<MemorySize>,
+    /// The kernel's ephemeral port range (see [`crate::ports`]), to judge the ports by; `None`
+    /// skips that rule.
+    pub ephemeral_ports: Option<PortRange>,
 }
 
 /// Passwords so common that they are the first ones tried.
@@ -170,6 +174,31 @@ pub fn lint(loaded: &LoadedProject, options: LintOptions) -> Vec<Finding> {
         }
     }
 
+    if let Some(range) = options.ephemeral_ports {
+        for (service, key, port) in [
+            ("PostgreSQL", "POSTGRES_PORT", infra.env.postgres_port),
+            ("Redis", "REDIS_PORT", infra.env.redis_port),
+        ] {
+            if range.contains(port) {
+                findings.push(
+                    Finding::warning(
+                        "port-in-ephemeral-range",
+                        env_file,
+                        format!(
+                            "{service}'s port {port} is inside the kernel's ephemeral port range {range} ({EPHEMERAL_RANGE_FILE}), from which every outgoing connection takes its source port: while the server is down, a client's connection can hold the port (for up to 60 s after it closes, in TIME-WAIT), and the server then cannot bind it"
+                        ),
+                    )
+                    .at_optional_line(env_line(key))
+                    .for_key(key)
+                    .with_hint(format!(
+                        "pick a port below {} (and above 1024) in {key} and the matching URL, or reserve this one for servers with net.ipv4.ip_local_reserved_ports",
+                        range.low
+                    )),
+                );
+            }
+        }
+    }
+
     findings
 }
 
@@ -208,6 +237,7 @@ mod tests {
         let small = LintOptions {
             production: false,
             machine_memory: Some(MemorySize::mib(512)),
+            ephemeral_ports: None,
         };
         let found = lint(&loaded, small);
         let finding = found
@@ -221,6 +251,7 @@ mod tests {
         let large = LintOptions {
             production: false,
             machine_memory: Some(MemorySize::gib(24)),
+            ephemeral_ports: None,
         };
         assert!(!codes(&lint(&loaded, large)).contains(&"shared-buffers-too-large"));
     }
@@ -234,6 +265,7 @@ mod tests {
                 LintOptions {
                     production,
                     machine_memory: None,
+                    ephemeral_ports: None,
                 },
             )
             .into_iter()
@@ -242,5 +274,40 @@ mod tests {
         };
         assert_eq!(severity(false), Some(Severity::Warning));
         assert_eq!(severity(true), Some(Severity::Error));
+    }
+
+    #[test]
+    fn a_port_inside_the_ephemeral_range_is_flagged_on_its_line() {
+        let (dir, _) = spec_project();
+        let env = dir.path().join(".env");
+        let text = fs_err::read_to_string(dir.path().join(".env.example")).unwrap();
+        fs_err::write(
+            &env,
+            text.replace("POSTGRES_PORT=5432", "POSTGRES_PORT=38432"),
+        )
+        .unwrap();
+        let loaded = Project::at(dir.path())
+            .unwrap()
+            .load(&BTreeMap::new())
+            .unwrap();
+        let options = LintOptions {
+            ephemeral_ports: PortRange::parse("32768 60999"),
+            ..LintOptions::default()
+        };
+        let found = lint(&loaded, options);
+        let flagged: Vec<_> = found
+            .iter()
+            .filter(|f| f.code == "port-in-ephemeral-range")
+            .collect();
+        assert_eq!(flagged.len(), 1, "{found:?}");
+        assert_eq!(flagged[0].key.as_deref(), Some("POSTGRES_PORT"));
+        assert!(flagged[0].line.is_some());
+        assert!(
+            flagged[0].message.contains("38432"),
+            "{}",
+            flagged[0].message
+        );
+        let unknown = LintOptions::default();
+        assert!(!codes(&lint(&loaded, unknown)).contains(&"port-in-ephemeral-range"));
     }
 }

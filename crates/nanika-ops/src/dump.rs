@@ -421,7 +421,7 @@ pub async fn restore(
     if existing_tables > 0 && !options.clean && !options.verify {
         return Err(OpsError::Refused {
             message: format!("database {} is not empty ({existing_tables} tables); nothing was restored", url.database),
-            hint: "restore --clean replaces it (it asks first and takes a safety backup); restore --verify only compares".into(),
+            hint: "to restore into an empty database, run `nanika db reset --empty --yes` first (it drops everything in it; a plain `db reset` migrates and seeds, so its database is not empty); `restore --clean` replaces it instead (it asks first and takes a safety backup); `restore --verify` only compares".into(),
         });
     }
     if existing_tables > 0 && !options.clean {

@@ -1,5 +1,5 @@
 //! `nanika db reset`: the app's database dropped, created again (owned by the app's role),
-//! migrated and seeded.
+//! migrated and seeded; or, with `--empty`, left empty for a restore.
 
 use crate::error::{OpsError, Result};
 use crate::interrupt::Interrupt;
@@ -7,8 +7,19 @@ use crate::{migrate, pg, seed};
 use nanika_config::urls::DatabaseUrl;
 use std::path::Path;
 
+/// What a reset leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetTo {
+    /// The migrations applied and the development data seeded.
+    Seeded,
+    /// An empty database, without even the migrations' table: what a restore of a whole dump
+    /// (schema and data) wants, since `db restore` refuses a database with tables.
+    Empty,
+}
+
 /// Drops the URL's database (ending its sessions), creates it again owned by the URL's role
-/// through `admin_url`, applies the migrations in `migrations` and seeds it.
+/// through `admin_url`, and, for [`ResetTo::Seeded`], applies the migrations in `migrations` and
+/// seeds it.
 ///
 /// An interrupt is acted on before the drop (nothing changes), after the create, and inside the
 /// migration and the seed (the step in progress rolled back); never between the drop and the
@@ -17,6 +28,7 @@ pub async fn reset(
     url: &DatabaseUrl,
     admin_url: &DatabaseUrl,
     migrations: &Path,
+    to: ResetTo,
     interrupt: &Interrupt,
 ) -> Result<()> {
     let name = &url.database;
@@ -28,6 +40,10 @@ pub async fn reset(
     }
     // A second or two, and the one step that must not stop half-way: not raced.
     pg::recreate_database(admin_url, url).await?;
+    if to == ResetTo::Empty {
+        // Done: an interrupt now finds nothing left to do.
+        return Ok(());
+    }
     let again = || Some("run `nanika db reset --yes` again to finish the reset".to_string());
     let recreated = format!("database {name} was dropped and created again");
     if interrupt.is_raised() {

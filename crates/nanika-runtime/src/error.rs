@@ -1,6 +1,7 @@
 //! What can go wrong while running the services; every variant says what to do about it.
 
 use crate::Service;
+use crate::native::procfs::PortUser;
 use std::path::PathBuf;
 
 /// A failure of the runtime, with a hint for the user.
@@ -28,15 +29,21 @@ pub enum RuntimeError {
         /// How to install the right one.
         install: &'static str,
     },
-    /// A port is already taken by another program.
-    #[error("port {port} for {service} is already in use{}", holder.as_ref().map(|h| format!(" by {h}")).unwrap_or_default())]
+    /// A port is already taken: by another program, or by a closed connection in TIME-WAIT.
+    #[error("port {port} for {service} is already in use{}", match holder {
+        PortUser::Program(program) => format!(" by {program}"),
+        PortUser::TimeWait(time_wait) => format!(" by {time_wait}"),
+        PortUser::Unknown => String::new(),
+    })]
     PortInUse {
         /// The service that wanted it.
         service: Service,
         /// The port.
         port: u16,
-        /// The program holding it, when it could be found.
-        holder: Option<String>,
+        /// What holds it, as far as nanika can see.
+        holder: PortUser,
+        /// The kernel's ephemeral port range, when the port is inside it.
+        ephemeral: Option<nanika_config::ports::PortRange>,
     },
     /// A data directory from another PostgreSQL major version.
     #[error("{} holds a PostgreSQL {found} cluster, but this is PostgreSQL {expected}", path.display())]
@@ -212,9 +219,24 @@ impl RuntimeError {
             RuntimeError::MissingBinary { install, .. } | RuntimeError::WrongVersion { install, .. } => {
                 format!("install it with `{install}`, or point nanika at it with NANIKA_PG_BIN_DIR / NANIKA_REDIS_BIN")
             }
-            RuntimeError::PortInUse { service, .. } => {
+            RuntimeError::PortInUse { service, holder, ephemeral, .. } => {
                 let var = port_variable(*service);
-                format!("stop that program, or pick another port: set {var} in .env (and the port in the URLs)")
+                let first = match holder {
+                    PortUser::TimeWait(time_wait) => format!(
+                        "run `nanika up` again once it has expired (in {} s at most)",
+                        time_wait.remaining.map_or(60, |left| left.as_secs().max(1))
+                    ),
+                    _ => "stop that program".into(),
+                };
+                let why = match ephemeral {
+                    Some(range) => format!(
+                        "; the port is inside the kernel's ephemeral port range {range} ({}), where any outgoing connection may take it: a port below {} is safe from that",
+                        nanika_config::ports::EPHEMERAL_RANGE_FILE,
+                        range.low
+                    ),
+                    None => String::new(),
+                };
+                format!("{first}, or pick another port: set {var} in .env (and the port in the URLs){why}")
             }
             RuntimeError::DataDirVersion { .. } => {
                 "nanika never re-initialises a data directory: upgrade it with pg_upgrade, or back it up and run `nanika down --volumes`".into()

@@ -1,6 +1,10 @@
 //! "Ready" as the app sees it: PostgreSQL answers a query as the app user on the app database
 //! over TCP, and Redis answers `PING`. Not a log line, not a socket that accepts. The same probes
 //! read whose server answers: PostgreSQL's `nanika.project` setting, Redis's process id.
+//!
+//! The native runtime probes a port only once its server says it has bound it
+//! (`native::postgres::accepting`, `native::redis::listening`): a probe of an unbound port could
+//! connect to itself and keep the server from binding it.
 
 use nanika_config::Secret;
 use sqlx::Connection;

@@ -1,8 +1,13 @@
 //! Test helpers for nanika: temporary projects and free ports. Dev-only: never a normal
 //! dependency of another crate.
 
-use std::net::TcpListener;
+use nanika_config::ports::{EPHEMERAL_RANGE_FILE, PortRange};
+use std::hash::{BuildHasher, Hasher};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
 
 /// A project in its own temporary directory, removed when dropped.
 pub struct TempProject {
@@ -79,12 +84,126 @@ impl TempProject {
     }
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago: the OS picks it, so tests never use a
-/// fixed port (and never 5432 or 6379, where a developer's own servers may run).
+/// The kernel's ephemeral port range, from which it takes the source port of every outgoing
+/// connection (and the port of a bind to port 0).
+pub fn ephemeral_ports() -> PortRange {
+    let text = fs_err::read_to_string(EPHEMERAL_RANGE_FILE).expect("read the ephemeral port range");
+    PortRange::parse(&text).unwrap_or_else(|| panic!("{EPHEMERAL_RANGE_FILE} says {text:?}"))
+}
+
+/// A TCP port on 127.0.0.1 that is free, for a test's server: below the kernel's ephemeral range
+/// (a port inside it can be taken by any outgoing connection between the check and the server's
+/// bind, and a connect to it can connect to itself) and above 1024, never 5432 or 6379 (where a
+/// developer's own servers may run). Each port is claimed for the life of the test process
+/// (see [`claim`]), so parallel tests and test processes do not get the same one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .expect("local addr")
-        .port()
+    let range = ephemeral_ports();
+    // Well clear of the privileged ports and of the usual fixed ones below 10000.
+    let lowest = if range.low > 20_000 { 10_000 } else { 1025 };
+    assert!(
+        range.low > lowest,
+        "the ephemeral range {range} leaves no port below it for tests"
+    );
+    free_port_among(lowest..range.low, 1)
+}
+
+/// A free TCP port *inside* the kernel's ephemeral range, with the parity the kernel gives
+/// connections' source ports first (that of the range's low end), away from the range's ends: for
+/// tests that show a server can use such a port. Claimed like [`free_port`]'s.
+pub fn free_ephemeral_port() -> u16 {
+    let range = ephemeral_ports();
+    assert!(
+        range.high - range.low > 4000,
+        "the ephemeral range {range} is too small"
+    );
+    let first = range.low + 1000;
+    free_port_among(first..range.high - 1000, 2)
+}
+
+/// The first free, unclaimed port in `ports` taken every `step`, from a random start.
+fn free_port_among(ports: std::ops::Range<u16>, step: u16) -> u16 {
+    let count = (ports.end - ports.start) / step;
+    let start = (std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+        % u64::from(count)) as u16;
+    for i in 0..count {
+        let port = ports.start + ((start + i) % count) * step;
+        if port == 5432 || port == 6379 {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() && claim(port) {
+            return port;
+        }
+    }
+    panic!("no free port in {ports:?}");
+}
+
+/// Claims `port` for this process until it exits: an exclusive lock on its file in a directory
+/// of the temp dir, which every test process shares (another one skips a locked port), plus a
+/// list of this process's own. Returns false when the port is someone else's.
+fn claim(port: u16) -> bool {
+    static CLAIMED: Mutex<Vec<(u16, Option<std::fs::File>)>> = Mutex::new(Vec::new());
+    let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+    if claimed.iter().any(|(p, _)| *p == port) {
+        return false;
+    }
+    let dir = std::env::temp_dir().join("nanika-test-ports");
+    let _ = std::fs::create_dir(&dir);
+    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777));
+    // A lock file that cannot be opened (another user's) leaves only the bind check: the
+    // lock is a courtesy between test processes, not a guarantee.
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(format!("{port}.lock")))
+        .ok();
+    if let Some(file) = &file
+        && file.try_lock().is_err()
+    {
+        return false;
+    }
+    claimed.push((port, file));
+    true
+}
+
+/// Makes the kernel's next connection to 127.0.0.1:`port` take a source port just below `port`.
+///
+/// Linux picks a connection's source port from a counter kept per destination, which moves on
+/// by 2 to 16 (of one parity) with every connect. Connecting to `port` again and again walks the
+/// counter until the source port lands in the 16 ports below `port`: the next connects to
+/// `port` then get a source port of `port` itself, if nothing has bound it, and connect to
+/// themselves. A listener holds `port` during the walk so that it is never itself the source
+/// port, and every connection is reset rather than closed, so the walk leaves no TIME-WAIT on
+/// any port. Returns the last source port; panics if the walk does not get there.
+pub fn steer_source_ports_below(port: u16) -> u16 {
+    let target = SocketAddr::from(([127, 0, 0, 1], port));
+    let listener = TcpListener::bind(target).expect("hold the port while steering");
+    let range = ephemeral_ports();
+    // Enough for several rounds of the whole range at the smallest step.
+    let limit = 4 * usize::from(range.high - range.low);
+    for _ in 0..limit {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("a TCP socket");
+        socket
+            .connect(&target.into())
+            .expect("connect to the listener");
+        let (accepted, _) = listener.accept().expect("accept the connection");
+        let source = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("the connection's source address")
+            .port();
+        socket
+            .set_linger(Some(Duration::ZERO))
+            .expect("reset on close");
+        drop(socket);
+        drop(accepted);
+        if source < port && port - source <= 16 {
+            return source;
+        }
+    }
+    panic!("{limit} connects to port {port} never took a source port just below it");
 }

@@ -28,6 +28,7 @@ pub fn lint_project(project_dir: Option<&PathBuf>, production: bool, json: bool)
         LintOptions {
             production,
             machine_memory: context::machine_memory(),
+            ephemeral_ports: context::ephemeral_ports(),
         },
     );
     print_findings(&findings, json, ("note", "notes"));

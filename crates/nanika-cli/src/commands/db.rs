@@ -194,12 +194,18 @@ pub fn run(
                 report.messages
             );
         }
-        DbCommand::Reset { yes } => {
+        DbCommand::Reset { yes, empty } => {
+            let to = if empty {
+                reset::ResetTo::Empty
+            } else {
+                reset::ResetTo::Seeded
+            };
+            let then = match to {
+                reset::ResetTo::Empty => "and leave it empty",
+                reset::ResetTo::Seeded => "then migrate and seed it again",
+            };
             confirm(
-                &format!(
-                    "drop database {} with all its data, then migrate and seed it again?",
-                    url.database
-                ),
+                &format!("drop database {} with all its data, {then}?", url.database),
                 yes,
             )?;
             let interrupt = signals::catch()?;
@@ -208,11 +214,20 @@ pub fn run(
                 url,
                 &admin_url,
                 &migrations_dir(&loaded),
+                to,
                 &interrupt,
             ))
             .map_err(ops_error)?;
             signals::note_if_late(&interrupt, "the reset");
-            crate::say!("database {} recreated, migrated and seeded", url.database);
+            match to {
+                reset::ResetTo::Empty => crate::say!(
+                    "database {} recreated, empty: `nanika db restore PATH` restores a dump into it",
+                    url.database
+                ),
+                reset::ResetTo::Seeded => {
+                    crate::say!("database {} recreated, migrated and seeded", url.database)
+                }
+            }
         }
         DbCommand::Psql { args } => {
             let bins = postgres_binaries(&loaded)?;

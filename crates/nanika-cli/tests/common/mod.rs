@@ -40,8 +40,16 @@ impl Stack {
     }
 
     pub fn in_project(project: TempProject, home: Option<tempfile::TempDir>) -> Self {
-        let pg_port = free_port();
-        let redis_port = free_port();
+        Self::with_ports(project, home, free_port(), free_port())
+    }
+
+    /// A project whose servers use the given ports.
+    pub fn with_ports(
+        project: TempProject,
+        home: Option<tempfile::TempDir>,
+        pg_port: u16,
+        redis_port: u16,
+    ) -> Self {
         let root = project.root().to_path_buf();
         let stack = Stack {
             project,

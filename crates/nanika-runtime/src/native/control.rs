@@ -440,7 +440,8 @@ impl<'a> Native<'a> {
                 return Err(RuntimeError::PortInUse {
                     service: *service,
                     port,
-                    holder: procfs::port_holder(port),
+                    holder: procfs::PortUser::of(port),
+                    ephemeral: procfs::ephemeral_ports().filter(|range| range.contains(port)),
                 });
             }
         }
@@ -615,6 +616,17 @@ impl<'a> Native<'a> {
         }
     }
 
+    /// Whether `service` has bound `port`, read from what the server itself writes. nanika
+    /// connects to a port only after that: inside the kernel's ephemeral range, a connect to a
+    /// port nobody has bound can connect to itself and leave a TIME-WAIT on the port that keeps
+    /// the server from binding it for a minute.
+    fn bound(&self, service: Service, port: u16) -> bool {
+        match service {
+            Service::Postgres => postgres::accepting(self.layout(), port),
+            Service::Redis => redis::listening(self.layout()),
+        }
+    }
+
     /// Whether a PostgreSQL marker is this project's.
     fn ours(&self, marker: Option<String>) -> std::result::Result<(), ProbeError> {
         if marker.as_deref() == Some(postgres::project_marker(self.layout()).as_str()) {
@@ -656,6 +668,10 @@ impl<'a> Native<'a> {
         while !pending.is_empty() {
             let mut still = Vec::new();
             for service in pending {
+                if !self.bound(service, self.port(service)) {
+                    still.push(service);
+                    continue;
+                }
                 let answer = if service == Service::Postgres && !database_checked {
                     let timeout = Duration::from_secs(2);
                     let prepared = match self.admin_target() {
@@ -875,6 +891,7 @@ impl<'a> Native<'a> {
                             .filter(|p| procfs::is_alive(*p))
                             .or(if supervised { None } else { unsupervised_pid });
                         let answers = pid.is_some()
+                            && self.bound(service, port)
                             && Prober::new().is_ok_and(|p| self.status_probe(&p, service, port));
                         let state = match (planned.is_some(), pid, answers) {
                             (true, Some(_), true) => ServiceState::Healthy,

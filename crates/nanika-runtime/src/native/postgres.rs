@@ -319,15 +319,75 @@ pub fn postmaster(layout: &StateLayout) -> Postmaster {
     if !procfs::is_alive(pid) {
         return Postmaster::NotRunning;
     }
-    let is_postgres =
-        procfs::cmdline(pid).is_some_and(|c| c.first().is_some_and(|p| p.contains("postgres")));
-    let here =
-        procfs::cwd(pid).is_some_and(|cwd| std::fs::canonicalize(&data).is_ok_and(|d| d == cwd));
-    if is_postgres && here {
+    if is_postmaster_of(pid, &data) {
         Postmaster::Running(pid)
     } else {
         Postmaster::Foreign(pid)
     }
+}
+
+/// What nanika reads of `postmaster.pid`, which the postmaster writes as it starts: its pid, then
+/// (once it listens) its port and addresses, and last its status, `ready` once it accepts
+/// connections (PostgreSQL's `LOCK_FILE_LINE_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockFile {
+    /// The postmaster's pid (line 1).
+    pub pid: u32,
+    /// Its port (line 4).
+    pub port: Option<u16>,
+    /// The addresses it listens on (line 6), once it has bound them.
+    pub listen: Option<String>,
+    /// Its status (line 8): `starting`, `ready`, `stopping`, `standby`.
+    pub status: Option<String>,
+}
+
+impl LockFile {
+    /// Reads the text of `postmaster.pid`; `None` when it does not even name a pid.
+    pub fn parse(text: &str) -> Option<LockFile> {
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        let line = |n: usize| lines.get(n - 1).copied().filter(|l| !l.is_empty());
+        Some(LockFile {
+            pid: line(1)?.parse().ok()?,
+            port: line(4).and_then(|p| p.parse().ok()),
+            listen: line(6).map(str::to_string),
+            status: line(8).map(str::to_string),
+        })
+    }
+}
+
+/// Whether this project's PostgreSQL accepts connections on `port`, learnt without connecting to
+/// it: `postmaster.pid` says `ready` for that port, and names a live postmaster of this data
+/// directory (a killed server's file can say `ready` too). A connect to a port nobody has bound
+/// yet, inside the kernel's ephemeral range, can connect to itself and then hold the port (in
+/// TIME-WAIT) against the server's own bind; and the "starting up" refusals a premature
+/// connection gets would only fill the server's log.
+pub fn accepting(layout: &StateLayout, port: u16) -> bool {
+    // The data directory is the server user's: the file is read without following a link and
+    // only as far as a lock file goes.
+    let text = layout
+        .open_postgres_home()
+        .and_then(|home| {
+            home.open_dir("data")?
+                .map(|data| data.read_small_file("postmaster.pid", 4096))
+                .transpose()
+        })
+        .ok()
+        .flatten()
+        .flatten();
+    let Some(lock) = text.and_then(|t| LockFile::parse(&String::from_utf8_lossy(&t))) else {
+        return false;
+    };
+    lock.status.as_deref() == Some("ready")
+        && lock.port == Some(port)
+        && is_postmaster_of(lock.pid, &layout.postgres_data())
+}
+
+/// Whether `pid` is a live postgres whose working directory is `data` (a postmaster runs in its
+/// data directory).
+fn is_postmaster_of(pid: u32, data: &Path) -> bool {
+    procfs::is_alive(pid)
+        && procfs::cmdline(pid).is_some_and(|c| c.first().is_some_and(|p| p.contains("postgres")))
+        && procfs::cwd(pid).is_some_and(|cwd| std::fs::canonicalize(data).is_ok_and(|d| d == cwd))
 }
 
 /// Removes a `postmaster.pid` that names a live process which is not PostgreSQL (PostgreSQL itself
@@ -339,5 +399,30 @@ pub fn clear_foreign_lock(layout: &StateLayout) -> Option<String> {
             Some(procfs::describe(pid))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_file_says_when_the_server_accepts_connections() {
+        let starting = "4242\n/var/lib/nanika/x/data\n1700000000\n38432\n/tmp/s\n";
+        assert_eq!(
+            LockFile::parse(starting),
+            Some(LockFile {
+                pid: 4242,
+                port: Some(38432),
+                listen: None,
+                status: None
+            })
+        );
+        let ready = "4242\n/d\n1700000000\n38432\n/tmp/s\n127.0.0.1\n  5432001   0\nready   \n";
+        let lock = LockFile::parse(ready).unwrap();
+        assert_eq!(lock.listen.as_deref(), Some("127.0.0.1"));
+        assert_eq!(lock.status.as_deref(), Some("ready"));
+        assert_eq!(LockFile::parse(""), None);
+        assert_eq!(LockFile::parse("not a pid\n"), None);
     }
 }

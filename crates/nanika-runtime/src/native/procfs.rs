@@ -10,6 +10,7 @@
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The fields of `/proc/PID/stat` after the command name (which is in parentheses and may itself
 /// hold spaces): index 0 is the state (field 3 of proc(5)).
@@ -361,30 +362,180 @@ pub fn describe(pid: u32) -> String {
     }
 }
 
-/// The socket inodes listening on TCP `port`, from `/proc/net/tcp` and `/proc/net/tcp6`.
-fn listening_inodes(port: u16) -> Vec<String> {
-    let mut inodes = Vec::new();
+/// One socket of `/proc/net/tcp` or `/proc/net/tcp6`.
+struct TcpSocket {
+    local: String,
+    local_port: u16,
+    remote: String,
+    /// The kernel's TCP state (`0A` listening, `06` TIME-WAIT).
+    state: String,
+    /// The running timer's remaining time, in clock ticks.
+    timer_ticks: Option<u64>,
+    inode: String,
+}
+
+/// Every TCP socket the kernel shows this process.
+fn tcp_sockets() -> Vec<TcpSocket> {
+    let mut sockets = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
             continue;
         };
         for line in text.lines().skip(1) {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(state), Some(inode)) =
-                (fields.get(1), fields.get(3), fields.get(9))
+            let (Some(local), Some(remote), Some(state), Some(timer), Some(inode)) = (
+                fields.get(1),
+                fields.get(2),
+                fields.get(3),
+                fields.get(5),
+                fields.get(9),
+            ) else {
+                continue;
+            };
+            let Some(local_port) = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok())
             else {
                 continue;
             };
-            let local_port = local
-                .rsplit(':')
-                .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if *state == "0A" && local_port == Some(port) {
-                inodes.push((*inode).to_string());
-            }
+            // `tr:tm->when`: a timer kind (0 none), then its remaining time in clock ticks.
+            let timer_ticks = timer
+                .split_once(':')
+                .filter(|(kind, _)| *kind != "00")
+                .and_then(|(_, when)| u64::from_str_radix(when, 16).ok());
+            sockets.push(TcpSocket {
+                local: socket_address(local),
+                local_port,
+                remote: socket_address(remote),
+                state: (*state).to_string(),
+                timer_ticks,
+                inode: (*inode).to_string(),
+            });
         }
     }
-    inodes
+    sockets
+}
+
+/// `127.0.0.1:38432` from the kernel's `0100007F:9620` (IPv4) or its IPv6 form (four 32-bit words,
+/// each in the machine's byte order).
+fn socket_address(hex: &str) -> String {
+    let Some((address, port)) = hex.split_once(':') else {
+        return hex.to_string();
+    };
+    let port = u16::from_str_radix(port, 16).map_or_else(|_| port.to_string(), |p| p.to_string());
+    let words: Option<Vec<u32>> = (0..address.len() / 8)
+        .map(|i| u32::from_str_radix(&address[i * 8..i * 8 + 8], 16).ok())
+        .collect();
+    let bytes: Vec<u8> = words
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|w| w.to_ne_bytes())
+        .collect();
+    match <[u8; 4]>::try_from(bytes.as_slice()) {
+        Ok(v4) => format!("{}:{port}", std::net::Ipv4Addr::from(v4)),
+        Err(_) => match <[u8; 16]>::try_from(bytes.as_slice()) {
+            Ok(v6) => format!("[{}]:{port}", std::net::Ipv6Addr::from(v6)),
+            Err(_) => hex.to_string(),
+        },
+    }
+}
+
+/// The socket inodes listening on TCP `port`.
+fn listening_inodes(port: u16) -> Vec<String> {
+    tcp_sockets()
+        .into_iter()
+        .filter(|s| s.state == "0A" && s.local_port == port)
+        .map(|s| s.inode)
+        .collect()
+}
+
+/// A closed connection the kernel keeps in TIME-WAIT on a port: it holds the port against a
+/// server's bind until it expires, and no process owns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeWait {
+    /// Its local address (`127.0.0.1:38432`).
+    pub local: String,
+    /// Its remote address: the same as `local` for a connection that connected to itself.
+    pub remote: String,
+    /// How long until the kernel drops it, when the timer could be read.
+    pub remaining: Option<Duration>,
+}
+
+impl std::fmt::Display for TimeWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a closed connection in TIME-WAIT ({} -> {}{})",
+            self.local,
+            self.remote,
+            if self.local == self.remote {
+                ", a connection to itself"
+            } else {
+                ""
+            }
+        )?;
+        match self.remaining {
+            Some(left) => write!(
+                f,
+                ", which the kernel keeps for {} s more; no program holds the port",
+                left.as_secs().max(1)
+            ),
+            None => write!(
+                f,
+                ", which the kernel keeps for up to 60 s; no program holds the port"
+            ),
+        }
+    }
+}
+
+/// The longest-lived TIME-WAIT connection on local TCP `port`, when there is one.
+pub fn time_wait(port: u16) -> Option<TimeWait> {
+    let ticks_per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|t| *t > 0)
+        .map(|t| t as u64);
+    tcp_sockets()
+        .into_iter()
+        .filter(|s| s.state == "06" && s.local_port == port)
+        .map(|s| TimeWait {
+            local: s.local,
+            remote: s.remote,
+            remaining: s
+                .timer_ticks
+                .zip(ticks_per_second)
+                .map(|(ticks, hz)| Duration::from_millis(ticks * 1000 / hz)),
+        })
+        .max_by_key(|t| t.remaining)
+}
+
+/// What keeps a TCP port from being bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortUser {
+    /// A process listens on it (described).
+    Program(String),
+    /// No process: a closed connection the kernel keeps in TIME-WAIT.
+    TimeWait(TimeWait),
+    /// Neither could be found (another user's process, seen only by root).
+    Unknown,
+}
+
+impl PortUser {
+    /// What holds `port`, as far as this process can see.
+    pub fn of(port: u16) -> PortUser {
+        match (port_holder(port), time_wait(port)) {
+            (Some(program), _) => PortUser::Program(program),
+            (None, Some(time_wait)) => PortUser::TimeWait(time_wait),
+            (None, None) => PortUser::Unknown,
+        }
+    }
+}
+
+/// The kernel's ephemeral port range, when it can be read.
+pub fn ephemeral_ports() -> Option<nanika_config::ports::PortRange> {
+    let text = std::fs::read_to_string(nanika_config::ports::EPHEMERAL_RANGE_FILE).ok()?;
+    nanika_config::ports::PortRange::parse(&text)
 }
 
 /// The process listening on TCP `port`, described, when it can be found (another user's process
@@ -454,6 +605,49 @@ pub(crate) mod tests {
         );
         drop(listener);
         assert!(port_is_free(port));
+    }
+
+    #[test]
+    fn a_connection_in_time_wait_is_found_on_its_port_with_its_remaining_time() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        // The side that closes first keeps the connection in TIME-WAIT: here the server's, on
+        // the listening port.
+        drop(server);
+        drop(listener);
+        let mut byte = [0u8; 1];
+        assert_eq!(std::io::Read::read(&mut &client, &mut byte).unwrap(), 0);
+        drop(client);
+        let found = (0..500).find_map(|_| {
+            time_wait(port).or_else(|| {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                None
+            })
+        });
+        let found = found.expect("the server side of the connection is in TIME-WAIT");
+        assert_eq!(found.local, format!("127.0.0.1:{port}"));
+        let left = found.remaining.expect("its timer is read");
+        assert!(
+            left > Duration::from_secs(30) && left <= Duration::from_secs(60),
+            "{left:?}"
+        );
+        assert!(matches!(PortUser::of(port), PortUser::TimeWait(_)));
+        let said = found.to_string();
+        assert!(
+            said.contains("TIME-WAIT") && said.contains("s more"),
+            "{said}"
+        );
+    }
+
+    #[test]
+    fn kernel_addresses_are_read() {
+        assert_eq!(socket_address("0100007F:9620"), "127.0.0.1:38432");
+        assert_eq!(
+            socket_address("00000000000000000000000001000000:0050"),
+            "[::1]:80"
+        );
     }
 
     #[test]

@@ -9,9 +9,11 @@ use nanika_config::Secret;
 use std::path::{Path, PathBuf};
 
 /// The server's program and arguments: its copy of `redis.conf`, then loopback, port, its
-/// directory (for the AOF), logging to stdout (the supervisor keeps the log), a pid file, and its
+/// directory (for the AOF), logging to stdout (the supervisor keeps the log), a pid file, its
 /// command line left as given (Redis rewrites it by default, and the command line nanika gave it
-/// is part of what proves it is nanika's before a signal). No secret: every user can read it.
+/// is part of what proves it is nanika's before a signal), and an owner-only Unix socket in its
+/// directory, which says when the TCP port is bound (see [`listening`]). No secret: every user
+/// can read it.
 pub fn server_args(
     binaries: &RedisBinaries,
     layout: &StateLayout,
@@ -33,6 +35,12 @@ pub fn server_args(
         pid_file(layout).display().to_string(),
         "--set-proc-title".into(),
         "no".into(),
+        // Relative to `--dir`, where Redis runs: short enough for a socket path wherever the
+        // directory is.
+        "--unixsocket".into(),
+        SOCKET.into(),
+        "--unixsocketperm".into(),
+        "700".into(),
     ];
     (binaries.server.clone(), args)
 }
@@ -91,4 +99,25 @@ pub fn running(layout: &StateLayout) -> Option<u32> {
     let here = procfs::cwd(pid)
         .is_some_and(|cwd| std::fs::canonicalize(&layout.redis_dir).is_ok_and(|d| d == cwd));
     (procfs::is_alive(pid) && is_redis && here).then_some(pid)
+}
+
+/// The name of Redis's Unix socket in its directory.
+pub const SOCKET: &str = "redis.sock";
+
+/// Whether this project's Redis has bound its TCP port, learnt without connecting to it: a
+/// connect to a port nobody has bound yet, inside the kernel's ephemeral range, can connect to
+/// itself and then hold the port (in TIME-WAIT) against the server's own bind. Redis opens its
+/// Unix socket right after its TCP port, so a socket that accepts a connection proves the port
+/// is bound (a socket file left by a killed server refuses). A Redis an earlier nanika started
+/// without the socket is judged by its pid file, which it writes once its port is bound.
+pub fn listening(layout: &StateLayout) -> bool {
+    let Ok(dir) = layout.open_redis_dir() else {
+        return false;
+    };
+    if dir.connect_unix(SOCKET).is_ok() {
+        return true;
+    }
+    running(layout).is_some_and(|pid| {
+        procfs::cmdline(pid).is_some_and(|args| !args.iter().any(|a| a == "--unixsocket"))
+    })
 }

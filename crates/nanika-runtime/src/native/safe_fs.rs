@@ -460,6 +460,69 @@ impl Dir {
         )))
     }
 
+    /// Reads the regular file `name`, never through a link and never more than `limit` bytes:
+    /// for files a less privileged process writes (a server's pid file), which could have been
+    /// swapped for a link, a FIFO or something endless. `None` when there is no such file.
+    pub fn read_small_file(&self, name: &str, limit: usize) -> Result<Option<Vec<u8>>> {
+        let name = component(name)?;
+        let path = self.join(name);
+        // O_NONBLOCK: opening a FIFO planted under the name returns at once instead of waiting
+        // for a writer; it is then refused as not a regular file.
+        let fd = match nix::fcntl::openat(
+            &self.fd,
+            name,
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(Errno::ELOOP) => {
+                return Err(untrusted(
+                    &path,
+                    "is a symbolic link; nanika never reads this file through one",
+                    format!("remove the link (rm {})", path.display()),
+                ));
+            }
+            Err(e) => return Err(os_error(format!("cannot open {}", path.display()))(e)),
+        };
+        let stat = nix::sys::stat::fstat(&fd)
+            .map_err(os_error(format!("cannot read {}", path.display())))?;
+        if stat.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() {
+            return Err(untrusted(
+                &path,
+                "is not a regular file",
+                format!("look at it, and remove it yourself: rm {}", path.display()),
+            ));
+        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(std::fs::File::from(fd), limit as u64),
+            &mut bytes,
+        )
+        .map_err(RuntimeError::io(format!("cannot read {}", path.display())))?;
+        Ok(Some(bytes))
+    }
+
+    /// Connects to the Unix socket `name` in this directory, never through a link: the name must
+    /// be a socket itself. The path goes through this directory's descriptor
+    /// (`/proc/self/fd/N/name`), so it is short whatever the directory's own path, and is the
+    /// directory that was opened, not whatever its path names now.
+    pub fn connect_unix(&self, name: &str) -> std::io::Result<std::os::unix::net::UnixStream> {
+        let name = component(name).map_err(std::io::Error::other)?;
+        let stat = nix::sys::stat::fstatat(&self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        if stat.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFSOCK.bits() {
+            return Err(std::io::Error::other(format!(
+                "{} is not a socket",
+                self.join(name).display()
+            )));
+        }
+        let via = format!(
+            "/proc/self/fd/{}/{name}",
+            std::os::fd::AsRawFd::as_raw_fd(&self.fd)
+        );
+        std::os::unix::net::UnixStream::connect(via)
+    }
+
     /// Makes the symbolic link `name` pointing to `target`.
     pub fn symlink(&self, name: &str, target: &Path) -> Result<()> {
         let name = component(name)?;
