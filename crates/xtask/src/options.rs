@@ -1,0 +1,105 @@
+//! `cargo xtask bench [--quick] [--pairs N] [--out PATH]`, parsed into one value.
+
+use std::path::PathBuf;
+
+/// Operations that take about a second or less get at least this many pairs: their spread is
+/// wide next to their median, so fewer pairs say little.
+pub const FAST_PAIRS_MIN: usize = 7;
+
+/// Pairs of the longer operations (backup, restore, seed, docker `up`) when `--pairs` is absent.
+const DEFAULT_PAIRS: usize = 5;
+
+/// The usage line, for errors.
+pub const USAGE: &str = "usage: cargo xtask bench [--quick] [--pairs N] [--out PATH]";
+
+/// What the user asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// A smoke run: one pair each, no warm-up, small data, report to stdout unless `--out`.
+    pub quick: bool,
+    /// Pairs of the longer operations; the fast ones get at least [`FAST_PAIRS_MIN`].
+    pub pairs: usize,
+    /// Where the report goes besides stdout (default: docs/BENCHMARKS.md, except with `--quick`).
+    pub out: Option<PathBuf>,
+}
+
+impl Options {
+    /// Parses the arguments after the program name; `Err` holds the message for the user.
+    pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
+        if args.next().as_deref() != Some("bench") {
+            return Err(USAGE.into());
+        }
+        let mut options = Options {
+            quick: false,
+            pairs: DEFAULT_PAIRS,
+            out: None,
+        };
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--quick" => options.quick = true,
+                "--pairs" => {
+                    options.pairs = args
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .filter(|&n| n > 0)
+                        .ok_or("--pairs needs a number above 0")?;
+                }
+                "--out" => options.out = Some(args.next().ok_or("--out needs a path")?.into()),
+                other => return Err(format!("unknown option {other}\n{USAGE}")),
+            }
+        }
+        Ok(options)
+    }
+
+    /// Pairs for an operation of about a second or less.
+    pub fn fast_pairs(&self) -> usize {
+        if self.quick {
+            1
+        } else {
+            self.pairs.max(FAST_PAIRS_MIN)
+        }
+    }
+
+    /// Pairs for a longer operation.
+    pub fn slow_pairs(&self) -> usize {
+        if self.quick { 1 } else { self.pairs }
+    }
+
+    /// Whether each side runs once untimed before the pairs: skipped in a smoke run, whose
+    /// figures mean nothing anyway, to keep CI short.
+    pub fn warm_up(&self) -> bool {
+        !self.quick
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Options, String> {
+        Options::parse(args.iter().map(|a| a.to_string()))
+    }
+
+    #[test]
+    fn fast_operations_get_at_least_seven_pairs_and_quick_gets_one() {
+        let full = parse(&["bench"]).unwrap();
+        assert_eq!((full.fast_pairs(), full.slow_pairs()), (7, 5));
+        let many = parse(&["bench", "--pairs", "9"]).unwrap();
+        assert_eq!((many.fast_pairs(), many.slow_pairs()), (9, 9));
+        let quick = parse(&["bench", "--quick", "--pairs", "9"]).unwrap();
+        assert_eq!((quick.fast_pairs(), quick.slow_pairs()), (1, 1));
+        assert!(!quick.warm_up());
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["bench", "--pairs"]).is_err());
+        assert!(parse(&["bench", "--pairs", "0"]).is_err());
+        assert!(parse(&["bench", "--fast"]).is_err());
+        assert_eq!(
+            parse(&["bench", "--out", "/tmp/x.md"]).unwrap().out,
+            Some(PathBuf::from("/tmp/x.md"))
+        );
+    }
+}
