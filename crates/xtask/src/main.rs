@@ -60,6 +60,7 @@ fn bench(options: Options) -> Result<()> {
         bench::lifecycle::run_all(&ctx, &project, &mut report)?;
         bench::data::run_all(&ctx, &project, &mut report)?;
         bench::supervisor::run_all(&ctx, &project, &mut report)?;
+        bench::scale::run_all(&ctx, &project, &mut report)?;
     }
     bench::docker::run_all(&ctx, &mut report)?;
 

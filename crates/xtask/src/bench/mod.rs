@@ -4,6 +4,7 @@
 pub mod data;
 pub mod docker;
 pub mod lifecycle;
+pub mod scale;
 pub mod supervisor;
 
 use crate::options::Options;
