@@ -101,6 +101,11 @@ fn copy_text(value: &str) -> String {
 
 /// Makes `session_backups` hold exactly the `prefix*` sessions Redis holds now, each with its
 /// absolute expiry; sessions gone from Redis are removed in the same transaction.
+///
+/// The sessions are copied straight into the table while Redis is still being read, so that
+/// PostgreSQL ingests one batch while the next is fetched. SCAN may return a key twice (while
+/// Redis rehashes): the table's key then refuses the copy, and the backup is taken again
+/// through a staging table that drops duplicates. Memory holds one batch either way.
 pub async fn backup(
     con: &mut redis::Connection,
     url: &RedisUrl,
@@ -108,23 +113,109 @@ pub async fn backup(
     prefix: &str,
 ) -> Result<BackupReport> {
     require_table(pg).await?;
+    match backup_once(con, url, pg, prefix, Staging::Direct).await {
+        Err(OpsError::Sql { source, .. }) if is_unique_violation(&source) => {
+            backup_once(con, url, pg, prefix, Staging::Deduplicated).await
+        }
+        other => other,
+    }
+}
+
+/// How the sessions reach `session_backups`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Staging {
+    /// COPY into the table itself: the fast way, refused by a key SCAN returned twice.
+    Direct,
+    /// COPY into a temporary table, then one INSERT that keeps one row a session.
+    Deduplicated,
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "23505")
+}
+
+/// `ms` milliseconds after the epoch as a `timestamptz` literal in UTC.
+fn timestamp_text(ms: i64) -> String {
+    let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // The civil date of a day count (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03}+00",
+        ms_of_day / 3_600_000,
+        ms_of_day / 60_000 % 60,
+        ms_of_day / 1000 % 60,
+        ms_of_day % 1000
+    )
+}
+
+async fn backup_once(
+    con: &mut redis::Connection,
+    url: &RedisUrl,
+    pg: &mut PgConnection,
+    prefix: &str,
+    staging: Staging,
+) -> Result<BackupReport> {
+    let stage = |e| OpsError::sql("cannot stage the session backup")(e);
     let mut report = BackupReport::default();
     let mut tx = sqlx::Connection::begin(&mut *pg)
         .await
         .map_err(OpsError::sql("cannot begin the session backup"))?;
-    sqlx::query(
-        "CREATE TEMPORARY TABLE nanika_session_snapshot \
-         (session_id text, user_id bigint, payload text, data text, ttl_ms bigint) ON COMMIT DROP",
-    )
-    .execute(&mut *tx)
-    .await
-    .map_err(OpsError::sql("cannot stage the session backup"))?;
-    let copy_statement = "COPY nanika_session_snapshot FROM STDIN";
-    let mut copy = tx
-        .copy_in_raw(copy_statement)
+    // The transaction's start: each session's expiry is counted from it, as `now()` would.
+    let now_ms: i64 = sqlx::query_scalar("SELECT (extract(epoch FROM now()) * 1000)::bigint")
+        .fetch_one(&mut *tx)
         .await
-        .map_err(OpsError::sql("cannot stage the session backup"))?;
+        .map_err(stage)?;
+    // Sessions of users that exist keep their user; others get none (the key is a reference).
+    let users: std::collections::HashSet<i64> = sqlx::query_scalar("SELECT id FROM users")
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(OpsError::sql("cannot read the users"))?
+        .into_iter()
+        .collect();
+    // The earlier backup's sessions, to count those gone from Redis once the new one is in.
+    for statement in [
+        "CREATE TEMPORARY TABLE nanika_session_previous (session_id text) ON COMMIT DROP",
+        "WITH gone AS (DELETE FROM session_backups WHERE prefix = $1 RETURNING session_id) \
+         INSERT INTO nanika_session_previous SELECT session_id FROM gone",
+    ] {
+        sqlx::query(statement)
+            .bind(prefix)
+            .execute(&mut *tx)
+            .await
+            .map_err(stage)?;
+    }
+    let copy_statement = match staging {
+        Staging::Direct => {
+            "COPY session_backups (prefix, session_id, user_id, payload, data, expires_at, backed_up_at) FROM STDIN"
+        }
+        Staging::Deduplicated => {
+            sqlx::query(
+                "CREATE TEMPORARY TABLE nanika_session_snapshot (LIKE session_backups) ON COMMIT DROP",
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(stage)?;
+            "COPY nanika_session_snapshot (prefix, session_id, user_id, payload, data, expires_at, backed_up_at) FROM STDIN"
+        }
+    };
+    let mut copy = tx.copy_in_raw(copy_statement).await.map_err(stage)?;
     let pattern = format!("{}*", redis_glob_escape(prefix));
+    let batch = Batch {
+        prefix,
+        now_ms,
+        users: &users,
+    };
     let mut cursor: u64 = 0;
     let mut pending: Vec<String> = Vec::new();
     let mut rows = String::new();
@@ -139,10 +230,8 @@ pub async fn backup(
             .map_err(redis_failed(url))?;
         pending.extend(keys);
         if pending.len() >= BATCH || (next == 0 && !pending.is_empty()) {
-            snapshot_batch(con, url, prefix, &pending, &mut rows, &mut report)?;
-            copy.send(rows.as_bytes())
-                .await
-                .map_err(OpsError::sql("cannot stage the session backup"))?;
+            batch.snapshot(con, url, &pending, &mut rows, &mut report)?;
+            copy.send(rows.as_bytes()).await.map_err(stage)?;
             pending.clear();
             rows.clear();
         }
@@ -151,35 +240,27 @@ pub async fn backup(
         }
         cursor = next;
     }
-    copy.finish()
+    let copied = copy.finish().await.map_err(stage)?;
+    report.backed_up = match staging {
+        Staging::Direct => copied,
+        Staging::Deduplicated => sqlx::query(
+            "INSERT INTO session_backups SELECT * FROM nanika_session_snapshot ON CONFLICT DO NOTHING",
+        )
+        .execute(&mut *tx)
         .await
-        .map_err(OpsError::sql("cannot stage the session backup"))?;
-    // SCAN may return a key twice: one row a session.
-    let removed = sqlx::query(
-        "DELETE FROM session_backups b WHERE b.prefix = $1 \
-         AND NOT EXISTS (SELECT 1 FROM nanika_session_snapshot s WHERE s.session_id = b.session_id)",
+        .map_err(OpsError::sql("cannot store the sessions"))?
+        .rows_affected(),
+    };
+    report.removed = sqlx::query_scalar::<_, i64>(
+        "SELECT count(*) FROM nanika_session_previous p WHERE NOT EXISTS \
+         (SELECT 1 FROM session_backups b WHERE b.prefix = $1 AND b.session_id = p.session_id)",
     )
     .bind(prefix)
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await
-    .map_err(OpsError::sql("cannot remove sessions gone from Redis"))?;
-    report.removed = removed.rows_affected();
-    let stored = sqlx::query(
-        "INSERT INTO session_backups (prefix, session_id, user_id, payload, data, expires_at, backed_up_at) \
-         SELECT DISTINCT ON (s.session_id) $1, s.session_id, u.id, s.payload, s.data::jsonb, \
-                CASE WHEN s.ttl_ms < 0 THEN 'infinity'::timestamptz \
-                     ELSE now() + make_interval(secs => s.ttl_ms / 1000.0) END, now() \
-         FROM nanika_session_snapshot s LEFT JOIN users u ON u.id = s.user_id \
-         ORDER BY s.session_id \
-         ON CONFLICT (prefix, session_id) DO UPDATE SET user_id = EXCLUDED.user_id, \
-            payload = EXCLUDED.payload, data = EXCLUDED.data, expires_at = EXCLUDED.expires_at, \
-            backed_up_at = EXCLUDED.backed_up_at",
-    )
-    .bind(prefix)
-    .execute(&mut *tx)
-    .await
-    .map_err(OpsError::sql("cannot store the sessions"))?;
-    report.backed_up = stored.rows_affected();
+    .map_err(OpsError::sql("cannot count the sessions gone from Redis"))?
+    .try_into()
+    .unwrap_or(0);
     tx.commit()
         .await
         .map_err(OpsError::sql("cannot commit the session backup"))?;
@@ -198,53 +279,77 @@ fn redis_glob_escape(prefix: &str) -> String {
     out
 }
 
-/// Reads one batch of keys (type, remaining time, value) in two round trips and appends their
-/// COPY rows to `rows`.
-fn snapshot_batch(
-    con: &mut redis::Connection,
-    url: &RedisUrl,
-    prefix: &str,
-    keys: &[String],
-    rows: &mut String,
-    report: &mut BackupReport,
-) -> Result<()> {
-    let mut pipe = redis::pipe();
-    for key in keys {
-        pipe.cmd("TYPE").arg(key).cmd("PTTL").arg(key);
+/// What every row of one backup shares.
+struct Batch<'a> {
+    prefix: &'a str,
+    now_ms: i64,
+    users: &'a std::collections::HashSet<i64>,
+}
+
+impl Batch<'_> {
+    /// Reads one batch of keys (type, remaining time, value) in two round trips and appends
+    /// their COPY rows to `rows`.
+    fn snapshot(
+        &self,
+        con: &mut redis::Connection,
+        url: &RedisUrl,
+        keys: &[String],
+        rows: &mut String,
+        report: &mut BackupReport,
+    ) -> Result<()> {
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("TYPE").arg(key).cmd("PTTL").arg(key);
+        }
+        let meta: Vec<redis::Value> = pipe.query(con).map_err(redis_failed(url))?;
+        let strings: Vec<(&String, i64)> = keys
+            .iter()
+            .zip(meta.chunks(2))
+            .filter_map(|(key, pair)| {
+                let kind: String = redis::from_redis_value(pair[0].clone()).ok()?;
+                let ttl: i64 = redis::from_redis_value(pair[1].clone()).ok()?;
+                (kind == "string" && ttl != -2).then_some((key, ttl))
+            })
+            .collect();
+        report.skipped += (keys.len() - strings.len()) as u64;
+        let mut pipe = redis::pipe();
+        for (key, _) in &strings {
+            pipe.cmd("GET").arg(*key);
+        }
+        let values: Vec<Option<String>> = pipe.query(con).map_err(redis_failed(url))?;
+        let backed_up_at = timestamp_text(self.now_ms);
+        for ((key, ttl), value) in strings.into_iter().zip(values) {
+            let Some(payload) = value else {
+                report.skipped += 1; // expired between the two round trips
+                continue;
+            };
+            // `data` is the value as JSON: the value itself when it is JSON, else a JSON string.
+            let (data, user) = match serde_json::from_str::<serde_json::Value>(&payload) {
+                Ok(parsed) => (None, user_of(&parsed)),
+                Err(_) => (
+                    Some(serde_json::Value::String(payload.clone()).to_string()),
+                    None,
+                ),
+            };
+            let user = user
+                .filter(|id| self.users.contains(id))
+                .map_or("\\N".to_string(), |id| id.to_string());
+            let expires_at = if ttl < 0 {
+                "infinity".to_string()
+            } else {
+                timestamp_text(self.now_ms + ttl)
+            };
+            let session_id = &key[self.prefix.len()..];
+            rows.push_str(&format!(
+                "{}\t{}\t{user}\t{}\t{}\t{expires_at}\t{backed_up_at}\n",
+                copy_text(self.prefix),
+                copy_text(session_id),
+                copy_text(&payload),
+                copy_text(data.as_deref().unwrap_or(&payload)),
+            ));
+        }
+        Ok(())
     }
-    let meta: Vec<redis::Value> = pipe.query(con).map_err(redis_failed(url))?;
-    let strings: Vec<(&String, i64)> = keys
-        .iter()
-        .zip(meta.chunks(2))
-        .filter_map(|(key, pair)| {
-            let kind: String = redis::from_redis_value(pair[0].clone()).ok()?;
-            let ttl: i64 = redis::from_redis_value(pair[1].clone()).ok()?;
-            (kind == "string" && ttl != -2).then_some((key, ttl))
-        })
-        .collect();
-    report.skipped += (keys.len() - strings.len()) as u64;
-    let mut pipe = redis::pipe();
-    for (key, _) in &strings {
-        pipe.cmd("GET").arg(*key);
-    }
-    let values: Vec<Option<String>> = pipe.query(con).map_err(redis_failed(url))?;
-    for ((key, ttl), value) in strings.into_iter().zip(values) {
-        let Some(payload) = value else {
-            report.skipped += 1; // expired between the two round trips
-            continue;
-        };
-        let data: serde_json::Value = serde_json::from_str(&payload)
-            .unwrap_or_else(|_| serde_json::Value::String(payload.clone()));
-        let user = user_of(&data).map_or("\\N".to_string(), |id| id.to_string());
-        let session_id = &key[prefix.len()..];
-        rows.push_str(&format!(
-            "{}\t{user}\t{}\t{}\t{ttl}\n",
-            copy_text(session_id),
-            copy_text(&payload),
-            copy_text(&data.to_string())
-        ));
-    }
-    Ok(())
 }
 
 /// Puts back the backed-up sessions (of `prefix`, or of every prefix when `None`) under the
@@ -325,6 +430,19 @@ pub async fn restore(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn expiries_are_written_as_utc_timestamps() {
+        assert_eq!(super::timestamp_text(0), "1970-01-01 00:00:00.000+00");
+        assert_eq!(
+            super::timestamp_text(1_795_960_075_123),
+            "2026-11-29 13:47:55.123+00"
+        );
+        assert_eq!(
+            super::timestamp_text(951_782_400_000),
+            "2000-02-29 00:00:00.000+00"
+        );
+    }
+
     use super::*;
 
     #[test]
