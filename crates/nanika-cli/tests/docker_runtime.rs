@@ -156,6 +156,42 @@ fn a_second_checkout_never_takes_over_or_deletes_the_first_ones_containers() {
             text(&output)
         );
     }
+    let refused = text(&docker(&second, &["up"]));
+    assert!(refused.contains("COMPOSE_PROJECT_NAME"), "{refused}");
+
+    // With a name of its own, the second checkout runs beside the first.
+    second.project.replace(
+        ".env",
+        "# COMPOSE_PROJECT_NAME=",
+        "COMPOSE_PROJECT_NAME=nanika-second",
+    );
+    let _second_down = ComposeDown(&second);
+    let up = docker(&second, &["up"]);
+    assert!(up.status.success(), "{}", text(&up));
+    assert!(container_id("nanika-second-db").is_some());
+    second.psql(
+        "CREATE TABLE second_marker (note text); INSERT INTO second_marker VALUES ('theirs')",
+    );
+    let ps: serde_json::Value =
+        serde_json::from_slice(&docker(&second, &["ps", "--json"]).stdout).unwrap();
+    assert_eq!(ps[0]["state"], "healthy", "{ps}");
+    let removed = docker(&second, &["down", "--volumes", "--yes"]);
+    assert!(removed.status.success(), "{}", text(&removed));
+    assert!(
+        text(&removed).contains("nanika-second_postgres_data"),
+        "{}",
+        text(&removed)
+    );
+    assert_eq!(
+        existing_volumes(&["nanika-second_postgres_data", "nanika-second_redis_data"]),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        existing_volumes(&["nanika-game_postgres_data", "nanika-game_redis_data"]).len(),
+        2,
+        "the second checkout deleted the first one's volumes"
+    );
+
     assert_eq!(
         [
             container_id("nanika-game-db"),

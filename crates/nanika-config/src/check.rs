@@ -182,6 +182,13 @@ pub fn settings(infra: &Infrastructure) -> Vec<Setting> {
     push(ENV, "NODE_ENV", env.node_env.clone());
     push(ENV, "POSTGRES_PORT", env.postgres_port.to_string());
     push(ENV, "REDIS_PORT", env.redis_port.to_string());
+    if !env.compose_project_name.is_empty() {
+        push(
+            ENV,
+            "COMPOSE_PROJECT_NAME",
+            env.compose_project_name.clone(),
+        );
+    }
     if let Some(password) = &redis.requirepass {
         out.push(Setting {
             file: REDIS_CONF,

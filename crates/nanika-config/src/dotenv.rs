@@ -211,6 +211,13 @@ pub fn render_example(env: &EnvSettings) -> String {
     } else {
         out += &format!("REDIS_PASSWORD={}\n", env.redis_password.expose());
     }
+    out += "\n# Docker runtime only: another compose project name for a second checkout on the same\n\
+            # engine (renames its containers, volumes and network; default: nanika-game).\n";
+    if env.compose_project_name.is_empty() {
+        out += "# COMPOSE_PROJECT_NAME=\n";
+    } else {
+        out += &format!("COMPOSE_PROJECT_NAME={}\n", env.compose_project_name);
+    }
     out
 }
 
@@ -270,7 +277,10 @@ pub fn resolve(
             sources.insert(var.name, EnvSource::SpecDefault);
             let required = !matches!(
                 var.name,
-                env_vars::POSTGRES_PORT | env_vars::REDIS_PORT | env_vars::REDIS_PASSWORD
+                env_vars::POSTGRES_PORT
+                    | env_vars::REDIS_PORT
+                    | env_vars::REDIS_PASSWORD
+                    | env_vars::COMPOSE_PROJECT_NAME
             );
             if required {
                 findings.push(
@@ -308,6 +318,22 @@ pub fn resolve(
             env_vars::SESSION_SECRET => settings.session_secret = Secret::new(value.clone()),
             env_vars::REDIS_PASSWORD => settings.redis_password = Secret::new(value.clone()),
             env_vars::NODE_ENV => settings.node_env = value.clone(),
+            // Docker's own rule for project names, which become container, volume and
+            // network names.
+            env_vars::COMPOSE_PROJECT_NAME => {
+                let valid = value.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && value
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+                if valid {
+                    settings.compose_project_name = value.clone();
+                } else {
+                    findings.push(bad(
+                        format!("`{value}` is not a compose project name"),
+                        "use lowercase letters, digits, `-` and `_`, starting with a letter or digit, e.g. nanika-game-2",
+                    ));
+                }
+            }
             env_vars::DATABASE_URL => match DatabaseUrl::parse(value) {
                 Ok(url) => settings.database_url = url,
                 Err(e) => findings.push(bad(

@@ -45,6 +45,8 @@ env_vars! {
     POSTGRES_PORT = "POSTGRES_PORT", true, false, "host port PostgreSQL listens on (default 5432)";
     /// Host port of Redis.
     REDIS_PORT = "REDIS_PORT", true, false, "host port Redis listens on (default 6379)";
+    /// The docker runtime's compose project.
+    COMPOSE_PROJECT_NAME = "COMPOSE_PROJECT_NAME", true, false, "the docker runtime's compose project (default: the compose file's `name:`, nanika-game); another name also renames the containers (`NAME-db`, `NAME-redis`) and lets Docker pick the network's subnet, so a second checkout on the same engine runs beside the first";
     /// Where the project is.
     NANIKA_PROJECT_DIR = "NANIKA_PROJECT_DIR", false, false, "the project directory, instead of searching upwards from the current one";
     /// Which runtime runs the services.

@@ -339,6 +339,9 @@ pub struct EnvSettings {
     pub redis_port: u16,
     /// `REDIS_PASSWORD`: the password Redis requires; empty for none.
     pub redis_password: Secret,
+    /// `COMPOSE_PROJECT_NAME`: the docker runtime's compose project; empty for the compose
+    /// file's own `name:`.
+    pub compose_project_name: String,
 }
 
 /// The spec's placeholder session secret, which must not reach production.
@@ -364,6 +367,7 @@ impl EnvSettings {
             postgres_port: 5432,
             redis_port: 6379,
             redis_password: Secret::new(""),
+            compose_project_name: String::new(),
         }
     }
 }

@@ -103,9 +103,12 @@ pub struct Compose {
     pub docker: PathBuf,
     /// The project's root.
     pub project: PathBuf,
-    /// The compose project's name (the compose file's `name:`), passed explicitly so that a
-    /// `COMPOSE_PROJECT_NAME` in the environment never points nanika at another project.
+    /// The compose project's name (the compose file's `name:`, or the project's
+    /// `COMPOSE_PROJECT_NAME`), passed explicitly so that nothing else in the environment points
+    /// nanika at another project.
     pub name: String,
+    /// Files laid over the compose file (`-f`), e.g. the one that renames the containers.
+    pub overrides: Vec<PathBuf>,
 }
 
 impl Compose {
@@ -115,12 +118,13 @@ impl Compose {
             docker: PathBuf::from("docker"),
             project: project.to_path_buf(),
             name: name.to_string(),
+            overrides: Vec::new(),
         }
     }
 
     /// `docker compose` with this project's name, directory and file, before a subcommand.
     pub fn base(&self) -> Vec<String> {
-        vec![
+        let mut base = vec![
             self.docker.display().to_string(),
             "compose".into(),
             "--project-name".into(),
@@ -129,7 +133,11 @@ impl Compose {
             self.project.display().to_string(),
             "-f".into(),
             self.project.join(COMPOSE_FILE).display().to_string(),
-        ]
+        ];
+        for file in &self.overrides {
+            base.extend(["-f".to_string(), file.display().to_string()]);
+        }
+        base
     }
 
     fn services(services: &[Service]) -> Vec<String> {
@@ -385,6 +393,7 @@ mod tests {
             docker: PathBuf::from("/nonexistent/docker"),
             project: PathBuf::from("/p"),
             name: "nanika-game".into(),
+            overrides: Vec::new(),
         };
         assert_eq!(
             compose.available(),

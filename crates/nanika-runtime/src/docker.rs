@@ -6,8 +6,10 @@ use crate::compose::{Compose, RuntimeKind};
 use crate::error::{Result, RuntimeError};
 use crate::health::{PostgresTarget, ProbeError, Prober};
 use crate::native::control::UpReport;
+use crate::native::safe_fs::Dir;
 use crate::runtime::{Deleted, LogSink, Runtime, RuntimeState};
 use crate::{Progress, Service, ServiceState, ServiceStatus};
+use nanika_config::project::STATE_DIR;
 use nanika_config::{LoadedProject, ValidProject};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -141,6 +143,36 @@ fn plain(line: &str) -> String {
     out
 }
 
+/// The file laid over the compose file under another project name: the containers get that
+/// name (the committed file fixes `nanika-game-db`/`-redis`, which a second project would fight
+/// over), and Docker picks the network's subnet (the committed 172.20.0.0/16 would overlap the
+/// first project's). Written into `.nanika/`, owner-only, each time, so it always says what the
+/// configuration says.
+fn write_rename(
+    root: &std::path::Path,
+    containers: &BTreeMap<Service, String>,
+    network: &str,
+) -> Result<PathBuf> {
+    let mut text = String::from(
+        "# Written by nanika for COMPOSE_PROJECT_NAME; edits are overwritten.\nservices:\n",
+    );
+    for (service, name) in containers {
+        text += &format!("  {service}:\n    container_name: {name}\n");
+    }
+    text += &format!("networks:\n  {network}:\n    ipam: !reset {{}}\n");
+    let (state, _) = Dir::open(root)?.make_dir(STATE_DIR, 0o700)?;
+    let temp = "compose.rename.yaml.tmp";
+    state.remove_file(temp)?;
+    let mut file = state.create_file(temp, 0o600)?;
+    std::io::Write::write_all(&mut file, text.as_bytes())
+        .map_err(RuntimeError::io("cannot write the compose rename file"))?;
+    state.rename_over(temp, RENAME_FILE)?;
+    Ok(root.join(STATE_DIR).join(RENAME_FILE))
+}
+
+/// The compose file nanika lays over the committed one under another project name.
+const RENAME_FILE: &str = "compose.rename.yaml";
+
 /// What the docker runtime can do from the compose file alone, whatever the rest of the
 /// configuration says: stop the project's containers, delete its volumes, read their logs.
 pub struct DockerState {
@@ -154,16 +186,35 @@ impl DockerState {
     /// checkout's (the spec fixes their names, so two checkouts on one engine would share them).
     pub fn new(loaded: &LoadedProject) -> Result<Self> {
         let settings = &loaded.infra.compose;
-        let compose = Compose::new(loaded.project.root(), &settings.project_name);
-        let containers = BTreeMap::from([
-            (Service::Postgres, settings.postgres.container_name.clone()),
-            (Service::Redis, settings.redis.container_name.clone()),
-        ]);
+        let chosen = &loaded.infra.env.compose_project_name;
+        let root = loaded.project.root();
+        let (mut compose, containers) = if chosen.is_empty() || *chosen == settings.project_name {
+            (
+                Compose::new(root, &settings.project_name),
+                BTreeMap::from([
+                    (Service::Postgres, settings.postgres.container_name.clone()),
+                    (Service::Redis, settings.redis.container_name.clone()),
+                ]),
+            )
+        } else {
+            (
+                Compose::new(root, chosen),
+                BTreeMap::from([
+                    (Service::Postgres, format!("{chosen}-db")),
+                    (Service::Redis, format!("{chosen}-redis")),
+                ]),
+            )
+        };
+        if compose.name != settings.project_name {
+            compose
+                .overrides
+                .push(write_rename(root, &containers, &settings.network)?);
+        }
         let names: Vec<&str> = containers.values().map(String::as_str).collect();
         compose.check_ownership(&names)?;
         let volumes = [&settings.postgres.volume, &settings.redis.volume]
             .iter()
-            .map(|v| format!("{}_{v}", settings.project_name))
+            .map(|v| format!("{}_{v}", compose.name))
             .collect();
         Ok(DockerState {
             compose,

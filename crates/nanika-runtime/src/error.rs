@@ -249,17 +249,17 @@ impl RuntimeError {
             ),
             RuntimeError::DockerUnavailable(_) => "use the native runtime (`--runtime native`), which needs no Docker".into(),
             RuntimeError::ContainerOfAnotherCheckout { owner, .. } => format!(
-                "the spec names the containers and the compose project, so two checkouts on one engine share them: run `nanika down` in {} first (its data stays in its volumes), or use the native runtime here (`--runtime native`)",
+                "the spec names the containers and the compose project, so two checkouts on one engine share them: give this checkout its own with COMPOSE_PROJECT_NAME in its .env (e.g. COMPOSE_PROJECT_NAME=nanika-game-2: its containers, volumes and network get that name), run `nanika down` in {} first (its data stays in its volumes), or use the native runtime here (`--runtime native`)",
                 owner.display()
             ),
             RuntimeError::VolumeOfAnotherCheckout { volume, owner, project } => {
                 if owner.as_os_str().is_empty() {
                     format!(
-                        "the spec names the compose project, so two checkouts on one engine share its volumes; use the native runtime here (`--runtime native`). If {volume} holds this checkout's own data (made by a `docker compose up` here), `docker compose -p {project} up --no-start` here lets nanika recognise it"
+                        "the spec names the compose project, so two checkouts on one engine share its volumes; give this checkout its own with COMPOSE_PROJECT_NAME in its .env (e.g. COMPOSE_PROJECT_NAME=nanika-game-2), or use the native runtime here (`--runtime native`). If {volume} holds this checkout's own data (made by a `docker compose up` here), `docker compose -p {project} up --no-start` here lets nanika recognise it"
                     )
                 } else {
                     format!(
-                        "the spec names the compose project, so two checkouts on one engine share its volumes: use that data from {} (`nanika down --volumes` there deletes it), or use the native runtime here (`--runtime native`)",
+                        "the spec names the compose project, so two checkouts on one engine share its volumes: give this checkout its own with COMPOSE_PROJECT_NAME in its .env (e.g. COMPOSE_PROJECT_NAME=nanika-game-2), use that data from {} (`nanika down --volumes` there deletes it), or use the native runtime here (`--runtime native`)",
                         owner.display()
                     )
                 }
