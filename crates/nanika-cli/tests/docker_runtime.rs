@@ -265,6 +265,26 @@ fn every_command_works_on_the_containers_as_it_does_natively() {
         .unwrap();
     assert!(made.status.success(), "{}", text(&made));
 
+    // A taken port stops `up` before compose makes anything.
+    {
+        let _taken = std::net::TcpListener::bind(("127.0.0.1", stack.pg_port)).unwrap();
+        let refused = docker(&["up"]);
+        assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+        assert!(
+            text(&refused).contains(&format!(
+                "port {} for postgres is already in use",
+                stack.pg_port
+            )),
+            "{}",
+            text(&refused)
+        );
+        assert_eq!(
+            container_id("nanika-game-redis"),
+            None,
+            "half an environment was made"
+        );
+    }
+
     // Cold: the containers are created, and up returns only once the app can log in.
     let cold = ok(&["up"]);
     assert!(cold.contains("postgres started on 127.0.0.1"), "{cold}");

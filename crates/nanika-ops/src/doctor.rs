@@ -15,7 +15,6 @@ use nanika_runtime::native::procfs;
 use nanika_runtime::native::redis as native_redis;
 use nanika_runtime::native::supervisor;
 use serde::Serialize;
-use std::path::Path;
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -99,6 +98,8 @@ pub enum Identity {
         compose: Result<String, String>,
         /// The project's containers, or why they could not be read.
         containers: Result<Vec<ContainerReport>, String>,
+        /// The last lines of the PostgreSQL container's log.
+        postgres_log: Vec<String>,
     },
 }
 
@@ -430,7 +431,13 @@ async fn postgres_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
         }
     }
     connection_checks(input, checks).await;
-    postgres_log_checks(&input.layout.log("postgres"), checks);
+    match &input.identity {
+        Identity::Docker { postgres_log, .. } => postgres_log_checks(postgres_log, checks),
+        Identity::Native => postgres_log_checks(
+            &nanika_runtime::native::logs::tail(&input.layout.log("postgres"), 5000),
+            checks,
+        ),
+    }
 }
 
 /// How many of `max_connections` are in use, and by whom: through nanika's superuser when the
@@ -551,8 +558,7 @@ fn same_postgres_value(key: &str, file: &str, running: &str) -> bool {
     in_base(file).is_some() && in_base(file) == in_base(running)
 }
 
-fn postgres_log_checks(log: &Path, checks: &mut Vec<Check>) {
-    let lines = nanika_runtime::native::logs::tail(log, 5000);
+fn postgres_log_checks(lines: &[String], checks: &mut Vec<Check>) {
     if lines.is_empty() {
         return;
     }
@@ -783,6 +789,10 @@ fn disk_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
         ("disk.state", input.layout.state.clone()),
         ("disk.backups", root.join("backups")),
     ] {
+        // Under docker the data is in the engine's volumes, not in `.nanika/`.
+        if name == "disk.state" && matches!(input.identity, Identity::Docker { .. }) {
+            continue;
+        }
         let probe = if path.exists() {
             path.clone()
         } else {

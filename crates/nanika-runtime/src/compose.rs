@@ -81,7 +81,9 @@ pub fn choose(
         (RuntimeChoice::Explicit(kind), Some(old)) if old != kind => {
             let stays = match old {
                 RuntimeKind::Native => "in .nanika/ (the native runtime's data)",
-                RuntimeKind::Docker => "in the docker volumes postgres_data and redis_data",
+                RuntimeKind::Docker => {
+                    "in the project's docker volumes (nanika-game_postgres_data and nanika-game_redis_data unless COMPOSE_PROJECT_NAME names another project)"
+                }
             };
             (
                 kind,
@@ -240,6 +242,8 @@ impl Compose {
             let output = Command::new(&self.docker)
                 .args([
                     "inspect",
+                    "--type",
+                    "container",
                     "--format",
                     "{{index .Config.Labels \"com.docker.compose.project.working_dir\"}}",
                     name,

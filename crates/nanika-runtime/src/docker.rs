@@ -6,6 +6,7 @@ use crate::compose::{Compose, RuntimeKind};
 use crate::error::{Result, RuntimeError};
 use crate::health::{PostgresTarget, ProbeError, Prober};
 use crate::native::control::UpReport;
+use crate::native::procfs;
 use crate::native::safe_fs::Dir;
 use crate::runtime::{Deleted, LogSink, Runtime, RuntimeState};
 use crate::{Progress, Service, ServiceState, ServiceStatus};
@@ -25,6 +26,10 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// The label nanika puts on the volumes it creates: the checkout whose data they hold (compose
 /// labels containers with their checkout, but not volumes).
 const CHECKOUT_LABEL: &str = "org.nanika.checkout";
+
+/// Why a container refuses the app's password, and the ways out: the images take the password
+/// only when they create the data.
+const AUTH_REFUSED: &str = "the password was refused: the postgres image sets POSTGRES_PASSWORD only when it creates the volume, so a password changed in .env since then is not the server's. Put the old one back, change it in the server (`ALTER ROLE … PASSWORD …` through `docker exec -it CONTAINER psql -U USER`), or start over with `nanika down --volumes` (deletes the data); for Redis, REDIS_URL's password must be REDIS_PASSWORD's";
 
 /// The port each service listens on inside its container.
 fn container_port(service: Service) -> &'static str {
@@ -170,6 +175,25 @@ fn write_rename(
     Ok(root.join(STATE_DIR).join(RENAME_FILE))
 }
 
+/// Fails unless `output` succeeded or failed only because some of the objects asked about do
+/// not exist (what `docker inspect` does for a missing one, while printing the others).
+fn only_missing(output: &std::process::Output, what: &str) -> Result<()> {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let other: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.to_lowercase().contains("no such"))
+        .collect();
+    if output.status.success() || other.is_empty() {
+        Ok(())
+    } else {
+        Err(RuntimeError::Command {
+            command: what.to_string(),
+            status: output.status.to_string(),
+            stderr: other.join("\n"),
+        })
+    }
+}
+
 /// The compose file nanika lays over the committed one under another project name.
 const RENAME_FILE: &str = "compose.rename.yaml";
 
@@ -241,17 +265,24 @@ impl DockerState {
         command
     }
 
-    /// `docker inspect` of the project's containers that exist, by service.
+    /// `docker inspect` of the project's containers that exist, by service. A failure other
+    /// than "no such container" is an error, never read as "there is none".
     fn inspect(&self) -> Result<BTreeMap<Service, Inspected>> {
         let output = self
             .docker()
-            .arg("inspect")
+            .args(["inspect", "--type", "container"])
             .args(self.containers.values())
-            .stderr(Stdio::null())
             .output()
             .map_err(RuntimeError::io("cannot run docker inspect"))?;
+        only_missing(&output, "docker inspect")?;
         // A missing container makes `docker inspect` fail, but it still prints the others.
-        let found: Vec<Inspected> = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        let found: Vec<Inspected> = if output.stdout.iter().all(u8::is_ascii_whitespace) {
+            Vec::new()
+        } else {
+            serde_json::from_slice(&output.stdout).map_err(|e| {
+                RuntimeError::Other(format!("cannot read what docker inspect printed: {e}"))
+            })?
+        };
         Ok(self
             .containers
             .iter()
@@ -276,9 +307,9 @@ impl DockerState {
                 &format!("{{{{.Name}}}}\t{{{{index .Labels \"{CHECKOUT_LABEL}\"}}}}"),
             ])
             .args(&self.volumes)
-            .stderr(Stdio::null())
             .output()
             .map_err(RuntimeError::io("cannot run docker volume inspect"))?;
+        only_missing(&output, "docker volume inspect")?;
         Ok(String::from_utf8_lossy(&output.stdout)
             .lines()
             .filter_map(|l| l.split_once('\t'))
@@ -416,6 +447,8 @@ impl RuntimeState for DockerState {
     }
 
     fn removable(&self) -> Result<Vec<String>> {
+        // Before the question: never ask about another checkout's data.
+        self.check_volumes()?;
         Ok(self
             .existing_volumes()?
             .into_iter()
@@ -428,6 +461,14 @@ impl RuntimeState for DockerState {
         let before = self.existing_volumes()?;
         self.run_reporting(&["down", "--volumes"], progress)?;
         let after = self.existing_volumes()?;
+        if !after.is_empty() {
+            let names: Vec<&str> = after.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(RuntimeError::Other(format!(
+                "the docker volume(s) {} are still there (in use by a container outside this compose project?): see `docker ps -a --filter volume={}`",
+                names.join(", "),
+                names[0]
+            )));
+        }
         Ok(Deleted {
             notes: Vec::new(),
             deleted: before
@@ -568,10 +609,15 @@ impl<'a> Docker<'a> {
         }
     }
 
-    /// One readiness probe as the app: `SELECT 1` as its user on its database, or `PING`.
-    fn probe(&self, prober: &Prober, service: Service) -> std::result::Result<(), ProbeError> {
+    /// One readiness probe as the app on `port`: `SELECT 1` as its user on its database, or
+    /// `PING`.
+    fn probe(
+        &self,
+        prober: &Prober,
+        service: Service,
+        port: u16,
+    ) -> std::result::Result<(), ProbeError> {
         let timeout = Duration::from_secs(2);
-        let port = self.port(service);
         match service {
             Service::Postgres => prober
                 .postgres(&self.postgres_target(port), timeout)
@@ -580,6 +626,27 @@ impl<'a> Docker<'a> {
                 crate::health::redis_ping(port, self.valid.infra.redis_password(), timeout)
             }
         }
+    }
+
+    /// Refuses a port held by anything but this project's own running container, before compose
+    /// starts anything (compose would start one service and leave the other half made).
+    fn check_ports(&self, services: &[Service]) -> Result<()> {
+        let inspected = self.state.inspect()?;
+        for &service in services {
+            let port = self.port(service);
+            let ours = inspected.get(&service).is_some_and(|c| {
+                c.state.status == "running" && c.published_port(service) == Some(port)
+            });
+            if !ours && !procfs::port_is_free(port) {
+                return Err(RuntimeError::PortInUse {
+                    service,
+                    port,
+                    holder: procfs::PortUser::of(port),
+                    ephemeral: procfs::ephemeral_ports().filter(|range| range.contains(port)),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn start_failed(&self, service: Service, reason: String) -> RuntimeError {
@@ -604,12 +671,13 @@ impl<'a> Docker<'a> {
         while !pending.is_empty() {
             let mut still = Vec::new();
             for service in pending {
-                match self.probe(&prober, service) {
+                match self.probe(&prober, service, self.port(service)) {
                     Ok(()) => progress.step(service, "healthy"),
                     // Waiting will not make a refused password or a missing database right.
-                    Err(
-                        e @ (ProbeError::Auth | ProbeError::NoDatabase | ProbeError::Refused(_)),
-                    ) => {
+                    Err(ProbeError::Auth) => {
+                        return Err(self.start_failed(service, AUTH_REFUSED.into()));
+                    }
+                    Err(e @ (ProbeError::NoDatabase | ProbeError::Refused(_))) => {
                         return Err(self.start_failed(service, e.to_string()));
                     }
                     Err(_) => still.push(service),
@@ -667,7 +735,11 @@ impl Runtime for Docker<'_> {
     fn up(&self, services: &[Service], progress: &dyn Progress) -> Result<UpReport> {
         let targets = targets(services);
         self.state.check_volumes()?;
+        self.check_ports(&targets)?;
         self.state.create_volumes()?;
+        // `docker volume create` succeeds on a volume that exists: another checkout may have
+        // made it since the check, and its label says so.
+        self.state.check_volumes()?;
         let already: Vec<Service> = self
             .status()
             .into_iter()
@@ -696,6 +768,15 @@ impl Runtime for Docker<'_> {
 
     fn restart(&self, services: &[Service], progress: &dyn Progress) -> Result<()> {
         let targets = targets(services);
+        let inspected = self.state.inspect()?;
+        for service in &targets {
+            if !inspected.contains_key(service) {
+                return Err(RuntimeError::NotRunning {
+                    service: *service,
+                    other_listener: None,
+                });
+            }
+        }
         let mut args = vec!["restart"];
         args.extend(targets.iter().map(|s| s.as_str()));
         self.state.run_reporting(&args, progress)?;
@@ -715,14 +796,17 @@ impl Runtime for Docker<'_> {
                     let container = inspected.get(&service);
                     scope.spawn(move || {
                         let running = container.is_some_and(|c| c.state.status == "running");
-                        let port = container
-                            .and_then(|c| c.published_port(service))
-                            .unwrap_or_else(|| self.port(service));
+                        // Where the container really publishes it, which the configuration may
+                        // no longer say: probed there, never on the configured port, where
+                        // another server may answer.
+                        let published = container.and_then(|c| c.published_port(service));
+                        let port = published.unwrap_or_else(|| self.port(service));
                         let prober = Prober::new().ok();
-                        let answers = running
-                            && prober
-                                .as_ref()
-                                .is_some_and(|p| self.probe(p, service).is_ok());
+                        let answer = match (&prober, running && published.is_some()) {
+                            (Some(p), true) => Some(self.probe(p, service, port)),
+                            _ => None,
+                        };
+                        let answers = matches!(answer, Some(Ok(())));
                         let state = match container.map(|c| c.state.status.as_str()) {
                             Some("running") if answers => ServiceState::Healthy,
                             Some("running") => ServiceState::Starting,
@@ -746,7 +830,17 @@ impl Runtime for Docker<'_> {
                             .ok(),
                             _ => None,
                         };
-                        let note = container.and_then(|c| {
+                        let moved = published
+                            .filter(|p| *p != self.port(service))
+                            .map(|p| {
+                                format!(
+                                    "runs on port {p}, but the configuration says {}: `nanika up` moves it",
+                                    self.port(service)
+                                )
+                            });
+                        let refused = matches!(answer, Some(Err(ProbeError::Auth)))
+                            .then(|| AUTH_REFUSED.to_string());
+                        let note = moved.or(refused).or_else(|| container.and_then(|c| {
                             let health = c.state.health.as_ref().map(|h| h.status.as_str());
                             match (c.state.status.as_str(), health) {
                                 ("running", Some("unhealthy")) => Some(format!(
@@ -757,9 +851,14 @@ impl Runtime for Docker<'_> {
                                     "the container {} exited with code {}: see `nanika logs {service}`",
                                     self.state.containers[&service], c.state.exit_code
                                 )),
+                                ("paused", _) => Some(format!(
+                                    "the container {} is paused: `docker unpause {}`",
+                                    self.state.containers[&service],
+                                    self.state.containers[&service]
+                                )),
                                 _ => None,
                             }
-                        });
+                        }));
                         ServiceStatus {
                             service,
                             state,

@@ -247,11 +247,17 @@ impl RuntimeError {
             RuntimeError::RuntimeMismatch { existing, .. } => format!(
                 "pass `--runtime {existing}`; to switch, run `nanika down` first and then `--runtime` explicitly (the old data stays where it is)"
             ),
-            RuntimeError::DockerUnavailable(_) => "use the native runtime (`--runtime native`), which needs no Docker".into(),
-            RuntimeError::ContainerOfAnotherCheckout { owner, .. } => format!(
-                "the spec names the containers and the compose project, so two checkouts on one engine share them: give this checkout its own with COMPOSE_PROJECT_NAME in its .env (e.g. COMPOSE_PROJECT_NAME=nanika-game-2: its containers, volumes and network get that name), run `nanika down` in {} first (its data stays in its volumes), or use the native runtime here (`--runtime native`)",
-                owner.display()
-            ),
+            RuntimeError::DockerUnavailable(_) => "start the Docker engine (Docker Desktop, or `sudo systemctl start docker`): this project's data is in its containers' volumes. The native runtime (`--runtime native`) needs no Docker, but has data of its own".into(),
+            RuntimeError::ContainerOfAnotherCheckout { owner, container } => {
+                let own = "give this checkout its own compose project with COMPOSE_PROJECT_NAME in its .env (e.g. COMPOSE_PROJECT_NAME=nanika-game-2: its containers, volumes and network get that name), or use the native runtime here (`--runtime native`)";
+                if owner.as_os_str().is_empty() {
+                    format!("the spec names the containers, so a container of that name blocks this project: remove it (`docker rm -f {container}`) if it is nobody's, or {own}")
+                } else if !owner.exists() {
+                    format!("{} no longer exists (moved or deleted?): if its containers and volumes are not needed, remove them (`docker rm -f {container}`, `docker volume ls --filter label=com.docker.compose.project`, `docker volume rm …`); else {own}", owner.display())
+                } else {
+                    format!("the spec names the containers and the compose project, so two checkouts on one engine share them: {own}; or run `nanika down` in {} first (its data stays in its volumes)", owner.display())
+                }
+            }
             RuntimeError::VolumeOfAnotherCheckout { volume, owner, project } => {
                 if owner.as_os_str().is_empty() {
                     format!(

@@ -39,6 +39,14 @@ pub fn run(project_dir: Option<&PathBuf>, json: bool) -> CliResult {
                     .map_err(Clone::clone)
                     .and_then(|s| s.containers().map_err(|e| e.to_string())),
                 compose: compose.compose_version(),
+                postgres_log: state
+                    .as_ref()
+                    .ok()
+                    .and_then(|s| {
+                        nanika_runtime::runtime::RuntimeState::log_tail(s, Service::Postgres, 5000)
+                            .ok()
+                    })
+                    .unwrap_or_default(),
                 engine,
             }
         }
