@@ -55,8 +55,16 @@ fn runtime_for(loaded: &LoadedProject, arg: RuntimeArg, starting: bool) -> CliRe
     let (kind, note) = compose::choose(choice(arg), recorded, || {
         starting && compose.available().is_ok()
     });
-    if let Some(note) = note {
-        eprintln!("note: {note}");
+    match (note, recorded) {
+        // Only `up` switches (it records the runtime); the others just look elsewhere.
+        (Some(note), _) if starting => eprintln!("note: {note}"),
+        (Some(_), Some(old)) => eprintln!(
+            "note: this project came up with the {} runtime; --runtime {} looks only at the {} runtime's services and data",
+            old.as_str(),
+            kind.as_str(),
+            kind.as_str()
+        ),
+        _ => {}
     }
     if kind == RuntimeKind::Docker {
         compose
