@@ -126,6 +126,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The cache of pristine PostgreSQL clusters new projects are copied from.
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Runs the supervisor (started by `nanika up`; not for direct use).
     #[command(name = "__supervise", hide = true)]
     Supervise,
@@ -134,6 +137,22 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// `nanika cache …`.
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Print the cache's directory (NANIKA_CACHE_DIR, else the default for this user).
+    Path,
+    /// List the cached clusters and whether each checks out (one that does not is rebuilt).
+    Status {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete every cached cluster; the next new project's `up` runs initdb again. Projects'
+    /// own clusters are copies and are not touched.
+    Clear,
 }
 
 /// `nanika init`.

@@ -84,3 +84,25 @@ pub fn binary_search() -> nanika_runtime::native::binaries::BinarySearch {
         path: std::env::var_os("PATH"),
     }
 }
+
+/// The value of `NANIKA_CACHE_DIR` that turns the cluster cache off.
+pub const CACHE_OFF: &str = "off";
+
+/// The cache of pristine clusters: `NANIKA_CACHE_DIR`, else the default for this user (see
+/// [`ClusterCache::default_root`]); `None` when it is `off` or there is no default (no `HOME`):
+/// then every new cluster runs its own initdb.
+///
+/// [`ClusterCache::default_root`]: nanika_runtime::native::cluster_cache::ClusterCache::default_root
+pub fn cluster_cache() -> Option<nanika_runtime::native::cluster_cache::ClusterCache> {
+    use nanika_runtime::native::cluster_cache::ClusterCache;
+    match std::env::var_os(env_vars::NANIKA_CACHE_DIR).filter(|v| !v.is_empty()) {
+        Some(value) if value == CACHE_OFF => None,
+        Some(value) => Some(ClusterCache::at(value)),
+        None => ClusterCache::default_root(
+            nix::unistd::Uid::effective().is_root(),
+            std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from),
+            std::env::var_os("HOME").map(PathBuf::from),
+        )
+        .map(ClusterCache::at),
+    }
+}

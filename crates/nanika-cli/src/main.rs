@@ -62,6 +62,7 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
             tail,
         } => commands::services::logs(project_dir, runtime, service.map(Into::into), follow, tail),
         Command::Env(args) => commands::env::env(project_dir, &args),
+        Command::Cache(command) => commands::cache::run(command),
         Command::Supervise => {
             let project = context::project(project_dir)?;
             let user = nanika_runtime::native::layout::ServerUser::for_current_process()

@@ -206,6 +206,8 @@ fn nanika_killed_during_initdb_recovers_on_the_next_up() {
     cmd.arg("up")
         .current_dir(&stack.root)
         .env("NANIKA_RUNTIME", "native")
+        // The project's own initdb: a copy from the cache is over too quickly to be caught.
+        .env("NANIKA_CACHE_DIR", "off")
         .stderr(std::process::Stdio::null())
         .stdout(std::process::Stdio::null());
     let mut child = cmd.spawn().unwrap();

@@ -53,6 +53,8 @@ env_vars! {
     NANIKA_RUNTIME = "NANIKA_RUNTIME", false, false, "`native`, `docker` or `auto` (default), as `--runtime`";
     /// Where PostgreSQL's binaries are.
     NANIKA_PG_BIN_DIR = "NANIKA_PG_BIN_DIR", false, false, "directory of PostgreSQL 15's binaries (default: the PATH, then /usr/lib/postgresql/15/bin)";
+    /// Where the cache of pristine clusters is.
+    NANIKA_CACHE_DIR = "NANIKA_CACHE_DIR", false, false, "directory of the cached pristine PostgreSQL clusters new projects are copied from (default: /var/lib/nanika/cache as root, else $XDG_CACHE_HOME/nanika or ~/.cache/nanika); `off`: every new cluster runs its own initdb";
     /// Which redis-server to run.
     NANIKA_REDIS_BIN = "NANIKA_REDIS_BIN", false, false, "the redis-server binary (default: the PATH)";
 }

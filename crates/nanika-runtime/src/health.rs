@@ -181,10 +181,14 @@ impl Prober {
                 let statement = sqlx::AssertSqlSafe(format!(
                     "CREATE ROLE {user} LOGIN CREATEDB PASSWORD '{password}'"
                 ));
-                sqlx::query(statement)
-                    .execute(&mut conn)
-                    .await
-                    .map_err(classify)?;
+                match sqlx::query(statement).execute(&mut conn).await {
+                    // An earlier attempt of this bootstrap, timed out on our side, made it.
+                    Err(sqlx::Error::Database(db))
+                        if matches!(db.code().as_deref(), Some("42710") | Some("23505")) => {}
+                    other => {
+                        other.map_err(classify)?;
+                    }
+                }
             }
             create_database_if_missing(&mut conn, &app.database, Some(&user)).await?;
             let _ = conn.close().await;
@@ -224,11 +228,17 @@ async fn create_database_if_missing(
     let owner = owner.map(|o| format!(" OWNER {o}")).unwrap_or_default();
     let statement =
         sqlx::AssertSqlSafe(format!("CREATE DATABASE {}{owner}", quote_ident(database)));
-    sqlx::query(statement)
-        .execute(&mut *conn)
-        .await
-        .map_err(classify)?;
-    Ok(true)
+    match sqlx::query(statement).execute(&mut *conn).await {
+        Ok(_) => Ok(true),
+        // An earlier attempt whose answer timed out may still have made it meanwhile: the
+        // database exists, which is all that was asked.
+        Err(sqlx::Error::Database(db))
+            if matches!(db.code().as_deref(), Some("42P04") | Some("23505")) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(classify(e)),
+    }
 }
 
 /// Quotes an identifier for SQL.

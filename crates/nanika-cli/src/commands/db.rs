@@ -94,6 +94,19 @@ pub fn run(
         crate::say!("created {}", path.display());
         return Ok(ExitCode::SUCCESS);
     }
+    if let DbCommand::Restore { path, .. } = &command {
+        // The dump is the command's input, checked before any server is reached: one that
+        // cannot be read (missing, no permission) is an input error, exit 2, as the README says,
+        // whether or not the services run. One that reads but is no dump is refused (exit 1).
+        dump::detect(path).map_err(|error| {
+            let unreadable = matches!(error, OpsError::Io { .. });
+            let mut cli = ops_error(error);
+            if unreadable {
+                cli.exit = crate::error::Exit::Usage;
+            }
+            cli
+        })?;
+    }
     let loaded = super::services::target(project_dir, runtime, &[Service::Postgres])?;
     let url = &loaded.infra.env.database_url;
     match command {
@@ -366,8 +379,7 @@ fn restore(
 ) -> CliResult<ExitCode> {
     let url = &loaded.infra.env.database_url;
     let bins = postgres_binaries(loaded)?;
-    // Check the file before asking anything: a file that is no dump is refused outright.
-    dump::detect(path).map_err(ops_error)?;
+    // The file was checked by `run` before anything was asked or connected to.
     let mut safety_backup = false;
     if options.clean {
         let tables = block_on(dump::table_count(url)).map_err(ops_error)?;

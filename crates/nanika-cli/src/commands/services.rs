@@ -94,7 +94,8 @@ fn runtime<'a>(
     Ok(match runtime_for(valid, arg, starting)? {
         RuntimeKind::Docker => Box::new(Docker::new(valid).map_err(runtime_error)?),
         RuntimeKind::Native => {
-            let native = Native::new(valid, context::binary_search()).map_err(runtime_error)?;
+            let native = Native::new(valid, context::binary_search(), context::cluster_cache())
+                .map_err(runtime_error)?;
             Box::new(NativeRuntime::new(native, supervisor_command(valid)?))
         }
     })

@@ -20,6 +20,9 @@ pub struct Stack {
     pub root: PathBuf,
     pub pg_port: u16,
     pub redis_port: u16,
+    /// The cluster cache its nanika uses (`NANIKA_CACHE_DIR`): [`shared_cache`] unless a test
+    /// that damages or clears the cache gives it its own.
+    pub cache_dir: PathBuf,
     _home: Option<tempfile::TempDir>,
 }
 
@@ -56,6 +59,7 @@ impl Stack {
             root,
             pg_port,
             redis_port,
+            cache_dir: shared_cache(),
             _home: home,
         };
         stack.nanika().arg("init").assert().success();
@@ -90,6 +94,7 @@ impl Stack {
         for var in foreign_env() {
             cmd.env_remove(var);
         }
+        cmd.env(nanika_config::env_vars::NANIKA_CACHE_DIR, &self.cache_dir);
         cmd
     }
 
@@ -209,6 +214,27 @@ impl Drop for Stack {
     fn drop(&mut self) {
         let _ = self.nanika().args(["down", "--volumes", "--yes"]).output();
     }
+}
+
+/// The cluster cache every test's nanika shares unless it needs its own: one per user on the
+/// machine, so a test pays `initdb` only when no test before it did (the cache itself makes
+/// concurrent use safe). Never the developer's own cache, which tests must not damage or clear.
+pub fn shared_cache() -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "nanika-test-cache-{}",
+        nix::unistd::Uid::effective().as_raw()
+    ))
+}
+
+/// A cluster cache of a test's own, inside a temp directory the server user can pass through.
+pub fn own_cache() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix("nanika-cache-test-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cache = dir.path().join("cache");
+    (dir, cache)
 }
 
 pub fn text(output: &Output) -> String {

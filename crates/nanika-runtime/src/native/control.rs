@@ -4,6 +4,7 @@
 //! and a `down`) never interleave: the second waits for the first, then finds the services up.
 
 use super::binaries::{self, BinarySearch, PostgresBinaries, RedisBinaries};
+use super::cluster_cache::ClusterCache;
 use super::layout::{ServerUser, StateLayout};
 use super::ownership;
 use super::postgres::{self, DataDir};
@@ -49,6 +50,7 @@ pub struct Native<'a> {
     loaded: &'a LoadedProject,
     state: NativeState,
     search: BinarySearch,
+    cache: Option<ClusterCache>,
 }
 
 /// What the native runtime can do from the project's state alone, whatever its configuration
@@ -225,13 +227,19 @@ impl NativeState {
 }
 
 impl<'a> Native<'a> {
-    /// The native runtime for `valid`, finding binaries through `search`.
-    pub fn new(valid: &'a ValidProject, search: BinarySearch) -> Result<Self> {
+    /// The native runtime for `valid`, finding binaries through `search`; a new cluster is a
+    /// copy of `cache`'s pristine one, or made by its own `initdb` when there is no cache.
+    pub fn new(
+        valid: &'a ValidProject,
+        search: BinarySearch,
+        cache: Option<ClusterCache>,
+    ) -> Result<Self> {
         let loaded: &'a LoadedProject = valid;
         Ok(Native {
             state: NativeState::new(loaded.project.root())?,
             loaded,
             search,
+            cache,
         })
     }
 
@@ -509,28 +517,28 @@ impl<'a> Native<'a> {
         report: &mut UpReport,
     ) -> Result<ServicePlan> {
         if postgres::check_data_dir(&self.state.layout)? == DataDir::Missing {
-            progress.step(Service::Postgres, "initialising the cluster (initdb)");
             let env = &self.loaded.infra.env;
-            if env.postgres_user == postgres::ADMIN_ROLE {
+            let password = if env.postgres_user == postgres::ADMIN_ROLE {
                 // The app asked to be the superuser itself: one role, as the postgres image does.
                 let _ = fs::remove_file(self.state.layout.postgres_admin_password_file());
-                report.notes.extend(postgres::initdb(
-                    bins,
-                    &self.state.layout,
-                    &env.postgres_user,
-                    &env.postgres_password,
-                )?);
+                env.postgres_password.clone()
             } else {
                 let password = random_password()?;
                 let file = self.state.layout.postgres_admin_password_file();
                 write_private(&file, password.expose())?;
-                report.notes.extend(postgres::initdb(
-                    bins,
-                    &self.state.layout,
-                    postgres::ADMIN_ROLE,
-                    &password,
-                )?);
-            }
+                password
+            };
+            // Either way the superuser is `postgres`, the one role the cached cluster has.
+            let notes = match &self.cache {
+                Some(cache) => {
+                    postgres::init_from_cache(bins, &self.state.layout, cache, &password, progress)?
+                }
+                None => {
+                    progress.step(Service::Postgres, "initialising the cluster (initdb)");
+                    postgres::initdb(bins, &self.state.layout, postgres::ADMIN_ROLE, &password)?
+                }
+            };
+            report.notes.extend(notes);
         }
         if let Some(holder) = postgres::clear_foreign_lock(&self.state.layout) {
             report.notes.push(format!(

@@ -90,7 +90,7 @@ pub fn traversable_by(path: &Path, uid: u32, gid: u32) -> bool {
 }
 
 /// FNV-1a: a stable hash for directory names (std's hasher may change between releases).
-fn stable_hash(text: &str) -> u64 {
+pub(crate) fn stable_hash(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
     })

@@ -1,6 +1,7 @@
 //! The native runtime: the host's own servers, supervised, with their state under `.nanika/`.
 
 pub mod binaries;
+pub mod cluster_cache;
 pub mod control;
 pub mod layout;
 pub mod logs;
