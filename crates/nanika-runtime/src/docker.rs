@@ -784,7 +784,16 @@ impl Runtime for Docker<'_> {
     }
 
     fn status(&self) -> Vec<ServiceStatus> {
-        let inspected = self.state.inspect().unwrap_or_default();
+        // Docker failing to answer is said on every service, never shown as "no container".
+        let (inspected, failure) = match self.state.inspect() {
+            Ok(inspected) => (inspected, None),
+            Err(e) => (
+                BTreeMap::new(),
+                Some(format!(
+                    "docker could not be asked about the containers: {e}"
+                )),
+            ),
+        };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -794,6 +803,7 @@ impl Runtime for Docker<'_> {
                 .iter()
                 .map(|&service| {
                     let container = inspected.get(&service);
+                    let failure = &failure;
                     scope.spawn(move || {
                         let running = container.is_some_and(|c| c.state.status == "running");
                         // Where the container really publishes it, which the configuration may
@@ -840,7 +850,7 @@ impl Runtime for Docker<'_> {
                             });
                         let refused = matches!(answer, Some(Err(ProbeError::Auth)))
                             .then(|| AUTH_REFUSED.to_string());
-                        let note = moved.or(refused).or_else(|| container.and_then(|c| {
+                        let note = failure.clone().or(moved).or(refused).or_else(|| container.and_then(|c| {
                             let health = c.state.health.as_ref().map(|h| h.status.as_str());
                             match (c.state.status.as_str(), health) {
                                 ("running", Some("unhealthy")) => Some(format!(
