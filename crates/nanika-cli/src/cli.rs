@@ -132,6 +132,9 @@ pub enum Command {
     /// Runs the supervisor (started by `nanika up`; not for direct use).
     #[command(name = "__supervise", hide = true)]
     Supervise,
+    /// Makes the cluster cache's spare copy (started by `nanika up`; not for direct use).
+    #[command(name = "__refill-cache", hide = true)]
+    RefillCache,
     /// Print shell completions.
     Completions {
         /// The shell.

@@ -71,6 +71,7 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
             nanika_runtime::native::supervisor::run(&layout)
                 .map_err(commands::services::runtime_error)
         }
+        Command::RefillCache => commands::cache::refill(project_dir),
         Command::Init(args) => commands::init::run(args.dir.as_ref().or(project_dir), args.force),
         Command::Config(ConfigCommand::Check { json }) => {
             commands::config::check(project_dir, json)

@@ -1,11 +1,12 @@
 //! The cached pristine cluster: a new project's cluster is a copy of it, with its own superuser
 //! password; a cache that is damaged, stale or planted is rebuilt and never followed; `cache
-//! clear` removes it; parallel cold `up`s build it once and both succeed.
+//! clear` removes it; parallel cold `up`s build it once and both succeed; the spare copy made in
+//! the background is taken by the next new project, and one that does not check out is not.
 
 mod common;
 
 use common::{PG_BIN, Stack, own_cache, text};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The cache's entries (`pg15-…`), sorted.
@@ -88,7 +89,12 @@ fn a_new_projects_cluster_is_a_copy_of_the_cached_one_with_its_own_password() {
     let second = stack_with(&cache);
     let said = text(&second.up());
     assert!(!said.contains("building the cluster cache"), "{said}");
-    assert!(said.contains("copying the cached cluster"), "{said}");
+    // The first `up`'s background refill may or may not have made the spare copy by now.
+    assert!(
+        said.contains("copying the cached cluster")
+            || said.contains("the spare copy of the cached cluster"),
+        "{said}"
+    );
     assert_eq!(entries(&cache), vec![entry.clone()], "no second entry");
     // The copy is the cached cluster: same identifier (argued harmless in cluster_cache.rs).
     let cached = system_identifier(&entry.join("data"));
@@ -98,6 +104,34 @@ fn a_new_projects_cluster_is_a_copy_of_the_cached_one_with_its_own_password() {
     );
     assert_eq!(second.psql("SELECT current_user"), "nanika_user");
     assert_eq!(second.psql("SELECT current_database()"), "nanika_game");
+    // The app's role and database were made in the copy, before the server started, as the
+    // server would have made them: an ordinary role that may create databases, owning its own.
+    assert_eq!(
+        second.psql(
+            "SELECT rolsuper::text || rolcreatedb::text || rolcanlogin::text FROM pg_roles WHERE rolname = current_user"
+        ),
+        "falsetruetrue"
+    );
+    assert_eq!(
+        second.psql(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"
+        ),
+        "nanika_user"
+    );
+    // The copy is sparse: the first WAL segment's unwritten tail takes no disk.
+    let wal = std::fs::read_dir(second.root.join(".nanika/postgres/data/pg_wal"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().len() == 24)
+        .expect("a WAL segment");
+    let meta = wal.metadata().unwrap();
+    assert!(
+        meta.blocks() * 512 < meta.len() / 2,
+        "{} takes {} of its {} bytes",
+        wal.path().display(),
+        meta.blocks() * 512,
+        meta.len()
+    );
 
     // Each project's superuser has its own password; the other's is refused.
     let (mine, theirs) = (admin_password(&second), admin_password(&first));
@@ -215,5 +249,67 @@ fn a_missing_dump_is_an_input_error() {
         text(&missing).contains("missing.dump"),
         "{}",
         text(&missing)
+    );
+}
+
+/// Waits until `cache status --json` (run in `stack`) shows the entry's spare copy ready: the
+/// refill a cold `up` starts in the background has finished.
+fn wait_for_spare(stack: &Stack) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let listed = stack.run(&["cache", "status", "--json"]);
+        let status: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+        if status["entries"][0]["spare"] == true {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no spare copy 60 s after a cold up: {}",
+            text(&listed)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_spare_copy_made_in_the_background_is_taken_by_the_next_project_and_checked_first() {
+    let (_keep, cache) = own_cache();
+    let first = stack_with(&cache);
+    first.up();
+    let [entry] = entries(&cache).try_into().expect("one cache entry");
+    wait_for_spare(&first);
+
+    // The next new project takes it with a rename: its cluster, with its own passwords.
+    let second = stack_with(&cache);
+    let said = text(&second.up());
+    assert!(
+        said.contains("the spare copy of the cached cluster"),
+        "{said}"
+    );
+    assert_eq!(second.psql("SELECT current_database()"), "nanika_game");
+    let ok = as_superuser(&second, &admin_password(&second));
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(
+        !as_superuser(&second, &admin_password(&first))
+            .status
+            .success()
+    );
+
+    // A new spare is made for the one after; a spare changed since is not used but removed,
+    // and the cached cluster copied instead.
+    wait_for_spare(&second);
+    std::fs::write(entry.join("spare/planted"), "not initdb's").unwrap();
+    let third = stack_with(&cache);
+    let said = text(&third.up());
+    assert!(said.contains("copying the cached cluster"), "{said}");
+    assert!(
+        !third.root.join(".nanika/postgres/data/planted").exists(),
+        "the planted file came along"
+    );
+    assert_eq!(third.psql("SELECT current_user"), "nanika_user");
+    wait_for_spare(&third);
+    assert!(
+        !entry.join("spare/planted").exists(),
+        "the refill kept the changed spare"
     );
 }

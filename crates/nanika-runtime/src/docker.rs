@@ -763,6 +763,7 @@ impl Runtime for Docker<'_> {
                 .collect(),
             already_up: already,
             notes: Vec::new(),
+            copied_from_cache: false,
         })
     }
 

@@ -132,7 +132,11 @@ impl Runtime for NativeRuntime<'_> {
     }
 
     fn up(&self, services: &[Service], progress: &dyn Progress) -> Result<UpReport> {
-        self.native.up(services, &self.supervisor, progress)
+        let report = self.native.up(services, &self.supervisor, progress)?;
+        if report.copied_from_cache {
+            self.native.start_cache_refill(&self.supervisor);
+        }
+        Ok(report)
     }
 
     fn restart(&self, services: &[Service], progress: &dyn Progress) -> Result<()> {

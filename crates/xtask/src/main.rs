@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--quick] [--pairs N] [--out PATH]`: times each nanika operation against
+//! `cargo xtask bench [--quick] [--pairs N] [--only GROUP,…] [--out PATH]`: times each nanika operation against
 //! the raw commands it wraps and writes docs/BENCHMARKS.md. Benchmarks are not tests: nothing
 //! here asserts a time, but every run's exit status is checked.
 //!
@@ -55,22 +55,41 @@ fn bench(options: Options) -> Result<()> {
         options,
     };
     let mut report = Report::default();
+    let options = &ctx.options;
+    if ["lifecycle", "data", "supervisor", "scale"]
+        .iter()
+        .any(|group| options.runs(group))
     {
         let project = Project::new(&ctx.nanika, Runtime::Native)?;
-        bench::lifecycle::run_all(&ctx, &project, &mut report)?;
-        bench::data::run_all(&ctx, &project, &mut report)?;
-        bench::supervisor::run_all(&ctx, &project, &mut report)?;
-        bench::scale::run_all(&ctx, &project, &mut report)?;
+        // The lifecycle group leaves `project` up, which the others start from.
+        if options.runs("lifecycle") {
+            bench::lifecycle::run_all(&ctx, &project, &mut report)?;
+        } else {
+            project.run(&["up"])?;
+        }
+        if options.runs("data") {
+            bench::data::run_all(&ctx, &project, &mut report)?;
+        } else {
+            project.run(&["db", "migrate"])?;
+        }
+        if options.runs("supervisor") {
+            bench::supervisor::run_all(&ctx, &project, &mut report)?;
+        }
+        if options.runs("scale") {
+            bench::scale::run_all(&ctx, &project, &mut report)?;
+        }
     }
-    bench::docker::run_all(&ctx, &mut report)?;
+    if options.runs("docker") {
+        bench::docker::run_all(&ctx, &mut report)?;
+    }
 
     let text = report::render(&ctx.options, &machine::describe(), &report);
     println!("{text}");
-    let out = ctx
-        .options
-        .out
-        .clone()
-        .or_else(|| (!ctx.options.quick).then(|| root.join("docs/BENCHMARKS.md")));
+    let out = ctx.options.out.clone().or_else(|| {
+        ctx.options
+            .is_full()
+            .then(|| root.join("docs/BENCHMARKS.md"))
+    });
     if let Some(out) = out {
         fs::write(&out, text)?;
         eprintln!("wrote {}", out.display());

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--quick] [--pairs N] [--out PATH]`, parsed into one value.
+//! `cargo xtask bench [--quick] [--pairs N] [--only GROUP,…] [--out PATH]`, parsed into one value.
 
 use std::path::PathBuf;
 
@@ -10,7 +10,10 @@ pub const FAST_PAIRS_MIN: usize = 7;
 const DEFAULT_PAIRS: usize = 5;
 
 /// The usage line, for errors.
-pub const USAGE: &str = "usage: cargo xtask bench [--quick] [--pairs N] [--out PATH]";
+pub const USAGE: &str = "usage: cargo xtask bench [--quick] [--pairs N] [--only GROUP,…] [--out PATH]\n  groups: lifecycle, data, supervisor, scale, docker";
+
+/// The groups of benchmarks, in the order they run.
+pub const GROUPS: [&str; 5] = ["lifecycle", "data", "supervisor", "scale", "docker"];
 
 /// What the user asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,8 +22,11 @@ pub struct Options {
     pub quick: bool,
     /// Pairs of the longer operations; the fast ones get at least [`FAST_PAIRS_MIN`].
     pub pairs: usize,
-    /// Where the report goes besides stdout (default: docs/BENCHMARKS.md, except with `--quick`).
+    /// Where the report goes besides stdout (default: docs/BENCHMARKS.md, except with `--quick`
+    /// or `--only`: a partial run never replaces the whole report).
     pub out: Option<PathBuf>,
+    /// The groups to run (`--only`); all of them when empty.
+    pub only: Vec<String>,
 }
 
 impl Options {
@@ -33,6 +39,7 @@ impl Options {
             quick: false,
             pairs: DEFAULT_PAIRS,
             out: None,
+            only: Vec::new(),
         };
         while let Some(arg) = args.next() {
             match arg.as_str() {
@@ -45,10 +52,29 @@ impl Options {
                         .ok_or("--pairs needs a number above 0")?;
                 }
                 "--out" => options.out = Some(args.next().ok_or("--out needs a path")?.into()),
+                "--only" => {
+                    let list = args.next().ok_or("--only needs a list of groups")?;
+                    for group in list.split(',') {
+                        if !GROUPS.contains(&group) {
+                            return Err(format!("unknown group {group}\n{USAGE}"));
+                        }
+                        options.only.push(group.to_string());
+                    }
+                }
                 other => return Err(format!("unknown option {other}\n{USAGE}")),
             }
         }
         Ok(options)
+    }
+
+    /// Whether `group` (one of [`GROUPS`]) runs.
+    pub fn runs(&self, group: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|g| g == group)
+    }
+
+    /// Whether this run writes docs/BENCHMARKS.md when no `--out` is given: only a full one.
+    pub fn is_full(&self) -> bool {
+        !self.quick && self.only.is_empty()
     }
 
     /// Pairs for an operation of about a second or less.
@@ -101,5 +127,16 @@ mod tests {
             parse(&["bench", "--out", "/tmp/x.md"]).unwrap().out,
             Some(PathBuf::from("/tmp/x.md"))
         );
+        assert!(parse(&["bench", "--only", "lifecycle,nope"]).is_err());
+        assert!(parse(&["bench", "--only"]).is_err());
+    }
+
+    #[test]
+    fn only_runs_the_groups_named_and_never_writes_the_whole_report() {
+        let some = parse(&["bench", "--only", "lifecycle,scale"]).unwrap();
+        assert!(some.runs("lifecycle") && some.runs("scale") && !some.runs("docker"));
+        assert!(!some.is_full());
+        let all = parse(&["bench"]).unwrap();
+        assert!(GROUPS.iter().all(|g| all.runs(g)) && all.is_full());
     }
 }

@@ -156,9 +156,11 @@ pub fn render(options: &Options, machine: &str, report: &Report) -> String {
         "; no warm-up).\n"
     };
     let produced_by = if options.quick {
-        "`cargo xtask bench --quick` (a smoke run: the figures are not representative)"
+        "`cargo xtask bench --quick` (a smoke run: the figures are not representative)".to_string()
+    } else if !options.only.is_empty() {
+        format!("`cargo xtask bench --only {}`", options.only.join(","))
     } else {
-        "`cargo xtask bench`"
+        "`cargo xtask bench`".to_string()
     };
     out += &format!(
         "Every run's exit status is checked. Pairs: {} for operations of about a second or less, {} for\n\
@@ -244,6 +246,7 @@ mod tests {
                 quick: true,
                 pairs: 5,
                 out: None,
+                only: Vec::new(),
             },
             "m",
             &Report {

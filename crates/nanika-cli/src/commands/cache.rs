@@ -40,6 +40,21 @@ pub fn run(command: CacheCommand) -> CliResult {
     }
 }
 
+/// `nanika __refill-cache`, started in the background by a cold `up`: makes the spare copy of
+/// the project's cached cluster. Quiet: nobody reads its output, and `cache status` shows the
+/// spare.
+pub fn refill(project_dir: Option<&std::path::PathBuf>) -> CliResult {
+    let valid = context::valid(project_dir)?;
+    let native = nanika_runtime::native::control::Native::new(
+        &valid,
+        context::binary_search(),
+        context::cluster_cache(),
+    )
+    .map_err(runtime_error)?;
+    native.refill_cache().map_err(runtime_error)?;
+    Ok(())
+}
+
 fn status(cache: &ClusterCache, json: bool) -> CliResult {
     let user = ServerUser::for_current_process().map_err(runtime_error)?;
     let entries = cache.entries(user.as_ref()).map_err(runtime_error)?;
@@ -51,6 +66,7 @@ fn status(cache: &ClusterCache, json: bool) -> CliResult {
                     "path": e.path,
                     "usable": e.problem.is_none(),
                     "problem": e.problem,
+                    "spare": e.spare,
                 })
             })
             .collect();
@@ -70,6 +86,10 @@ fn status(cache: &ClusterCache, json: bool) -> CliResult {
     }
     for entry in entries {
         match entry.problem {
+            None if entry.spare => crate::say!(
+                "ok    {} (a spare copy is ready for the next new project)",
+                entry.path.display()
+            ),
             None => crate::say!("ok    {}", entry.path.display()),
             Some(problem) => crate::say!(
                 "stale {} ({problem}; the next `up` that needs it rebuilds it)",

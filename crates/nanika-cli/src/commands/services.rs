@@ -80,7 +80,8 @@ fn supervisor_command(loaded: &LoadedProject) -> CliResult<SupervisorCommand> {
     let root = loaded.project.root().display().to_string();
     Ok(SupervisorCommand {
         program,
-        args: vec!["--project-dir".into(), root, "__supervise".into()],
+        args: vec!["--project-dir".into(), root.clone(), "__supervise".into()],
+        refill_args: vec!["--project-dir".into(), root, "__refill-cache".into()],
     })
 }
 

@@ -19,6 +19,7 @@ use fs_err as fs;
 use nanika_config::project::{POSTGRES_CONF, REDIS_CONF};
 use nanika_config::{LoadedProject, ValidProject};
 use nix::sys::signal::Signal;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -43,6 +44,9 @@ pub struct SupervisorCommand {
     pub program: PathBuf,
     /// Its arguments.
     pub args: Vec<String>,
+    /// The arguments that make `program` refill the cluster cache's spare copy, which a cold
+    /// `up` starts in the background once it took the spare (see `ClusterCache::refill_spare`).
+    pub refill_args: Vec<String>,
 }
 
 /// The native runtime of one validated project: starting, checking and proving its servers.
@@ -79,6 +83,8 @@ pub struct UpReport {
     pub already_up: Vec<Service>,
     /// Remarks for the user (stale files cleaned, servers adopted...).
     pub notes: Vec<String>,
+    /// Whether this call made the cluster from the cluster cache (which then wants a new spare).
+    pub copied_from_cache: bool,
 }
 
 /// 32 random hex characters from the kernel's generator.
@@ -388,6 +394,29 @@ impl<'a> Native<'a> {
         })
     }
 
+    /// Makes the cluster cache's spare copy for this project's PostgreSQL and server user when
+    /// it has none (`nanika __refill-cache`). Returns whether it made one.
+    pub fn refill_cache(&self) -> Result<bool> {
+        let Some(cache) = &self.cache else {
+            return Ok(false);
+        };
+        let bins = binaries::find_postgres(&self.search)?;
+        cache.refill_spare(&bins, self.state.layout.server_user.as_ref())
+    }
+
+    /// Starts `nanika __refill-cache` in the background, in a process group of its own (a
+    /// Ctrl-C in the terminal after `up` is not for it), and does not wait: the user never waits
+    /// for the next project's copy. Best effort: without a spare, the next cold `up` copies.
+    pub fn start_cache_refill(&self, command: &SupervisorCommand) {
+        let _ = Command::new(&command.program)
+            .args(&command.refill_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn();
+    }
+
     /// Starts `services` (all when empty) and returns once each answers a real query.
     pub fn up(
         &self,
@@ -402,14 +431,22 @@ impl<'a> Native<'a> {
         };
         let _lock = self.state.lock(progress)?;
         let mut report = UpReport::default();
-        let pg_bins = wanted
-            .contains(&Service::Postgres)
-            .then(|| binaries::find_postgres(&self.search))
-            .transpose()?;
-        let redis_bins = wanted
-            .contains(&Service::Redis)
-            .then(|| binaries::find_redis(&self.search))
-            .transpose()?;
+        // Each search runs the server's `--version` (~20 ms for postgres, which loads many
+        // libraries): the two run side by side.
+        let (pg_bins, redis_bins) = std::thread::scope(|scope| {
+            let pg = scope.spawn(|| {
+                wanted
+                    .contains(&Service::Postgres)
+                    .then(|| binaries::find_postgres(&self.search))
+                    .transpose()
+            });
+            let redis = wanted
+                .contains(&Service::Redis)
+                .then(|| binaries::find_redis(&self.search))
+                .transpose();
+            (pg.join().expect("the binary search does not panic"), redis)
+        });
+        let (pg_bins, redis_bins) = (pg_bins?, redis_bins?);
 
         let supervised = supervisor::is_running(&self.state.layout);
         let mut plan: Plan = if supervised {
@@ -531,7 +568,15 @@ impl<'a> Native<'a> {
             // Either way the superuser is `postgres`, the one role the cached cluster has.
             let notes = match &self.cache {
                 Some(cache) => {
-                    postgres::init_from_cache(bins, &self.state.layout, cache, &password, progress)?
+                    report.copied_from_cache = true;
+                    postgres::init_from_cache(
+                        bins,
+                        &self.state.layout,
+                        cache,
+                        &password,
+                        &self.postgres_target(),
+                        progress,
+                    )?
                 }
                 None => {
                     progress.step(Service::Postgres, "initialising the cluster (initdb)");

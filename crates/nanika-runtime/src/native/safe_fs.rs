@@ -450,6 +450,33 @@ impl Dir {
         )
     }
 
+    /// Moves `from` in this directory to `to` in `target` (both on one filesystem), never
+    /// replacing anything and never following a link. The raw error, so that callers can tell
+    /// "nothing there" (`ENOENT`) and "another filesystem" (`EXDEV`) from the rest.
+    pub fn move_new_to(
+        &self,
+        from: &str,
+        target: &Dir,
+        to: &str,
+    ) -> std::result::Result<(), Errno> {
+        let from = component(from).map_err(|_| Errno::EINVAL)?;
+        let to = component(to).map_err(|_| Errno::EINVAL)?;
+        nix::fcntl::renameat2(
+            &self.fd,
+            from,
+            &target.fd,
+            to,
+            RenameFlags::RENAME_NOREPLACE,
+        )
+    }
+
+    /// An exclusive `flock` on the directory itself, held while the returned file lives; `None`
+    /// when another process holds it (or it cannot be taken).
+    pub fn try_lock(&self) -> Option<std::fs::File> {
+        let file = std::fs::File::from(self.fd.try_clone().ok()?);
+        file.try_lock().ok().map(|()| file)
+    }
+
     /// Renames `from` to `to` in this directory, replacing `to` (a link named `to` is replaced,
     /// not followed).
     pub fn rename_over(&self, from: &str, to: &str) -> Result<()> {
