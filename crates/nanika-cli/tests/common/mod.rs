@@ -219,7 +219,12 @@ impl Drop for Stack {
 /// The cluster cache every test's nanika shares unless it needs its own: one per user on the
 /// machine, so a test pays `initdb` only when no test before it did (the cache itself makes
 /// concurrent use safe). Never the developer's own cache, which tests must not damage or clear.
+/// `NANIKA_TEST_CACHE=off` in the test run's environment turns it off (every project then runs
+/// its own `initdb`), to measure what the cache saves.
 pub fn shared_cache() -> PathBuf {
+    if std::env::var_os("NANIKA_TEST_CACHE").is_some_and(|v| v == "off") {
+        return PathBuf::from("off");
+    }
     std::env::temp_dir().join(format!(
         "nanika-test-cache-{}",
         nix::unistd::Uid::effective().as_raw()

@@ -397,6 +397,12 @@ fn start(service: Service, entry: &mut Running) {
         .collect();
     match command.spawn() {
         Ok(mut child) => {
+            if let Some(pipe) = &child.stdout {
+                super::logs::enlarge_pipe(pipe);
+            }
+            if let Some(pipe) = &child.stderr {
+                super::logs::enlarge_pipe(pipe);
+            }
             let streams: [Option<Box<dyn std::io::Read + Send>>; 2] = [
                 child.stdout.take().map(|s| Box::new(s) as _),
                 child.stderr.take().map(|s| Box::new(s) as _),
