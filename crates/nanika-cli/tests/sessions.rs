@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Stack, eventually, text};
+use common::{Stack, eventually, peak_rss_kib, text};
 use std::time::Duration;
 
 fn session(user: u32, visits: u32) -> String {
@@ -148,4 +148,24 @@ fn ttl_audit_looks_at_every_key_and_reports_the_sessions() {
     // A limited audit says that it sampled, on every output.
     let limited = ok(&stack, &["redis", "ttl-audit", "--limit", "1000"]);
     assert!(limited.contains("sampled 1000 of 150004 keys"), "{limited}");
+}
+
+#[test]
+fn restore_takes_memory_independent_of_how_many_sessions_it_restores() {
+    let stack = migrated();
+    // 40 000 sessions of 4 KiB: 160 MiB of payloads, several times the bound below.
+    stack.redis(&[
+        "EVAL",
+        "local v = string.rep('x', 4096) for i = 1, 40000 do redis.call('SET', 'sess:' .. i, v, 'EX', 3600) end",
+        "0",
+    ]);
+    ok(&stack, &["sessions", "backup"]);
+    ok(&stack, &["redis", "flush", "--yes"]);
+    let (succeeded, peak_kib) = peak_rss_kib(stack.nanika_std().args(["sessions", "restore"]));
+    assert!(succeeded, "sessions restore failed");
+    assert_eq!(stack.redis(&["DBSIZE"]), "40000");
+    assert!(
+        peak_kib < 48 * 1024,
+        "sessions restore peaked at {peak_kib} KiB for 160 MiB of sessions"
+    );
 }

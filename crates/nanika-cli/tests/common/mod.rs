@@ -98,6 +98,18 @@ impl Stack {
         cmd
     }
 
+    /// `nanika` set up as [`Stack::nanika`] does, as a plain std command, for what
+    /// assert_cmd's cannot do (spawn it and wait with resource usage: [`peak_rss_kib`]).
+    pub fn nanika_std(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("nanika"));
+        cmd.current_dir(&self.root).env("NANIKA_RUNTIME", "native");
+        for var in foreign_env() {
+            cmd.env_remove(var);
+        }
+        cmd.env(nanika_config::env_vars::NANIKA_CACHE_DIR, &self.cache_dir);
+        cmd
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.nanika().args(args).output().unwrap()
     }
@@ -298,4 +310,34 @@ pub fn foreign_env() -> impl Iterator<Item = &'static str> {
                 .iter()
                 .copied(),
         )
+}
+
+/// Runs `command` (its output discarded) and returns whether it succeeded and its peak resident
+/// memory in KiB: the high-water mark the kernel keeps (`VmHWM` in `/proc/PID/status`), read
+/// every 2 ms until it exits. A peak held for less than that can be missed; one that grows with
+/// the data is held as long as the data is.
+pub fn peak_rss_kib(command: &mut std::process::Command) -> (bool, u64) {
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        let high_water = std::fs::read_to_string(&status_file)
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0);
+        peak = peak.max(high_water);
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status.success(), peak);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
