@@ -242,7 +242,7 @@ async fn create_database_if_missing(
 }
 
 /// Quotes an identifier for SQL.
-fn quote_ident(name: &str) -> String {
+pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 

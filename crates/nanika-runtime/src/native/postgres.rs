@@ -7,7 +7,7 @@ use super::layout::{INITDB_SCRATCH, StateLayout};
 use super::procfs;
 use super::safe_fs::{self, Dir, Kind};
 use crate::error::{Result, RuntimeError};
-use crate::health::PostgresTarget;
+use crate::health::{PostgresTarget, quote_ident};
 use crate::{Progress, Service};
 use fs_err as fs;
 use nanika_config::Secret;
@@ -371,11 +371,6 @@ fn single_user_script(password: &Secret, app: &PostgresTarget) -> Result<String>
         );
     }
     Ok(script)
-}
-
-/// Quotes an identifier for SQL.
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Where the pid and start time of a running `initdb` are kept.
