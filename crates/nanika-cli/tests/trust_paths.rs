@@ -182,7 +182,7 @@ fn a_socket_directory_planted_in_tmp_is_refused_and_left_alone() {
     // A project the server user can enter, with a path too long for a socket inside it.
     let home = tempfile::Builder::new()
         .prefix("nanika-long-")
-        .tempdir()
+        .tempdir_in(nanika_testkit::scratch_root())
         .unwrap();
     std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let deep = home.path().join("d".repeat(70));

@@ -6,8 +6,47 @@ use std::hash::{BuildHasher, Hasher};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
+
+/// `/dev/shm` is used only with this much room: a test run puts a few hundred MiB there at most.
+const SCRATCH_ROOM_NEEDED: u64 = 4 << 30;
+
+/// Where tests put their projects, clusters and dumps: `NANIKA_TEST_TMPDIR` when set; else
+/// `/dev/shm` when it is a memory filesystem with room to spare; else the system's temp dir.
+///
+/// Why memory: every project is a PostgreSQL cluster of about a thousand files, made and deleted
+/// within seconds. On a disk filesystem (ext4 searching its inode tables for a free inode that
+/// was not deleted recently, `discard` trimming every freed block) that churn cost the suite
+/// more kernel time than the servers' own work.
+pub fn scratch_root() -> PathBuf {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("NANIKA_TEST_TMPDIR") {
+            return PathBuf::from(dir);
+        }
+        let shm = Path::new("/dev/shm");
+        if memory_filesystem_with_room(shm) {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        }
+    })
+    .clone()
+}
+
+/// Whether `dir` is a writable tmpfs with `SCRATCH_ROOM_NEEDED` free.
+fn memory_filesystem_with_room(dir: &Path) -> bool {
+    let Ok(fs) = nix::sys::statfs::statfs(dir) else {
+        return false;
+    };
+    let Ok(vfs) = nix::sys::statvfs::statvfs(dir) else {
+        return false;
+    };
+    fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC
+        && vfs.blocks_available() * vfs.fragment_size() >= SCRATCH_ROOM_NEEDED
+        && nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok()
+}
 
 /// A project in its own temporary directory, removed when dropped.
 pub struct TempProject {
@@ -20,7 +59,7 @@ impl TempProject {
         TempProject {
             dir: tempfile::Builder::new()
                 .prefix("nanika-test-")
-                .tempdir()
+                .tempdir_in(scratch_root())
                 .expect("create a temp dir"),
         }
     }

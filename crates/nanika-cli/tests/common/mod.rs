@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use assert_cmd::Command;
-use nanika_testkit::{TempProject, free_port};
+use nanika_testkit::{TempProject, free_port, scratch_root};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -35,7 +35,7 @@ impl Stack {
     pub fn in_closed_home() -> Self {
         let home = tempfile::Builder::new()
             .prefix("nanika-home-")
-            .tempdir()
+            .tempdir_in(scratch_root())
             .unwrap();
         std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         let project = TempProject::inside(home.path());
@@ -237,7 +237,7 @@ pub fn shared_cache() -> PathBuf {
     if std::env::var_os("NANIKA_TEST_CACHE").is_some_and(|v| v == "off") {
         return PathBuf::from("off");
     }
-    std::env::temp_dir().join(format!(
+    scratch_root().join(format!(
         "nanika-test-cache-{}",
         nix::unistd::Uid::effective().as_raw()
     ))
@@ -247,7 +247,7 @@ pub fn shared_cache() -> PathBuf {
 pub fn own_cache() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::Builder::new()
         .prefix("nanika-cache-test-")
-        .tempdir()
+        .tempdir_in(scratch_root())
         .unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let cache = dir.path().join("cache");
