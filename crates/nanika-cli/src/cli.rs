@@ -126,6 +126,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A live view of both servers: connections, transactions/s, cache hits, the longest
+    /// query, Redis ops/s, memory, evictions, keys by prefix; `q` quits.
+    Top {
+        /// Print one view, measured over one interval, and exit.
+        #[arg(long)]
+        once: bool,
+        /// Print the view as JSON (with --once).
+        #[arg(long)]
+        json: bool,
+        /// Milliseconds between refreshes (and the interval rates are measured over).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+        interval_ms: u64,
+    },
     /// The cache of pristine PostgreSQL clusters new projects are copied from.
     #[command(subcommand)]
     Cache(CacheCommand),

@@ -45,6 +45,17 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
             return commands::redis_cmds::sessions(project_dir, runtime, command);
         }
         Command::Doctor { json } => commands::doctor::run(project_dir, json),
+        Command::Top {
+            once,
+            json,
+            interval_ms,
+        } => commands::top::run(
+            project_dir,
+            runtime,
+            once,
+            json,
+            std::time::Duration::from_millis(interval_ms),
+        ),
         Command::Up {
             services: list,
             attach,

@@ -7,6 +7,7 @@
 //! - [`interrupt`]: the flag the caller's signal handlers raise, and what the operations undo
 //!   when it is raised; [`tool`] runs pg_dump, pg_restore and psql so that they can be stopped.
 //! - [`redis_admin`], [`sessions`]: Redis, and copying its sessions into PostgreSQL and back.
+//! - [`top`]: the counters behind `nanika top`, read from the servers themselves.
 //! - [`doctor`]: every check of the spec's troubleshooting section, as findings.
 //!
 //! Functions return data; they never print or exit. Long work reports through callbacks.
@@ -23,6 +24,7 @@ pub mod reset;
 pub mod seed;
 pub mod sessions;
 mod tool;
+pub mod top;
 
 pub use error::OpsError;
 pub use interrupt::Interrupt;

@@ -363,7 +363,7 @@ pub fn exit_like(
 }
 
 /// The password of the native cluster's own superuser, when it has one.
-fn admin_password(loaded: &LoadedProject) -> Option<nanika_config::Secret> {
+pub(crate) fn admin_password(loaded: &LoadedProject) -> Option<nanika_config::Secret> {
     let user = nanika_runtime::native::layout::ServerUser::for_current_process()
         .ok()
         .flatten();

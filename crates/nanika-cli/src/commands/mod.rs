@@ -8,3 +8,4 @@ pub mod env;
 pub mod init;
 pub mod redis_cmds;
 pub mod services;
+pub mod top;

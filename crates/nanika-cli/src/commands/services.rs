@@ -87,7 +87,7 @@ fn supervisor_command(loaded: &LoadedProject) -> CliResult<SupervisorCommand> {
 
 /// The runtime running a validated project's services; `starting` lets `auto` pick docker for
 /// a project that has no runtime yet.
-fn runtime<'a>(
+pub(crate) fn runtime<'a>(
     valid: &'a ValidProject,
     arg: RuntimeArg,
     starting: bool,
