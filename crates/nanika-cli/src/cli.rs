@@ -139,6 +139,10 @@ pub enum Command {
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
         interval_ms: u64,
     },
+    /// Physical backups with pgBackRest (`nanika.toml` [backups]): WAL archiving, full,
+    /// differential and incremental backups. `db backup` makes portable logical dumps instead.
+    #[command(subcommand)]
+    Backup(BackupCommand),
     /// The cache of pristine PostgreSQL clusters new projects are copied from.
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -238,6 +242,37 @@ pub enum ConfigCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `nanika backup …`.
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Take a backup now (pgBackRest makes the first one full whatever the type), then apply
+    /// retention.
+    Now {
+        /// full: every file; diff: changes since the last full; incr: since the last backup.
+        #[arg(long = "type", value_enum, default_value_t = BackupKindArg::Incr)]
+        kind: BackupKindArg,
+    },
+    /// List the backups: kind, when, sizes, the WAL they need.
+    List {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that PostgreSQL archives WAL into the repository (creating the stanza if needed).
+    Check,
+}
+
+/// A pgBackRest backup type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackupKindArg {
+    /// Every file of the cluster.
+    Full,
+    /// Changes since the last full backup.
+    Diff,
+    /// Changes since the last backup of any kind.
+    Incr,
 }
 
 /// `nanika db …`.

@@ -7,6 +7,11 @@ fn now_utc() -> (i64, u32, u32, u32, u32, u32) {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs()) as i64;
+    civil(secs)
+}
+
+/// `secs` since the epoch as (year, month, day, hour, minute, second) in UTC.
+fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
     let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Howard Hinnant's days-to-civil algorithm.
     let z = days + 719_468;
@@ -32,6 +37,12 @@ fn now_utc() -> (i64, u32, u32, u32, u32, u32) {
 pub fn file_stamp() -> String {
     let (y, mo, d, h, mi, s) = now_utc();
     format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}")
+}
+
+/// `secs` since the epoch in RFC 3339, UTC (`2026-11-29T20:30:00Z`).
+pub fn rfc3339(secs: i64) -> String {
+    let (y, mo, d, h, mi, s) = civil(secs);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
 /// `YYYYMMDDHHMMSS`, for migration versions.

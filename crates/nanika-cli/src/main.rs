@@ -45,6 +45,7 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
             return commands::redis_cmds::sessions(project_dir, runtime, command);
         }
         Command::Doctor { json } => commands::doctor::run(project_dir, json),
+        Command::Backup(command) => commands::backup::run(project_dir, runtime, command),
         Command::Top {
             once,
             json,

@@ -5,6 +5,7 @@
 //! - [`pgconf`], [`redisconf`], [`dotenv`], [`compose`]: one module a file format, each reading
 //!   text into the model (with a [`Finding`] for every problem, on its line) and rendering the
 //!   model back into text.
+//! - [`settings`]: `nanika.toml`, nanika's own opt-in settings beyond the spec (backups).
 //! - [`project`]: where a project's files are, and loading all of them at once.
 //! - [`check`] and [`lint`]: what is wrong with a project's files, and what is risky in them;
 //!   [`validate`]: what must hold across them before anything acts on a server ([`ValidProject`]).
@@ -26,6 +27,7 @@ pub mod ports;
 pub mod project;
 pub mod redisconf;
 pub mod secret;
+pub mod settings;
 pub mod units;
 pub mod urls;
 pub mod validate;

@@ -5,6 +5,7 @@ use crate::dotenv::{self, EnvSource};
 use crate::finding::Finding;
 use crate::model::Infrastructure;
 use crate::parsed::Parsed;
+use crate::settings::Settings;
 use crate::{pgconf, redisconf};
 use std::collections::BTreeMap;
 use std::io;
@@ -20,6 +21,8 @@ pub const COMPOSE_FILE: &str = "compose.yaml";
 pub const ENV_EXAMPLE: &str = ".env.example";
 /// The developer's own environment, created from the example and never committed.
 pub const ENV_FILE: &str = ".env";
+/// nanika's own settings beyond the spec's files; optional (absent: everything off).
+pub const SETTINGS_FILE: &str = crate::settings::SETTINGS_FILE;
 /// Where nanika keeps its state (data directories, logs, pid files); never committed.
 pub const STATE_DIR: &str = ".nanika";
 
@@ -160,6 +163,17 @@ impl Project {
             }
             FileSet::WithoutCompose => None,
         };
+        // Optional: a project without it runs the spec alone.
+        let settings = match fs_err::read_to_string(self.path(SETTINGS_FILE)) {
+            Ok(text) => Some(crate::settings::parse(&text, Path::new(SETTINGS_FILE))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(ProjectError::Unreadable {
+                    path: self.path(SETTINGS_FILE),
+                    source: e,
+                });
+            }
+        };
         let env_file = self.env_file();
         let env_text = read(env_file)?.unwrap_or_default();
         let env = dotenv::resolve(&env_text, Path::new(env_file), process_env);
@@ -168,6 +182,7 @@ impl Project {
         let (postgres, postgres_lines) = absorb(postgres, spec.postgres, &mut findings);
         let (redis, redis_lines) = absorb(redis, spec.redis, &mut findings);
         let (compose, compose_lines) = absorb(compose, spec.compose, &mut findings);
+        let (settings, settings_lines) = absorb(settings, Settings::default(), &mut findings);
         findings.extend(env.findings);
         let infra = Infrastructure {
             postgres,
@@ -178,7 +193,9 @@ impl Project {
         let mut loaded = LoadedProject {
             project: self.clone(),
             infra,
+            settings,
             lines: BTreeMap::from([
+                (SETTINGS_FILE, settings_lines),
                 (POSTGRES_CONF, postgres_lines),
                 (REDIS_CONF, redis_lines),
                 (COMPOSE_FILE, compose_lines),
@@ -224,6 +241,8 @@ pub struct LoadedProject {
     pub project: Project,
     /// The model as the files (and the process environment) set it.
     pub infra: Infrastructure,
+    /// `nanika.toml`'s settings (all off when it does not exist).
+    pub settings: Settings,
     /// For each file, the line of each key it sets.
     pub lines: BTreeMap<&'static str, BTreeMap<String, usize>>,
     /// The environment file that was read (`.env` or `.env.example`).

@@ -19,6 +19,7 @@ pub mod interrupt;
 pub mod maintain;
 pub mod migrate;
 pub mod pg;
+pub mod pgbackrest;
 pub mod redis_admin;
 pub mod reset;
 pub mod seed;

@@ -1,5 +1,6 @@
 //! One module a group of commands.
 
+pub mod backup;
 pub mod cache;
 pub mod config;
 pub mod db;

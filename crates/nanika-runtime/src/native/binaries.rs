@@ -182,6 +182,22 @@ pub fn find_redis(search: &BinarySearch) -> Result<RedisBinaries> {
     }))
 }
 
+/// How to install pgBackRest, for the error that says it is missing.
+const PGBACKREST_INSTALL: &str = "sudo apt-get install -y pgbackrest";
+
+/// `pgbackrest`, found on the `PATH` (only with backups on, see `nanika.toml`).
+pub fn find_pgbackrest(search: &BinarySearch) -> Result<PathBuf> {
+    path_dirs(search)
+        .into_iter()
+        .map(|d| d.join("pgbackrest"))
+        .find(|p| p.is_file())
+        .ok_or(RuntimeError::MissingBinary {
+            what: "pgBackRest (pgbackrest), which nanika.toml's [backups] needs",
+            searched: vec![PathBuf::from("$PATH")],
+            install: PGBACKREST_INSTALL,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

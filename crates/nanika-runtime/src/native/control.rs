@@ -11,7 +11,7 @@ use super::postgres::{self, DataDir};
 use super::recovery::{self, Then};
 use super::shutdown;
 use super::supervisor::{self, Plan, ServicePlan, Status};
-use super::{logs, procfs, redis, safe_fs};
+use super::{backups, logs, procfs, redis, safe_fs};
 use crate::error::{Result, RuntimeError};
 use crate::health::{PostgresTarget, ProbeError, Prober};
 use crate::{Progress, Service, ServiceState, ServiceStatus};
@@ -590,8 +590,8 @@ impl<'a> Native<'a> {
                 "removed a stale postmaster.pid that named {holder}, which is not PostgreSQL"
             ));
         }
-        postgres::install_config(&self.loaded.project.path(POSTGRES_CONF), &self.state.layout)?;
         let port = self.port(Service::Postgres);
+        self.install_postgres_config(port)?;
         let (program, args) = postgres::server_args(bins, &self.state.layout, port);
         Ok(ServicePlan {
             program,
@@ -608,6 +608,21 @@ impl<'a> Native<'a> {
             version: Some(bins.version.clone()),
             port,
         })
+    }
+
+    /// PostgreSQL's own copy of the committed `postgresql.conf`, plus, when `nanika.toml` turns
+    /// backups on, pgBackRest's directories and config and the archive settings.
+    fn install_postgres_config(&self, port: u16) -> Result<()> {
+        let layout = &self.state.layout;
+        let backups = &self.loaded.settings.backups;
+        let extra = if backups.enabled {
+            let pgbackrest = binaries::find_pgbackrest(&self.search)?;
+            backups::install(layout, backups, port)?;
+            backups::archive_settings(layout, &pgbackrest)
+        } else {
+            String::new()
+        };
+        postgres::install_config(&self.loaded.project.path(POSTGRES_CONF), layout, &extra)
     }
 
     /// Redis's own copy of the committed `redis.conf`, with the password `.env` gives it.
@@ -863,7 +878,11 @@ impl<'a> Native<'a> {
             self.install_redis_config()?;
         }
         if targets.contains(&Service::Postgres) {
-            postgres::install_config(&self.loaded.project.path(POSTGRES_CONF), &self.state.layout)?;
+            let port = plan
+                .services
+                .get(&Service::Postgres)
+                .map_or(self.port(Service::Postgres), |p| p.port);
+            self.install_postgres_config(port)?;
         }
         supervisor::write_json(&supervisor::plan_file(&self.state.layout), &plan)?;
         self.state.signal_supervisor(Signal::SIGHUP)?;

@@ -446,14 +446,16 @@ fn clear_scratch(layout: &StateLayout, home: &Dir) -> Result<Option<String>> {
     )))
 }
 
-/// Copies the committed `postgresql.conf` to where the server user can read it: into a new file
-/// nanika creates (never through a link), renamed over the old copy.
-pub fn install_config(project_conf: &Path, layout: &StateLayout) -> Result<()> {
+/// Copies the committed `postgresql.conf`, followed by `extra` (settings nanika adds, each block
+/// with a comment saying why), to where the server user can read it: into a new file nanika
+/// creates (never through a link), renamed over the old copy.
+pub fn install_config(project_conf: &Path, layout: &StateLayout, extra: &str) -> Result<()> {
     let home = layout.open_postgres_home()?;
-    let text = fs::read(project_conf).map_err(RuntimeError::io(format!(
+    let mut text = fs::read(project_conf).map_err(RuntimeError::io(format!(
         "cannot read {}",
         project_conf.display()
     )))?;
+    text.extend_from_slice(extra.as_bytes());
     let temp_name = "postgresql.conf.tmp";
     let temp = home.join(temp_name);
     home.remove_file(temp_name)?;

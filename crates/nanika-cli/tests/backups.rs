@@ -1,0 +1,148 @@
+//! Physical backups with pgBackRest (`nanika.toml` [backups]): WAL archiving turned on without
+//! changing a spec value, full/diff/incr backups listed with their sizes, retention.
+
+mod common;
+
+use common::{Stack, text};
+use serde_json::Value;
+
+fn have_pgbackrest() -> bool {
+    let found = std::process::Command::new("pgbackrest")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "pgbackrest is missing: scripts/install-deps --tests installs it"
+        );
+        eprintln!("pgbackrest is missing: skipped");
+    }
+    found
+}
+
+fn backups(stack: &Stack) -> Vec<Value> {
+    let output = stack.run(&["backup", "list", "--json"]);
+    assert!(output.status.success(), "{}", text(&output));
+    serde_json::from_slice::<Vec<Value>>(&output.stdout).unwrap()
+}
+
+fn backup_now(stack: &Stack, kind: &str) -> String {
+    let output = stack.run(&["backup", "now", "--type", kind]);
+    assert!(output.status.success(), "{}", text(&output));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The running server's settings, as `SHOW ALL` gives them: what backups must not change.
+fn spec_settings(stack: &Stack) -> String {
+    stack.psql(
+        "SELECT string_agg(name || '=' || setting, ' ' ORDER BY name) FROM pg_settings \
+         WHERE name NOT IN ('archive_mode', 'archive_command')",
+    )
+}
+
+#[test]
+fn backups_need_the_setting_and_a_server_started_with_it() {
+    let stack = Stack::new();
+    stack.up();
+    let off = stack.run(&["backup", "now"]);
+    assert_eq!(off.status.code(), Some(2), "{}", text(&off));
+    assert!(text(&off).contains("backups are off"), "{}", text(&off));
+
+    stack
+        .project
+        .write("nanika.toml", "[backups]\nenabled = true\n");
+    if !have_pgbackrest() {
+        return;
+    }
+    // Still running without archiving: said, nothing done.
+    let stale = stack.run(&["backup", "now"]);
+    assert_eq!(stale.status.code(), Some(1), "{}", text(&stale));
+    assert!(
+        text(&stale).contains("nanika restart postgres"),
+        "{}",
+        text(&stale)
+    );
+    assert!(
+        !stack
+            .root
+            .join(".nanika/postgres/pgbackrest/repo/backup")
+            .exists(),
+        "a refused backup made a repository"
+    );
+
+    // A setting nanika does not know stops every command, naming the file and line.
+    stack
+        .project
+        .write("nanika.toml", "[backups]\nenabled = true\nretention = 3\n");
+    let wrong = stack.run(&["backup", "list"]);
+    assert_ne!(wrong.status.code(), Some(0), "{}", text(&wrong));
+    assert!(text(&wrong).contains("nanika.toml:3"), "{}", text(&wrong));
+}
+
+#[test]
+fn full_diff_and_incr_backups_are_listed_and_retention_drops_the_oldest_chain() {
+    if !have_pgbackrest() {
+        return;
+    }
+    let stack = Stack::new();
+    stack.up();
+    let before = spec_settings(&stack);
+    stack.project.write(
+        "nanika.toml",
+        "[backups]\nenabled = true\nretention_full = 1\n",
+    );
+    let restarted = stack.run(&["restart", "postgres"]);
+    assert!(restarted.status.success(), "{}", text(&restarted));
+    assert_eq!(
+        spec_settings(&stack),
+        before,
+        "turning backups on changed a setting besides archiving"
+    );
+    assert_eq!(stack.psql("SHOW archive_mode"), "on");
+    let check = stack.run(&["backup", "check"]);
+    assert!(check.status.success(), "{}", text(&check));
+    assert_eq!(backups(&stack), Vec::<Value>::new());
+
+    // The first backup is full whatever was asked, and says so.
+    let first = backup_now(&stack, "incr");
+    assert!(first.starts_with("full backup "), "{first}");
+    assert!(first.contains("made a full one"), "{first}");
+    stack.psql("CREATE TABLE filler AS SELECT g FROM generate_series(1, 200000) g");
+    backup_now(&stack, "diff");
+    // pgBackRest 2.45 copies whole changed files: the incr takes the new table and the catalog
+    // files it touched, not the big table again.
+    stack.psql("CREATE TABLE tiny AS SELECT 1 AS one");
+    backup_now(&stack, "incr");
+
+    let listed = backups(&stack);
+    let kinds: Vec<&str> = listed.iter().map(|b| b["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["full", "diff", "incr"], "{listed:?}");
+    let full = &listed[0];
+    assert!(full["prior"].is_null(), "{full}");
+    assert_eq!(listed[1]["prior"], full["label"]);
+    assert_eq!(listed[2]["prior"], listed[1]["label"]);
+    for backup in &listed {
+        assert!(backup["repository_bytes"].as_u64().unwrap() > 0, "{backup}");
+        assert!(backup["wal_start"].is_string(), "{backup}");
+    }
+    // The diff copied the big new table; the incr after it, only a little.
+    let copied = |b: &Value| b["copied_bytes"].as_u64().unwrap();
+    assert!(copied(&listed[1]) > 6 << 20, "{listed:?}");
+    assert!(copied(&listed[2]) < 2 << 20, "{listed:?}");
+    assert_eq!(
+        copied(full),
+        full["database_bytes"].as_u64().unwrap(),
+        "{full}"
+    );
+    let table = stack.run(&["backup", "list"]);
+    let table = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(table.contains("MiB") && table.contains("diff"), "{table}");
+
+    // retention_full = 1: a second full backup expires the first and what was built on it.
+    backup_now(&stack, "full");
+    let listed_after = backups(&stack);
+    assert_eq!(listed_after.len(), 1, "{listed_after:?}");
+    assert_eq!(listed_after[0]["kind"], "full");
+    assert_ne!(listed_after[0]["label"], full["label"]);
+}
