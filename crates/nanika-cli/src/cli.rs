@@ -102,6 +102,9 @@ pub enum Command {
         /// How many lines of each log to show first.
         #[arg(long, short = 'n', default_value_t = 100)]
         tail: usize,
+        /// Print one JSON object a log record (timestamp, service, level, message, ...).
+        #[arg(long)]
+        json: bool,
     },
     /// Print the environment an app needs to reach the services (secrets masked).
     Env(EnvArgs),

@@ -106,3 +106,29 @@ pub fn cluster_cache() -> Option<nanika_runtime::native::cluster_cache::ClusterC
         .map(ClusterCache::at),
     }
 }
+
+/// Whether this process's local time is UTC: `TZ` names UTC (or is empty), or, without `TZ`,
+/// `/etc/localtime` is UTC's zone file or missing (the C library's default is then UTC).
+/// Any other zone is `false`: converting it would need the zone database.
+pub fn local_time_is_utc() -> bool {
+    fn names_utc(zone: &str) -> bool {
+        let zone = zone.trim_start_matches(':');
+        let zone = zone
+            .strip_prefix("Etc/")
+            .or_else(|| zone.rsplit_once("/zoneinfo/").map(|(_, z)| z))
+            .map_or(zone, |z| z.trim_start_matches("Etc/"));
+        matches!(
+            zone,
+            "" | "UTC" | "UTC0" | "UCT" | "GMT" | "GMT0" | "GMT+0" | "GMT-0" | "Universal" | "Zulu"
+        )
+    }
+    match std::env::var("TZ") {
+        Ok(zone) => names_utc(&zone),
+        Err(std::env::VarError::NotUnicode(_)) => false,
+        Err(std::env::VarError::NotPresent) => match std::fs::read_link("/etc/localtime") {
+            Ok(target) => target.to_str().is_some_and(names_utc),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(_) => false,
+        },
+    }
+}

@@ -72,7 +72,17 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
             service,
             follow,
             tail,
-        } => commands::services::logs(project_dir, runtime, service.map(Into::into), follow, tail),
+            json,
+        } => commands::services::logs(
+            project_dir,
+            runtime,
+            commands::services::LogsArgs {
+                service: service.map(Into::into),
+                follow,
+                tail,
+                json,
+            },
+        ),
         Command::Env(args) => commands::env::env(project_dir, &args),
         Command::Cache(command) => commands::cache::run(command),
         Command::Supervise => {

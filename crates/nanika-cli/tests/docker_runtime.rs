@@ -354,6 +354,22 @@ fn every_command_works_on_the_containers_as_it_does_natively() {
     assert!(logs.lines().count() >= 1, "{logs}");
     assert!(logs.lines().all(|l| l.starts_with("postgres| ")), "{logs}");
     assert!(!logs.contains('\x1b'), "{logs:?}");
+    // --json reads the containers' lines with the native runtime's parsers.
+    let json = docker(&["logs", "--json", "--tail", "20"]);
+    assert!(json.status.success(), "{}", text(&json));
+    let records: Vec<serde_json::Value> = String::from_utf8(json.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}")))
+        .collect();
+    for service in ["postgres", "redis"] {
+        assert!(
+            records
+                .iter()
+                .any(|r| r["service"] == service && r["level"] != "unknown"),
+            "no parsed {service} record: {records:#?}"
+        );
+    }
 
     // logs -f follows the container's log as it grows (log_statement = 'mod' logs the DDL).
     let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_nanika"));

@@ -316,3 +316,79 @@ fn the_tokenizer_finds_metrics_and_skips_labels_and_strings() {
         ["pg_stat_database_blks_hit", "redis_up"]
     );
 }
+
+/// monitoring/vector.toml, and again with its commented sinks switched on: Vector is not a
+/// Debian package, so the file is checked here as TOML and for the pipeline it describes.
+fn vector_configs() -> [(&'static str, toml::Table); 2] {
+    let text = fs_err::read_to_string(monitoring().join("vector.toml")).unwrap();
+    // The commented sinks: from the first `# [sinks.…]` line on, `# key = value` lines.
+    let mut in_sinks = false;
+    let uncommented: String = text
+        .lines()
+        .map(|line| {
+            in_sinks |= line.starts_with("# [sinks.");
+            match line.strip_prefix("# ") {
+                Some(rest) if in_sinks && (rest.starts_with('[') || rest.contains(" = ")) => rest,
+                _ => line,
+            }
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    [
+        ("as committed", text.parse().expect("vector.toml is TOML")),
+        (
+            "with every sink on",
+            uncommented
+                .parse()
+                .expect("vector.toml's commented sinks are TOML"),
+        ),
+    ]
+}
+
+#[test]
+fn the_vector_example_runs_logs_json_and_feeds_every_sink() {
+    for (which, config) in vector_configs() {
+        let source = &config["sources"]["nanika"];
+        assert_eq!(source["type"].as_str(), Some("exec"), "{which}");
+        let command: Vec<&str> = source["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(command[0], "nanika", "{which}");
+        for arg in ["logs", "--json", "-f"] {
+            assert!(command.contains(&arg), "{which}: {command:?} lacks {arg}");
+        }
+        let remap = &config["transforms"]["nanika_records"];
+        assert_eq!(remap["type"].as_str(), Some("remap"));
+        assert_eq!(
+            remap["inputs"].as_array().unwrap()[0].as_str(),
+            Some("nanika")
+        );
+        assert!(
+            remap["source"]
+                .as_str()
+                .unwrap()
+                .contains("parse_json(.message)")
+        );
+        let sinks = config["sinks"].as_table().unwrap();
+        for (name, sink) in sinks {
+            assert_eq!(
+                sink["inputs"].as_array().unwrap()[0].as_str(),
+                Some("nanika_records"),
+                "{which}: sink {name}"
+            );
+        }
+        let expected: &[&str] = if which == "as committed" {
+            &["console"]
+        } else {
+            &["console", "elasticsearch", "loki"]
+        };
+        assert_eq!(
+            sinks.keys().map(String::as_str).collect::<Vec<_>>(),
+            expected,
+            "{which}"
+        );
+    }
+}

@@ -10,6 +10,7 @@
 //!   [`docker`] reads their containers' state, readiness and logs.
 //! - [`runtime`]: one interface over both, so that each command is written once.
 //! - [`health`]: "ready" as the app sees it: `SELECT 1` as the app user, Redis `PING`.
+//! - [`log_records`]: the servers' log lines as structured records (`nanika logs --json`).
 //!
 //! Nothing here prints; progress is reported through [`Progress`].
 
@@ -17,6 +18,7 @@ pub mod compose;
 pub mod docker;
 pub mod error;
 pub mod health;
+pub mod log_records;
 pub mod native;
 pub mod runtime;
 

@@ -14,6 +14,8 @@ use nanika_runtime::{RuntimeError, Service, ServiceStatus};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
+mod json_logs;
+
 /// Turns a runtime error into the CLI's, keeping its hint and showing a failed server's log.
 pub fn runtime_error(error: RuntimeError) -> CliError {
     let hint = error.hint();
@@ -363,23 +365,34 @@ pub fn ps(project_dir: Option<&PathBuf>, runtime_arg: RuntimeArg, json: bool) ->
     Ok(())
 }
 
+/// What `nanika logs` was asked for.
+pub struct LogsArgs {
+    /// One service, or both.
+    pub service: Option<Service>,
+    /// Keep printing new lines.
+    pub follow: bool,
+    /// How many lines of each log first.
+    pub tail: usize,
+    /// One JSON record a line instead of the text.
+    pub json: bool,
+}
+
 /// `nanika logs`.
-pub fn logs(
-    project_dir: Option<&PathBuf>,
-    runtime_arg: RuntimeArg,
-    service: Option<Service>,
-    follow_logs: bool,
-    tail: usize,
-) -> CliResult {
+pub fn logs(project_dir: Option<&PathBuf>, runtime_arg: RuntimeArg, args: LogsArgs) -> CliResult {
     let loaded = context::load_for_services(project_dir)?;
     let state = runtime_state(&loaded, runtime_arg)?;
-    let services: Vec<Service> = service.map_or_else(|| Service::ALL.to_vec(), |s| vec![s]);
+    let services: Vec<Service> = args
+        .service
+        .map_or_else(|| Service::ALL.to_vec(), |s| vec![s]);
+    if args.json {
+        return json_logs::run(state.as_ref(), &services, args.follow, args.tail);
+    }
     for service in &services {
-        for line in state.log_tail(*service, tail).map_err(runtime_error)? {
+        for line in state.log_tail(*service, args.tail).map_err(runtime_error)? {
             print_log_line(*service, &line);
         }
     }
-    if follow_logs {
+    if args.follow {
         state
             .follow_logs(&services, &print_log_line)
             .map_err(runtime_error)?;
@@ -388,6 +401,8 @@ pub fn logs(
 }
 
 fn print_log_line(service: Service, line: &str) {
+    // A statement logged with a password (`log_statement`) shows it masked.
+    let line = nanika_runtime::log_records::mask_passwords(line);
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let code = match service {
         Service::Postgres => "36",
