@@ -265,6 +265,20 @@ pub enum BackupCommand {
     },
     /// Check that PostgreSQL archives WAL into the repository (creating the stanza if needed).
     Check,
+    /// Restore the cluster to a moment (--to) or to the last archived commit (--latest): stops
+    /// PostgreSQL, keeps the cluster as it was aside, restores, replays WAL, starts. Asks first.
+    Restore {
+        /// The moment, with its zone: 2026-11-29T20:31:50Z, 2026-11-30 05:31:50+09:00.
+        #[arg(long, conflicts_with = "latest", required_unless_present = "latest")]
+        to: Option<String>,
+        /// Every commit that reached the repository (everything, when the server is running:
+        /// the current WAL is archived first).
+        #[arg(long)]
+        latest: bool,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// A pgBackRest backup type.

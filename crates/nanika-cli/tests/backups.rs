@@ -146,3 +146,105 @@ fn full_diff_and_incr_backups_are_listed_and_retention_drops_the_oldest_chain() 
     assert_eq!(listed_after[0]["kind"], "full");
     assert_ne!(listed_after[0]["label"], full["label"]);
 }
+
+/// The moment now, as the server sees it, in RFC 3339 UTC with microseconds.
+fn server_now(stack: &Stack) -> String {
+    stack.psql(
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    )
+}
+
+#[test]
+fn a_point_in_time_restore_brings_back_exactly_what_was_committed_before_it() {
+    if !have_pgbackrest() {
+        return;
+    }
+    let stack = Stack::new();
+    stack
+        .project
+        .write("nanika.toml", "[backups]\nenabled = true\n");
+    stack.up();
+    assert!(backup_now(&stack, "full").starts_with("full backup "));
+
+    // t1: the rows to get back; t2: the mistake, and a row after it.
+    stack.psql("CREATE TABLE precious AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000) g");
+    let rows_at_t1 =
+        stack.psql("SELECT count(*) || ':' || md5(string_agg(v, ',' ORDER BY id)) FROM precious");
+    let between = server_now(&stack);
+    stack.psql("DROP TABLE precious");
+    stack.psql("CREATE TABLE after_the_mistake (x int)");
+
+    // Refused before anything is touched: no zone, the future, before the first backup.
+    for (to, says) in [
+        (between.trim_end_matches('Z').to_string(), "with its zone"),
+        ("2999-01-01T00:00:00Z".to_string(), "in the future"),
+        ("2000-01-01T00:00:00Z".to_string(), "the oldest backup"),
+    ] {
+        let refused = stack.run(&["backup", "restore", "--to", &to, "--yes"]);
+        assert!(!refused.status.success(), "{to}: {}", text(&refused));
+        assert!(text(&refused).contains(says), "{to}: {}", text(&refused));
+        assert_eq!(stack.psql("SELECT count(*) FROM after_the_mistake"), "0");
+    }
+    // Without --yes and without a terminal: asks, cannot, does nothing.
+    let unasked = stack.run(&["backup", "restore", "--to", &between]);
+    assert_eq!(unasked.status.code(), Some(2), "{}", text(&unasked));
+    assert_eq!(stack.psql("SELECT count(*) FROM after_the_mistake"), "0");
+
+    let restored = stack.run(&["backup", "restore", "--to", &between, "--yes"]);
+    assert!(restored.status.success(), "{}", text(&restored));
+    assert_eq!(
+        stack.psql("SELECT count(*) || ':' || md5(string_agg(v, ',' ORDER BY id)) FROM precious"),
+        rows_at_t1
+    );
+    assert_eq!(
+        stack.psql("SELECT count(*) FROM pg_class WHERE relname = 'after_the_mistake'"),
+        "0",
+        "a change after the target survived the restore"
+    );
+    // The cluster from before the restore is kept, and named.
+    let said = text(&restored);
+    let kept = std::fs::read_dir(stack.root.join(".nanika/postgres"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|name| name.starts_with("data.before-restore-"))
+        .unwrap_or_else(|| panic!("no cluster kept aside: {said}"));
+    assert!(said.contains(&kept), "{said}");
+    assert!(
+        stack
+            .root
+            .join(".nanika/postgres")
+            .join(&kept)
+            .join("PG_VERSION")
+            .exists()
+    );
+
+    // --latest after a SIGKILL of the server: every committed row.
+    stack.psql("CREATE TABLE counted (n int)");
+    for n in 0..50 {
+        stack.psql(&format!("INSERT INTO counted VALUES ({n})"));
+    }
+    let before = stack.service("postgres");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(before["pid"].as_u64().unwrap() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(
+        common::eventually(std::time::Duration::from_secs(60), || {
+            let now = stack.service("postgres");
+            now["state"] == "healthy" && now["pid"] != before["pid"]
+        }),
+        "postgres was not restarted after SIGKILL"
+    );
+    let latest = stack.run(&["backup", "restore", "--latest", "--yes"]);
+    assert!(latest.status.success(), "{}", text(&latest));
+    assert_eq!(stack.psql("SELECT count(*) FROM counted"), "50");
+    assert_eq!(
+        stack.psql("SELECT count(*) || ':' || md5(string_agg(v, ',' ORDER BY id)) FROM precious"),
+        rows_at_t1
+    );
+    // Still archiving after its promotion, on its new timeline.
+    let check = stack.run(&["backup", "check"]);
+    assert!(check.status.success(), "{}", text(&check));
+}

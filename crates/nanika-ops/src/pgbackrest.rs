@@ -156,6 +156,23 @@ impl PgBackRest {
             })
     }
 
+    /// Restores the cluster (PostgreSQL must be stopped) with `--delta` to `target`: the files
+    /// of the backup the target needs, then, when PostgreSQL starts, the archived WAL replayed
+    /// up to the target and the cluster promoted.
+    pub fn restore(&self, target: &RecoveryTarget) -> Result<()> {
+        let mut args = vec!["--delta".to_string()];
+        match target {
+            RecoveryTarget::Latest => args.push("--type=default".into()),
+            RecoveryTarget::Time(time) => {
+                args.push("--type=time".into());
+                args.push(format!("--target={}", time.text));
+                args.push("--target-action=promote".into());
+            }
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run("restore", &args).map(drop)
+    }
+
     /// The backups in the repository, oldest first.
     pub fn list(&self) -> Result<Vec<BackupEntry>> {
         let text = self.run("info", &["--output=json"])?;
@@ -163,6 +180,140 @@ impl PgBackRest {
             message: format!("cannot read pgBackRest's `info --output=json`: {reason}"),
             hint: "is this the pgBackRest version nanika was tested with (2.45)?".into(),
         })
+    }
+}
+
+/// Where a restore recovers to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecoveryTarget {
+    /// The end of the archived WAL: every commit that reached the repository.
+    Latest,
+    /// The last commit at or before this moment.
+    Time(RecoveryTime),
+}
+
+/// A moment to recover to, with its zone: `2026-11-29T20:31:50Z`, `2026-11-29 20:31:50.25+09:00`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecoveryTime {
+    /// As pgBackRest and PostgreSQL's `recovery_target_time` read it:
+    /// `2026-11-29 20:31:50+00`.
+    pub text: String,
+    /// Seconds since the epoch.
+    pub epoch: f64,
+}
+
+impl RecoveryTime {
+    /// Reads an RFC 3339 moment (a space for the `T` allowed). A moment without a zone is
+    /// refused: read in the server's zone or the user's, it would be a guess.
+    pub fn parse(text: &str) -> std::result::Result<RecoveryTime, String> {
+        let wrong = || {
+            format!(
+                "{text:?} is not a moment with its zone, e.g. 2026-11-29T20:31:50Z or 2026-11-29 20:31:50+09:00"
+            )
+        };
+        let bytes = text.as_bytes();
+        if bytes.len() < 20 || !matches!(bytes[10], b'T' | b' ') {
+            return Err(wrong());
+        }
+        let number = |range: std::ops::Range<usize>| -> std::result::Result<i64, String> {
+            text.get(range)
+                .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(wrong)
+        };
+        let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+        let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+        if &text[4..5] != "-" || &text[7..8] != "-" || &text[13..14] != ":" || &text[16..17] != ":"
+        {
+            return Err(wrong());
+        }
+        let mut rest = &text[19..];
+        let mut fraction = 0.0;
+        if let Some(after_dot) = rest.strip_prefix('.') {
+            let digits = after_dot.bytes().take_while(u8::is_ascii_digit).count();
+            if digits == 0 {
+                return Err(wrong());
+            }
+            fraction = format!("0.{}", &after_dot[..digits])
+                .parse()
+                .map_err(|_| wrong())?;
+            rest = &after_dot[digits..];
+        }
+        let offset = match rest {
+            "Z" | "z" => 0,
+            zone if zone.len() == 6 && matches!(&zone[..1], "+" | "-") && &zone[3..4] == ":" => {
+                let sign = if zone.starts_with('-') { -1 } else { 1 };
+                let hours: i64 = zone[1..3].parse().map_err(|_| wrong())?;
+                let minutes: i64 = zone[4..6].parse().map_err(|_| wrong())?;
+                sign * (hours * 3600 + minutes * 60)
+            }
+            _ => return Err(wrong()),
+        };
+        if !(1..=12).contains(&month)
+            || !(1..=31).contains(&day)
+            || hour > 23
+            || minute > 59
+            || second > 60
+        {
+            return Err(wrong());
+        }
+        let days = days_from_civil(year, month, day);
+        let epoch = (days * 86_400 + hour * 3600 + minute * 60 + second - offset) as f64 + fraction;
+        // pgBackRest reads `YYYY-MM-DD HH:MM:SS[.fraction][+HH:MM]`, and so does PostgreSQL.
+        let zone = if matches!(rest, "Z" | "z") {
+            "+00"
+        } else {
+            rest
+        };
+        Ok(RecoveryTime {
+            text: format!(
+                "{} {}{zone}",
+                &text[..10],
+                &text[11..text.len() - rest.len()]
+            ),
+            epoch,
+        })
+    }
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Waits until the server behind `url` has left recovery (a restored cluster replays WAL up to
+/// its target, then is promoted), for at most `limit`.
+pub async fn wait_promoted(url: &DatabaseUrl, limit: std::time::Duration) -> Result<()> {
+    let deadline = std::time::Instant::now() + limit;
+    let mut conn = crate::pg::connect(url, None).await?;
+    loop {
+        let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| OpsError::Sql {
+                context: "asking whether recovery is over".into(),
+                source: e,
+            })?;
+        if !in_recovery {
+            crate::pg::close(conn).await;
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(OpsError::Refused {
+                message: format!(
+                    "PostgreSQL is still replaying WAL after {} s",
+                    limit.as_secs()
+                ),
+                hint: "look at `nanika logs postgres`".into(),
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 
@@ -277,6 +428,26 @@ mod tests {
             entries[1].wal_start.as_deref(),
             Some("000000010000000000000006")
         );
+    }
+
+    #[test]
+    fn recovery_times_need_a_zone_and_are_read_to_the_epoch() {
+        let utc = RecoveryTime::parse("2026-11-29T20:31:50Z").unwrap();
+        assert_eq!(utc.epoch, 1_795_984_310.0);
+        assert_eq!(utc.text, "2026-11-29 20:31:50+00");
+        let tokyo = RecoveryTime::parse("2026-11-30 05:31:50.5+09:00").unwrap();
+        assert_eq!(tokyo.epoch, 1_795_984_310.5);
+        assert_eq!(tokyo.text, "2026-11-30 05:31:50.5+09:00");
+        for wrong in [
+            "2026-11-29T20:31:50",
+            "2026-11-29",
+            "yesterday",
+            "2026-13-29T20:31:50Z",
+            "2026-11-29T20:31:50+0900",
+            "2026-11-29T20:31:50.Z",
+        ] {
+            assert!(RecoveryTime::parse(wrong).is_err(), "{wrong}");
+        }
     }
 
     #[test]

@@ -5,12 +5,19 @@ use crate::cli::{BackupCommand, BackupKindArg, RuntimeArg};
 use crate::context;
 use crate::error::{CliError, CliResult};
 use crate::output::print_table;
+use crate::progress::Spinners;
+use nanika_config::ValidProject;
 use nanika_ops::pg;
-use nanika_ops::pgbackrest::{self, BackupEntry, BackupKind, PgBackRest};
+use nanika_ops::pgbackrest::{
+    self, BackupEntry, BackupKind, PgBackRest, RecoveryTarget, RecoveryTime,
+};
 use nanika_runtime::Service;
 use nanika_runtime::compose::RuntimeKind;
+use nanika_runtime::native::control::Native;
 use nanika_runtime::native::layout::{ServerUser, StateLayout};
+use nanika_runtime::runtime::{NativeRuntime, Runtime};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Runs `command` on the project's PostgreSQL, once it is proven to be this project's and to
 /// archive WAL into this project's repository.
@@ -81,6 +88,16 @@ pub fn run(
                 made.stopped_at - made.started_at
             );
         }
+        BackupCommand::Restore { to, latest, yes } => {
+            let target = match (to, latest) {
+                (Some(text), false) => RecoveryTarget::Time(
+                    RecoveryTime::parse(&text)
+                        .map_err(|why| CliError::usage(format!("--to: {why}; nothing was done")))?,
+                ),
+                _ => RecoveryTarget::Latest,
+            };
+            restore(&valid, &layout, &tool, &target, yes)?;
+        }
         BackupCommand::List { json } => {
             let backups = tool.list().map_err(ops_error)?;
             if json {
@@ -108,6 +125,161 @@ pub fn run(
         }
     }
     Ok(())
+}
+
+/// How long a restored cluster may take to replay its WAL and be promoted.
+const RECOVERY_LIMIT: Duration = Duration::from_secs(120);
+
+/// Stops PostgreSQL, keeps its cluster aside, restores `target`, starts it and waits until it
+/// is promoted and the app's database answers. When any of that fails, the restored cluster is
+/// kept aside in turn and the one from before is put back and started.
+fn restore(
+    valid: &ValidProject,
+    layout: &StateLayout,
+    tool: &PgBackRest,
+    target: &RecoveryTarget,
+    yes: bool,
+) -> CliResult {
+    let backups = tool.list().map_err(ops_error)?;
+    let Some(oldest) = backups.first() else {
+        return Err(CliError::failure(
+            "the repository has no backup to restore from; nothing was done",
+        )
+        .hint("`nanika backup now --type full` takes one"));
+    };
+    let shown = match target {
+        RecoveryTarget::Latest => "the last archived commit".to_string(),
+        RecoveryTarget::Time(time) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            if time.epoch > now {
+                return Err(CliError::usage(format!(
+                    "--to {} is in the future; nothing was done",
+                    time.text
+                )));
+            }
+            if !backups.iter().any(|b| b.stopped_at as f64 <= time.epoch) {
+                return Err(CliError::failure(format!(
+                    "the oldest backup ended at {}: there is nothing to restore {} from; nothing was done",
+                    crate::clock::rfc3339(oldest.stopped_at),
+                    time.text
+                )));
+            }
+            time.text.clone()
+        }
+    };
+    super::services::confirm(
+        &format!(
+            "Restore PostgreSQL's cluster of {} to {shown}? Its current cluster is kept aside",
+            valid.project.root().display()
+        ),
+        yes,
+    )?;
+    // Every commit so far reaches the repository first: `check` switches to a new WAL segment
+    // and waits until the old one is archived.
+    tool.check().map_err(ops_error)?;
+    let native = Native::new(valid, context::binary_search(), context::cluster_cache())
+        .map_err(super::services::runtime_error)?;
+    let runtime = NativeRuntime::new(native, super::services::supervisor_command(valid)?);
+    let spinners = Spinners::new();
+    let stopped = runtime.native().stop(Service::Postgres, &spinners);
+    spinners.finish();
+    stopped.map_err(super::services::runtime_error)?;
+
+    let stamp = crate::clock::file_stamp();
+    let aside = format!("data.before-restore-{stamp}");
+    copy_cluster(layout, &aside)?;
+    let env = &valid.infra.env;
+    let admin = pg::admin_url(&env.database_url, layout.postgres_admin_password().as_ref());
+    let restored = tool
+        .restore(target)
+        .map_err(ops_error)
+        .and_then(|()| start_postgres(&runtime))
+        .and_then(|()| {
+            block_on(async {
+                pgbackrest::wait_promoted(&admin, RECOVERY_LIMIT).await?;
+                let conn = pg::connect(&env.database_url, None).await?;
+                pg::close(conn).await;
+                Ok(())
+            })
+            .map_err(ops_error)
+        });
+    let home = layout.postgres_home.display();
+    match restored {
+        Ok(()) => {
+            crate::say!(
+                "restored to {shown}; the cluster as it was before is in {home}/{aside} (delete it once you are sure; `nanika down --volumes` deletes it too)"
+            );
+            Ok(())
+        }
+        Err(error) => {
+            let failed = format!("data.failed-restore-{stamp}");
+            let put_back = put_back(&runtime, layout, &aside, &failed);
+            let outcome = match put_back {
+                Ok(()) => format!(
+                    "the cluster from before is back and running; the failed restore is in {home}/{failed}"
+                ),
+                Err(why) => format!(
+                    "and putting the cluster from before back failed too ({why}): it is in {home}/{aside}"
+                ),
+            };
+            Err(CliError::failure(format!(
+                "the restore failed: {error}
+{outcome}"
+            )))
+        }
+    }
+}
+
+/// Starts PostgreSQL again (the supervisor still runs Redis).
+fn start_postgres(runtime: &NativeRuntime<'_>) -> CliResult {
+    let spinners = Spinners::new();
+    let started = runtime.up(&[Service::Postgres], &spinners);
+    spinners.finish();
+    started.map(drop).map_err(super::services::runtime_error)
+}
+
+/// Copies the stopped cluster to `aside` in PostgreSQL's home, as the server user (a reflink
+/// where the filesystem has them).
+fn copy_cluster(layout: &StateLayout, aside: &str) -> CliResult {
+    let mut cp = std::process::Command::new("cp");
+    cp.args(["-a", "--reflink=auto", "--sparse=always", "data", aside])
+        .current_dir(&layout.postgres_home);
+    if let Some(user) = &layout.server_user {
+        std::os::unix::process::CommandExt::uid(&mut cp, user.uid);
+        std::os::unix::process::CommandExt::gid(&mut cp, user.gid);
+    }
+    let output = cp
+        .output()
+        .map_err(|e| CliError::failure("cannot run cp").caused_by(e))?;
+    if !output.status.success() {
+        return Err(CliError::failure(format!(
+            "cannot keep the cluster aside before restoring ({}); nothing was restored: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+        .hint("`nanika up` starts PostgreSQL again as it was"));
+    }
+    Ok(())
+}
+
+/// After a failed restore: PostgreSQL stopped, the restored cluster renamed to `failed`, the
+/// one kept `aside` renamed back, PostgreSQL started.
+fn put_back(
+    runtime: &NativeRuntime<'_>,
+    layout: &StateLayout,
+    aside: &str,
+    failed: &str,
+) -> Result<(), String> {
+    let spinners = Spinners::new();
+    // Not running is fine: the restored cluster may never have started.
+    let _ = runtime.native().stop(Service::Postgres, &spinners);
+    spinners.finish();
+    let home = layout.open_postgres_home().map_err(|e| e.to_string())?;
+    home.rename_new("data", failed).map_err(|e| e.to_string())?;
+    home.rename_new(aside, "data").map_err(|e| e.to_string())?;
+    start_postgres(runtime).map_err(|e| e.to_string())
 }
 
 fn kind_of(arg: BackupKindArg) -> BackupKind {

@@ -76,7 +76,7 @@ fn runtime_for(loaded: &LoadedProject, arg: RuntimeArg, starting: bool) -> CliRe
     Ok(kind)
 }
 
-fn supervisor_command(loaded: &LoadedProject) -> CliResult<SupervisorCommand> {
+pub(crate) fn supervisor_command(loaded: &LoadedProject) -> CliResult<SupervisorCommand> {
     let program = std::env::current_exe()
         .map_err(|e| CliError::failure("cannot find the nanika binary").caused_by(e))?;
     let root = loaded.project.root().display().to_string();

@@ -904,6 +904,48 @@ impl<'a> Native<'a> {
         self.wait_healthy(&targets, None, progress)
     }
 
+    /// Stops `service` alone, leaving the supervisor and the other service running, and
+    /// returns once its process is gone (for work on its data while it is down, such as a
+    /// physical restore). `up` starts it again.
+    pub fn stop(&self, service: Service, progress: &dyn Progress) -> Result<()> {
+        if !supervisor::is_running(&self.state.layout) {
+            return Err(RuntimeError::NotRunning {
+                service,
+                other_listener: None,
+            });
+        }
+        let _lock = self.state.lock(progress)?;
+        let mut plan: Plan =
+            supervisor::read_json(&supervisor::plan_file(&self.state.layout)).unwrap_or_default();
+        if plan.services.remove(&service).is_none() {
+            return Err(RuntimeError::NotRunning {
+                service,
+                other_listener: None,
+            });
+        }
+        let pid = self
+            .state
+            .read_status()
+            .and_then(|s| s.services.get(&service).and_then(|r| r.pid));
+        progress.step(service, "stopping");
+        supervisor::write_json(&supervisor::plan_file(&self.state.layout), &plan)?;
+        self.state.signal_supervisor(Signal::SIGHUP)?;
+        // The supervisor stops it asynchronously, within its own bound (graceful, then forced).
+        let deadline = Instant::now() + DOWN_TIMEOUT;
+        while pid.is_some_and(procfs::is_alive) {
+            if Instant::now() >= deadline {
+                return Err(RuntimeError::Other(format!(
+                    "{service} (pid {}) did not stop within {} s",
+                    pid.unwrap_or_default(),
+                    DOWN_TIMEOUT.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        progress.step(service, "stopped");
+        Ok(())
+    }
+
     /// The state of each service, checked with a real query (both at once).
     pub fn status(&self) -> Vec<ServiceStatus> {
         let supervised = supervisor::is_running(&self.state.layout);
