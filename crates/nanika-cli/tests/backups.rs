@@ -248,3 +248,66 @@ fn a_point_in_time_restore_brings_back_exactly_what_was_committed_before_it() {
     let check = stack.run(&["backup", "check"]);
     assert!(check.status.success(), "{}", text(&check));
 }
+
+#[test]
+fn a_damaged_backup_file_is_found_by_verify_and_reported_by_doctor() {
+    if !have_pgbackrest() {
+        return;
+    }
+    let stack = Stack::new();
+    stack
+        .project
+        .write("nanika.toml", "[backups]\nenabled = true\n");
+    stack.up();
+    let doctor = |stack: &Stack| -> Value {
+        let output = stack.run(&["doctor", "--json"]);
+        let checks: Vec<Value> = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", text(&output)));
+        checks
+            .into_iter()
+            .find(|c| c["name"] == "backups")
+            .unwrap_or_else(|| panic!("no backups check: {}", text(&output)))
+    };
+    let empty = doctor(&stack);
+    assert_eq!(empty["verdict"], "warn", "{empty}");
+    assert!(empty["seen"].as_str().unwrap().contains("no backup"), "{empty}");
+    let said = backup_now(&stack, "full");
+    assert!(said.contains("verified"), "{said}");
+    let healthy = doctor(&stack);
+    assert_eq!(healthy["verdict"], "ok", "{healthy}");
+    assert_eq!(backups(&stack)[0]["verified"], "valid");
+
+    // One byte changed in one file of the backup, as a failing disk would.
+    let label = backups(&stack)[0]["label"].as_str().unwrap().to_string();
+    let files = stack
+        .root
+        .join(".nanika/postgres/pgbackrest/repo/backup/nanika")
+        .join(&label)
+        .join("pg_data/global");
+    let victim = std::fs::read_dir(&files)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 200))
+        .min()
+        .unwrap_or_else(|| panic!("no file to damage in {}", files.display()));
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&victim, bytes).unwrap();
+
+    assert_eq!(backups(&stack)[0]["verified"], "invalid");
+    let damaged = doctor(&stack);
+    assert_eq!(damaged["verdict"], "fail", "{damaged}");
+    assert!(
+        damaged["seen"].as_str().unwrap().contains(&label),
+        "{damaged}"
+    );
+    // The next backup says the repository is damaged, and that it itself is intact.
+    let next = stack.run(&["backup", "now", "--type", "full"]);
+    assert_eq!(next.status.code(), Some(1), "{}", text(&next));
+    assert!(
+        text(&next).contains("the new backup reads back intact"),
+        "{}",
+        text(&next)
+    );
+}

@@ -120,8 +120,102 @@ pub async fn run(input: &DoctorInput<'_>) -> Vec<Check> {
     }
     postgres_checks(input, &mut checks).await;
     redis_checks(input, &mut checks);
+    if matches!(input.identity, Identity::Native) && input.loaded.settings.backups.enabled {
+        backup_checks(input, &mut checks);
+    }
     disk_checks(input, &mut checks);
     checks
+}
+
+/// A backup older than this is worth a warning (until the supervisor takes them on a schedule).
+const BACKUP_STALE_AFTER_SECS: i64 = 7 * 86_400;
+
+/// With `nanika.toml`'s backups on: the repository answers, has a backup, a recent one, and
+/// every backup and archived WAL segment reads back intact (`pgbackrest verify`).
+fn backup_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
+    const NAME: &str = "backups";
+    let program = match binaries::find_pgbackrest(input.search) {
+        Ok(program) => program,
+        Err(error) => {
+            checks.push(fail(
+                NAME,
+                error.to_string(),
+                "sudo apt-get install -y pgbackrest",
+            ));
+            return;
+        }
+    };
+    let password = input
+        .layout
+        .postgres_admin_password()
+        .unwrap_or_else(|| input.loaded.infra.env.postgres_password.clone());
+    let tool = crate::pgbackrest::PgBackRest::new(program, input.layout, password);
+    let backups = match tool.list() {
+        Ok(backups) => backups,
+        Err(error) => {
+            checks.push(fail(
+                NAME,
+                format!("pgBackRest's repository does not answer: {error}"),
+                "`nanika backup check` (it creates the stanza when PostgreSQL runs)",
+            ));
+            return;
+        }
+    };
+    let Some(last) = backups.last() else {
+        checks.push(warn(
+            NAME,
+            "no backup in the repository yet",
+            "`nanika backup now --type full`",
+        ));
+        return;
+    };
+    let verification = match tool.verify() {
+        Ok(verification) => verification,
+        Err(error) => {
+            checks.push(fail(
+                NAME,
+                format!("pgbackrest verify failed: {error}"),
+                "look at the log in .nanika/postgres/pgbackrest/log",
+            ));
+            return;
+        }
+    };
+    if !verification.all_valid() {
+        checks.push(fail(
+            NAME,
+            format!(
+                "pgbackrest verify found damage: {}",
+                verification.problems.join("; ")
+            ),
+            "take a new full backup (`nanika backup now --type full`); the damaged ones leave with retention; look at the disk the repository is on",
+        ));
+        return;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let age = now - last.stopped_at;
+    let seen = format!(
+        "{} backups, all verified; the last ({}, {}) ended {} ago",
+        backups.len(),
+        last.label,
+        last.kind.as_str(),
+        human_age(age)
+    );
+    if age > BACKUP_STALE_AFTER_SECS {
+        checks.push(warn(NAME, seen, "`nanika backup now`"));
+    } else {
+        checks.push(ok(NAME, seen));
+    }
+}
+
+fn human_age(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s if s < 172_800 => format!("{} h", s / 3600),
+        s => format!("{} days", s / 86_400),
+    }
 }
 
 /// Every other command refuses a configuration with errors; doctor reports them and goes on.

@@ -62,6 +62,8 @@ pub struct BackupEntry {
     pub wal_start: Option<String>,
     /// The last WAL segment it needs.
     pub wal_stop: Option<String>,
+    /// What `verify` said of it (`valid`, `invalid`), when it was asked.
+    pub verified: Option<String>,
 }
 
 /// pgBackRest for one project.
@@ -173,6 +175,13 @@ impl PgBackRest {
         self.run("restore", &args).map(drop)
     }
 
+    /// `verify`: every file of every backup and every archived WAL segment read back and checked
+    /// against its checksum.
+    pub fn verify(&self) -> Result<Verification> {
+        let text = self.run("verify", &["--output=text", "--verbose"])?;
+        Ok(parse_verify(&text))
+    }
+
     /// The backups in the repository, oldest first.
     pub fn list(&self) -> Result<Vec<BackupEntry>> {
         let text = self.run("info", &["--output=json"])?;
@@ -181,6 +190,65 @@ impl PgBackRest {
             hint: "is this the pgBackRest version nanika was tested with (2.45)?".into(),
         })
     }
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Verification {
+    /// Each backup's status by label: `valid`, `invalid`, ...
+    pub backups: std::collections::BTreeMap<String, String>,
+    /// Archived WAL segments missing or failing their checks.
+    pub bad_wal_segments: u64,
+    /// The lines that say what is wrong (empty when all is well).
+    pub problems: Vec<String>,
+}
+
+impl Verification {
+    /// Whether every backup and WAL segment checked out.
+    pub fn all_valid(&self) -> bool {
+        self.bad_wal_segments == 0 && self.backups.values().all(|s| s == "valid")
+    }
+
+    /// The labels of the backups that did not check out.
+    pub fn invalid_backups(&self) -> Vec<&str> {
+        self.backups
+            .iter()
+            .filter(|(_, status)| *status != "valid")
+            .map(|(label, _)| label.as_str())
+            .collect()
+    }
+}
+
+/// Reads `verify --output=text --verbose` (pgBackRest 2.45 exits 0 whatever it finds).
+fn parse_verify(text: &str) -> Verification {
+    let mut found = Verification::default();
+    let mut last_header = String::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("backup: ") {
+            let mut parts = rest.split(", ");
+            let label = parts.next().unwrap_or_default().to_string();
+            let status = parts
+                .find_map(|p| p.strip_prefix("status: "))
+                .unwrap_or("unknown")
+                .to_string();
+            found.backups.insert(label, status);
+            last_header = line.to_string();
+        } else if line.starts_with("archiveId: ") {
+            last_header = line.to_string();
+        } else if line.starts_with("missing: ") {
+            let bad: u64 = line
+                .split(", ")
+                .filter_map(|p| p.rsplit_once(": ").and_then(|(_, n)| n.parse::<u64>().ok()))
+                .sum();
+            if bad > 0 {
+                if last_header.starts_with("archiveId: ") {
+                    found.bad_wal_segments += bad;
+                }
+                found.problems.push(format!("{last_header}: {line}"));
+            }
+        }
+    }
+    found
 }
 
 /// Where a restore recovers to.
@@ -394,6 +462,7 @@ fn parse_info(text: &str) -> std::result::Result<Vec<BackupEntry>, String> {
             repository_bytes: b.info.repository.delta,
             wal_start: b.archive.as_ref().and_then(|a| a.start.clone()),
             wal_stop: b.archive.and_then(|a| a.stop),
+            verified: None,
         })
         .collect())
 }
@@ -448,6 +517,24 @@ mod tests {
         ] {
             assert!(RecoveryTime::parse(wrong).is_err(), "{wrong}");
         }
+    }
+
+    #[test]
+    fn verify_output_is_read_per_backup_and_for_the_wal() {
+        let text = "stanza: nanika\nstatus: error\n\
+            \x20 archiveId: 15-1, total WAL checked: 5, total valid WAL: 4\n\
+            \x20   missing: 0, checksum invalid: 1, size invalid: 0, other: 0\n\
+            \x20 backup: 20261129-204132F, status: invalid, total files checked: 1262, total valid files: 1261\n\
+            \x20   missing: 0, checksum invalid: 1, size invalid: 0, other: 0\n\
+            \x20 backup: 20261129-204141F, status: valid, total files checked: 1262, total valid files: 1262\n\
+            \x20   missing: 0, checksum invalid: 0, size invalid: 0, other: 0\n";
+        let found = parse_verify(text);
+        assert!(!found.all_valid());
+        assert_eq!(found.invalid_backups(), ["20261129-204132F"]);
+        assert_eq!(found.backups["20261129-204141F"], "valid");
+        assert_eq!(found.bad_wal_segments, 1);
+        assert_eq!(found.problems.len(), 2, "{:?}", found.problems);
+        assert!(parse_verify("stanza: nanika\nstatus: ok\n").all_valid());
     }
 
     #[test]

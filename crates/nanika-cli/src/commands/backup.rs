@@ -87,6 +87,20 @@ pub fn run(
                 size(made.repository_bytes),
                 made.stopped_at - made.started_at
             );
+            // Read back at once: a backup that cannot be restored is worse than none.
+            let verification = tool.verify().map_err(ops_error)?;
+            if !verification.all_valid() {
+                let new_one = match verification.backups.get(&made.label).map(String::as_str) {
+                    Some("valid") => "the new backup reads back intact, but ",
+                    _ => "",
+                };
+                return Err(CliError::failure(format!(
+                    "{new_one}pgbackrest verify found damage in the repository:\n  {}",
+                    verification.problems.join("\n  ")
+                ))
+                .hint("take a new full backup (`nanika backup now --type full`); look at the disk the repository is on"));
+            }
+            crate::say!("verified: every backup and archived WAL segment reads back intact");
         }
         BackupCommand::Restore { to, latest, yes } => {
             let target = match (to, latest) {
@@ -99,7 +113,11 @@ pub fn run(
             restore(&valid, &layout, &tool, &target, yes)?;
         }
         BackupCommand::List { json } => {
-            let backups = tool.list().map_err(ops_error)?;
+            let mut backups = tool.list().map_err(ops_error)?;
+            let verification = tool.verify().map_err(ops_error)?;
+            for backup in &mut backups {
+                backup.verified = verification.backups.get(&backup.label).cloned();
+            }
             if json {
                 crate::say!(
                     "{}",
@@ -118,6 +136,7 @@ pub fn run(
                         "copied",
                         "repository",
                         "wal",
+                        "verified",
                     ],
                     &backups.iter().map(row).collect::<Vec<_>>(),
                 );
@@ -304,6 +323,7 @@ fn row(backup: &BackupEntry) -> Vec<String> {
             (Some(start), Some(stop)) => format!("{start}..{stop}"),
             _ => "-".into(),
         },
+        backup.verified.clone().unwrap_or_else(|| "-".into()),
     ]
 }
 
