@@ -49,9 +49,10 @@ fn backups_need_the_setting_and_a_server_started_with_it() {
     assert_eq!(off.status.code(), Some(2), "{}", text(&off));
     assert!(text(&off).contains("backups are off"), "{}", text(&off));
 
-    stack
-        .project
-        .write("nanika.toml", "[backups]\nenabled = true\n");
+    stack.project.write(
+        "nanika.toml",
+        "[backups]\nenabled = true\nschedule = false\n",
+    );
     if !have_pgbackrest() {
         return;
     }
@@ -72,12 +73,13 @@ fn backups_need_the_setting_and_a_server_started_with_it() {
     );
 
     // A setting nanika does not know stops every command, naming the file and line.
-    stack
-        .project
-        .write("nanika.toml", "[backups]\nenabled = true\nretention = 3\n");
+    stack.project.write(
+        "nanika.toml",
+        "[backups]\nenabled = true\nschedule = false\nretention = 3\n",
+    );
     let wrong = stack.run(&["backup", "list"]);
     assert_ne!(wrong.status.code(), Some(0), "{}", text(&wrong));
-    assert!(text(&wrong).contains("nanika.toml:3"), "{}", text(&wrong));
+    assert!(text(&wrong).contains("nanika.toml:4"), "{}", text(&wrong));
 }
 
 #[test]
@@ -90,7 +92,7 @@ fn full_diff_and_incr_backups_are_listed_and_retention_drops_the_oldest_chain() 
     let before = spec_settings(&stack);
     stack.project.write(
         "nanika.toml",
-        "[backups]\nenabled = true\nretention_full = 1\n",
+        "[backups]\nenabled = true\nschedule = false\nretention_full = 1\n",
     );
     let restarted = stack.run(&["restart", "postgres"]);
     assert!(restarted.status.success(), "{}", text(&restarted));
@@ -160,9 +162,10 @@ fn a_point_in_time_restore_brings_back_exactly_what_was_committed_before_it() {
         return;
     }
     let stack = Stack::new();
-    stack
-        .project
-        .write("nanika.toml", "[backups]\nenabled = true\n");
+    stack.project.write(
+        "nanika.toml",
+        "[backups]\nenabled = true\nschedule = false\n",
+    );
     stack.up();
     assert!(backup_now(&stack, "full").starts_with("full backup "));
 
@@ -255,9 +258,10 @@ fn a_damaged_backup_file_is_found_by_verify_and_reported_by_doctor() {
         return;
     }
     let stack = Stack::new();
-    stack
-        .project
-        .write("nanika.toml", "[backups]\nenabled = true\n");
+    stack.project.write(
+        "nanika.toml",
+        "[backups]\nenabled = true\nschedule = false\n",
+    );
     stack.up();
     let doctor = |stack: &Stack| -> Value {
         let output = stack.run(&["doctor", "--json"]);
@@ -270,7 +274,10 @@ fn a_damaged_backup_file_is_found_by_verify_and_reported_by_doctor() {
     };
     let empty = doctor(&stack);
     assert_eq!(empty["verdict"], "warn", "{empty}");
-    assert!(empty["seen"].as_str().unwrap().contains("no backup"), "{empty}");
+    assert!(
+        empty["seen"].as_str().unwrap().contains("no backup"),
+        "{empty}"
+    );
     let said = backup_now(&stack, "full");
     assert!(said.contains("verified"), "{said}");
     let healthy = doctor(&stack);
@@ -309,5 +316,83 @@ fn a_damaged_backup_file_is_found_by_verify_and_reported_by_doctor() {
         text(&next).contains("the new backup reads back intact"),
         "{}",
         text(&next)
+    );
+}
+
+#[test]
+fn the_supervisor_takes_backups_on_schedule_and_reports_a_failing_one() {
+    if !have_pgbackrest() {
+        return;
+    }
+    let stack = Stack::new();
+    stack.project.write(
+        "nanika.toml",
+        "[backups]\nenabled = true\nincr_every = \"3s\"\n",
+    );
+    stack.up();
+    let limit = std::time::Duration::from_secs(90);
+    let mut listed = Vec::new();
+    assert!(
+        common::eventually(limit, || {
+            listed = backups(&stack);
+            listed.iter().any(|b| b["kind"] == "full") && listed.iter().any(|b| b["kind"] == "incr")
+        }),
+        "no full and incremental backup on schedule: {listed:?}"
+    );
+    assert_eq!(
+        listed[0]["kind"], "full",
+        "the first scheduled backup is full"
+    );
+    assert!(
+        listed.iter().all(|b| b["verified"] == "valid"),
+        "{listed:?}"
+    );
+    let ps = text(&stack.run(&["ps"]));
+    assert!(
+        ps.contains("backups: full every 7d, diff every 1d, incr every 3s; last full 20"),
+        "{ps}"
+    );
+    let logs = text(&stack.run(&["logs", "postgres", "-n", "500"]));
+    assert!(logs.contains("scheduled full backup"), "{logs}");
+    // A backup by hand beside the schedule waits for pgBackRest's lock instead of failing.
+    for _ in 0..3 {
+        assert!(backup_now(&stack, "incr").starts_with("incr backup "));
+    }
+
+    // The repository becomes unwritable: the failure is recorded, shown and retried.
+    let repo = stack.root.join(".nanika/postgres/pgbackrest/repo/backup");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&repo, std::fs::Permissions::from_mode(0o000)).unwrap();
+    struct Restore(std::path::PathBuf);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o750));
+        }
+    }
+    let restore = Restore(repo);
+    let backups_check = |stack: &Stack| -> Value {
+        let output = stack.run(&["doctor", "--json"]);
+        let checks: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+        checks.into_iter().find(|c| c["name"] == "backups").unwrap()
+    };
+    let mut seen = Value::Null;
+    assert!(
+        common::eventually(limit, || {
+            seen = backups_check(&stack);
+            seen["verdict"] == "fail"
+                && seen["seen"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("the last scheduled backup failed"))
+        }),
+        "doctor never reported the failing schedule: {seen}"
+    );
+    assert!(text(&stack.run(&["ps"])).contains("FAILED"));
+    drop(restore);
+    assert!(
+        common::eventually(limit, || {
+            seen = backups_check(&stack);
+            seen["verdict"] == "ok"
+        }),
+        "the schedule did not recover: {seen}"
     );
 }

@@ -6,6 +6,9 @@
 //! enabled = true        # pgBackRest: WAL archiving, `nanika backup now|list|restore|check`
 //! retention_full = 2    # full backups kept (each with the differential and incremental ones on it)
 //! retention_diff = 7    # differential backups kept
+//! full_every = "7d"     # the supervisor's schedule (schedule = false: only `backup now`)
+//! diff_every = "1d"
+//! incr_every = "1h"
 //! ```
 
 use crate::finding::Finding;
@@ -39,6 +42,62 @@ pub struct BackupSettings {
     /// Differential backups kept.
     #[serde(default = "default_retention_diff")]
     pub retention_diff: u32,
+    /// Whether the supervisor takes backups on the schedule below (off: only `nanika backup
+    /// now`).
+    #[serde(default = "default_true")]
+    pub schedule: bool,
+    /// How often a full backup is taken (`7d`; units `s`, `m`, `h`, `d`).
+    #[serde(default = "default_full_every")]
+    pub full_every: String,
+    /// How often a differential one is.
+    #[serde(default = "default_diff_every")]
+    pub diff_every: String,
+    /// How often an incremental one is.
+    #[serde(default = "default_incr_every")]
+    pub incr_every: String,
+}
+
+impl BackupSettings {
+    /// The schedule's intervals in seconds: (full, diff, incr). Only for settings that passed
+    /// [`parse`] without findings (an unreadable interval is a finding there).
+    pub fn intervals(&self) -> Option<(u64, u64, u64)> {
+        Some((
+            interval_secs(&self.full_every)?,
+            interval_secs(&self.diff_every)?,
+            interval_secs(&self.incr_every)?,
+        ))
+    }
+}
+
+/// `90s`, `15m`, `1h`, `7d` in seconds; `None` for anything else, or zero.
+pub fn interval_secs(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let unit = text.chars().last()?;
+    let number: u64 = text[..text.len() - unit.len_utf8()].parse().ok()?;
+    let scale = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    number.checked_mul(scale).filter(|s| *s > 0)
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_full_every() -> String {
+    "7d".into()
+}
+
+fn default_diff_every() -> String {
+    "1d".into()
+}
+
+fn default_incr_every() -> String {
+    "1h".into()
 }
 
 /// Retention's bounds: at least one backup is kept, and more than this is not a laptop's.
@@ -58,6 +117,10 @@ impl Default for BackupSettings {
             enabled: false,
             retention_full: default_retention_full(),
             retention_diff: default_retention_diff(),
+            schedule: true,
+            full_every: default_full_every(),
+            diff_every: default_diff_every(),
+            incr_every: default_incr_every(),
         }
     }
 }
@@ -82,7 +145,7 @@ pub fn parse(text: &str, file: &Path) -> Parsed<Settings> {
                 Finding::error("invalid-settings", file, error.message().trim().to_string())
                     .at_optional_line(line)
                     .with_hint(
-                        "the keys are [backups] enabled, retention_full, retention_diff; see the README",
+                        "the keys are [backups] enabled, retention_full, retention_diff, schedule, full_every, diff_every, incr_every; see the README",
                     ),
             );
             Settings::default()
@@ -105,6 +168,24 @@ pub fn parse(text: &str, file: &Path) -> Parsed<Settings> {
                 )
                 .for_key(key)
                 .at_optional_line(lines.get(key).copied()),
+            );
+        }
+    }
+    for (key, text) in [
+        ("backups.full_every", &value.backups.full_every),
+        ("backups.diff_every", &value.backups.diff_every),
+        ("backups.incr_every", &value.backups.incr_every),
+    ] {
+        if interval_secs(text).is_none() {
+            findings.push(
+                Finding::error(
+                    "invalid-interval",
+                    file,
+                    format!("{key} = {text:?} is not an interval"),
+                )
+                .for_key(key)
+                .at_optional_line(lines.get(key).copied())
+                .with_hint("a whole number and a unit: 90s, 15m, 1h, 7d"),
             );
         }
     }
@@ -174,6 +255,23 @@ mod tests {
 
         let parsed = read("[backups]\nenabled = \"yes\"\n");
         assert_eq!(parsed.findings[0].line, Some(2));
+    }
+
+    #[test]
+    fn intervals_have_a_unit_and_are_refused_otherwise() {
+        assert_eq!(interval_secs("90s"), Some(90));
+        assert_eq!(interval_secs("15m"), Some(900));
+        assert_eq!(interval_secs("7d"), Some(604_800));
+        for wrong in ["", "7", "0h", "1w", "h", "-1h", "1.5h"] {
+            assert_eq!(interval_secs(wrong), None, "{wrong}");
+        }
+        let parsed = read("[backups]\nincr_every = \"hourly\"\n");
+        assert_eq!(parsed.findings[0].code, "invalid-interval");
+        assert_eq!(parsed.findings[0].line, Some(2));
+        assert_eq!(
+            Settings::default().backups.intervals(),
+            Some((604_800, 86_400, 3600))
+        );
     }
 
     #[test]

@@ -150,6 +150,16 @@ fn backup_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
         .postgres_admin_password()
         .unwrap_or_else(|| input.loaded.infra.env.postgres_password.clone());
     let tool = crate::pgbackrest::PgBackRest::new(program, input.layout, password);
+    if let Some(status) = nanika_runtime::native::backup_schedule::read_status(input.layout)
+        && let Some(error) = status.last_error
+    {
+        checks.push(fail(
+            NAME,
+            format!("the last scheduled backup failed: {error}"),
+            "`nanika backup now` shows the error as it happens; `nanika logs postgres` has the supervisor's remarks",
+        ));
+        return;
+    }
     let backups = match tool.list() {
         Ok(backups) => backups,
         Err(error) => {

@@ -66,6 +66,11 @@ pub struct BackupEntry {
     pub verified: Option<String>,
 }
 
+/// pgBackRest's exit code when another of its processes holds the stanza's lock.
+pub const LOCK_BUSY: i32 = 50;
+/// How long a command waits for another pgBackRest process (a scheduled backup) to finish.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// pgBackRest for one project.
 #[derive(Debug, Clone)]
 pub struct PgBackRest {
@@ -114,10 +119,20 @@ impl PgBackRest {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        let output = process.output().map_err(|e| OpsError::Io {
-            context: format!("cannot run {}", self.program.display()),
-            source: e,
-        })?;
+        // The supervisor's scheduled backup holds pgBackRest's lock while it runs: wait for it
+        // rather than fail (pgBackRest 2.45 has no lock wait of its own).
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let output = loop {
+            let output = process.output().map_err(|e| OpsError::Io {
+                context: format!("cannot run {}", self.program.display()),
+                source: e,
+            })?;
+            if output.status.code() == Some(LOCK_BUSY) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                continue;
+            }
+            break output;
+        };
         if !output.status.success() {
             let mut said = String::from_utf8_lossy(&output.stderr).into_owned();
             said += &String::from_utf8_lossy(&output.stdout);
@@ -408,7 +423,18 @@ pub async fn archiving(url: &DatabaseUrl, layout: &StateLayout) -> Result<bool> 
 struct StanzaInfo {
     #[serde(default)]
     backup: Vec<RawBackup>,
+    status: Option<RawStatus>,
 }
+
+#[derive(Deserialize)]
+struct RawStatus {
+    code: i64,
+    message: String,
+}
+
+/// `info`'s status codes that still mean a readable repository: ok, no stanza yet, no valid
+/// backup yet.
+const READABLE: [i64; 3] = [0, 1, 2];
 
 #[derive(Deserialize)]
 struct RawBackup {
@@ -448,6 +474,16 @@ struct RawArchive {
 /// Reads `pgbackrest info --output=json`: one stanza, its backups.
 fn parse_info(text: &str) -> std::result::Result<Vec<BackupEntry>, String> {
     let stanzas: Vec<StanzaInfo> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if let Some(status) = stanzas
+        .iter()
+        .filter_map(|s| s.status.as_ref())
+        .find(|s| !READABLE.contains(&s.code))
+    {
+        return Err(format!(
+            "the repository answers \"{}\" (code {})",
+            status.message, status.code
+        ));
+    }
     Ok(stanzas
         .into_iter()
         .flat_map(|s| s.backup)

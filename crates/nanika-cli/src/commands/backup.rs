@@ -13,6 +13,7 @@ use nanika_ops::pgbackrest::{
 };
 use nanika_runtime::Service;
 use nanika_runtime::compose::RuntimeKind;
+use nanika_runtime::native::backup_schedule as schedule;
 use nanika_runtime::native::control::Native;
 use nanika_runtime::native::layout::{ServerUser, StateLayout};
 use nanika_runtime::runtime::{NativeRuntime, Runtime};
@@ -124,6 +125,9 @@ pub fn run(
                     serde_json::to_string_pretty(&backups).expect("serializes")
                 );
             } else if backups.is_empty() {
+                if let Some(line) = schedule_line(&valid) {
+                    crate::say!("{line}");
+                }
                 crate::say!("no backups yet: `nanika backup now --type full` takes one");
             } else {
                 print_table(
@@ -140,6 +144,9 @@ pub fn run(
                     ],
                     &backups.iter().map(row).collect::<Vec<_>>(),
                 );
+                if let Some(line) = schedule_line(&valid) {
+                    crate::say!("{line}");
+                }
             }
         }
     }
@@ -299,6 +306,45 @@ fn put_back(
     home.rename_new("data", failed).map_err(|e| e.to_string())?;
     home.rename_new(aside, "data").map_err(|e| e.to_string())?;
     start_postgres(runtime).map_err(|e| e.to_string())
+}
+
+/// One line on the supervisor's backup schedule, when `nanika.toml` has backups on: its
+/// intervals, the last backup of each kind, what runs now and the last failure.
+pub fn schedule_line(loaded: &nanika_config::LoadedProject) -> Option<String> {
+    let settings = &loaded.settings.backups;
+    if !settings.enabled {
+        return None;
+    }
+    if !settings.schedule {
+        return Some(
+            "backups: not scheduled (nanika.toml: schedule = false); `nanika backup now` takes one"
+                .into(),
+        );
+    }
+    let user = ServerUser::for_current_process().ok().flatten();
+    let layout = StateLayout::new(loaded.project.root(), user);
+    let status = schedule::read_status(&layout).unwrap_or_default();
+    let at =
+        |t: Option<u64>| t.map_or_else(|| "-".to_string(), |t| crate::clock::rfc3339(t as i64));
+    let mut line = format!(
+        "backups: full every {}, diff every {}, incr every {}; last full {}, diff {}, incr {}",
+        settings.full_every,
+        settings.diff_every,
+        settings.incr_every,
+        at(status.last_full),
+        at(status.last_diff),
+        at(status.last_incr)
+    );
+    if let Some(kind) = &status.running {
+        line += &format!("; taking a {kind} backup now");
+    }
+    if let Some(error) = &status.last_error {
+        line += &format!(
+            "\nbackups: the scheduled attempt at {} FAILED: {error}",
+            at(status.last_attempt)
+        );
+    }
+    Some(line)
 }
 
 fn kind_of(arg: BackupKindArg) -> BackupKind {

@@ -362,6 +362,9 @@ pub fn ps(project_dir: Option<&PathBuf>, runtime_arg: RuntimeArg, json: bool) ->
             crate::say!("note: {}: {note}", status.service);
         }
     }
+    if let Some(line) = super::backup::schedule_line(&loaded) {
+        crate::say!("{line}");
+    }
     Ok(())
 }
 

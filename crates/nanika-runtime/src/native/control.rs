@@ -11,7 +11,7 @@ use super::postgres::{self, DataDir};
 use super::recovery::{self, Then};
 use super::shutdown;
 use super::supervisor::{self, Plan, ServicePlan, Status};
-use super::{backups, logs, procfs, redis, safe_fs};
+use super::{backup_schedule, backups, logs, procfs, redis, safe_fs};
 use crate::error::{Result, RuntimeError};
 use crate::health::{PostgresTarget, ProbeError, Prober};
 use crate::{Progress, Service, ServiceState, ServiceStatus};
@@ -509,8 +509,11 @@ impl<'a> Native<'a> {
             .collect();
         report.started = to_start.clone();
 
+        let backups = self.backup_plan()?;
+        let schedule_changed = plan.backups != backups;
+        plan.backups = backups;
         let mut spawned = None;
-        if !to_start.is_empty() {
+        if !to_start.is_empty() || (supervised && schedule_changed) {
             supervisor::write_json(&supervisor::plan_file(&self.state.layout), &plan)?;
             if supervised {
                 self.state.signal_supervisor(Signal::SIGHUP)?;
@@ -623,6 +626,26 @@ impl<'a> Native<'a> {
             String::new()
         };
         postgres::install_config(&self.loaded.project.path(POSTGRES_CONF), layout, &extra)
+    }
+
+    /// The supervisor's backup schedule when `nanika.toml` asks for one, with the superuser's
+    /// password written owner-only for its pgBackRest connections.
+    fn backup_plan(&self) -> Result<Option<backup_schedule::BackupPlan>> {
+        let settings = &self.loaded.settings.backups;
+        if !settings.enabled || !settings.schedule {
+            return Ok(None);
+        }
+        let layout = &self.state.layout;
+        let password = layout
+            .postgres_admin_password()
+            .unwrap_or_else(|| self.loaded.infra.env.postgres_password.clone());
+        layout.open_run()?.replace_file(
+            "pgbackrest.password",
+            password.expose().as_bytes(),
+            0o600,
+        )?;
+        let program = binaries::find_pgbackrest(&self.search)?;
+        Ok(backup_schedule::plan(layout, program, settings))
     }
 
     /// Redis's own copy of the committed `redis.conf`, with the password `.env` gives it.
@@ -884,6 +907,7 @@ impl<'a> Native<'a> {
                 .map_or(self.port(Service::Postgres), |p| p.port);
             self.install_postgres_config(port)?;
         }
+        plan.backups = self.backup_plan()?;
         supervisor::write_json(&supervisor::plan_file(&self.state.layout), &plan)?;
         self.state.signal_supervisor(Signal::SIGHUP)?;
         // The supervisor restarts asynchronously: wait until the old processes are gone first.

@@ -62,6 +62,9 @@ pub struct ServicePlan {
 pub struct Plan {
     /// The services and how to run each.
     pub services: BTreeMap<Service, ServicePlan>,
+    /// Scheduled backups, when `nanika.toml` asks for them.
+    #[serde(default)]
+    pub backups: Option<super::backup_schedule::BackupPlan>,
 }
 
 /// One service as the supervisor last saw it.
@@ -287,6 +290,12 @@ pub fn run(layout: &StateLayout) -> Result<()> {
         signal_hook::low_level::pipe::register(signal, writer).map_err(hook)?;
     }
 
+    // The backup schedule runs beside the loop, reading the plan itself; it stops with it.
+    let scheduler = {
+        let layout = layout.clone();
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || super::backup_schedule::run(layout, stop))
+    };
     let mut running: BTreeMap<Service, Running> = BTreeMap::new();
     // Recorded before any server starts: from here on, `down` can prove who to signal.
     write_status(&run_dir, me.as_ref(), &running, &mut written);
@@ -310,6 +319,8 @@ pub fn run(layout: &StateLayout) -> Result<()> {
         while matches!(wake_read.read(&mut drain), Ok(n) if n > 0) {}
         reap(&mut running);
         if stop.load(Ordering::SeqCst) {
+            // A backup in progress is stopped first: it needs the server.
+            let _ = scheduler.join();
             stop_all(&mut running);
             write_status(&run_dir, me.as_ref(), &running, &mut written);
             let _ = run_dir.remove_file(PID_FILE);
