@@ -102,6 +102,23 @@ fn full_diff_and_incr_backups_are_listed_and_retention_drops_the_oldest_chain() 
         "turning backups on changed a setting besides archiving"
     );
     assert_eq!(stack.psql("SHOW archive_mode"), "on");
+    // `config show` says where the two extra settings come from; the committed file is as it was.
+    let shown = stack.run(&["config", "show", "--json"]);
+    let shown: Vec<Value> = serde_json::from_slice(&shown.stdout).unwrap();
+    let archive = shown
+        .iter()
+        .find(|s| s["key"] == "archive_mode")
+        .unwrap_or_else(|| panic!("{shown:?}"));
+    assert_eq!(archive["value"], "on");
+    assert_eq!(archive["source"]["kind"], "added-for", "{archive}");
+    assert_eq!(archive["source"]["line"], 2, "{archive}");
+    assert!(
+        !stack
+            .project
+            .read("docker/postgres/postgresql.conf")
+            .contains("archive_mode"),
+        "the committed postgresql.conf was changed"
+    );
     let check = stack.run(&["backup", "check"]);
     assert!(check.status.success(), "{}", text(&check));
     assert_eq!(backups(&stack), Vec::<Value>::new());

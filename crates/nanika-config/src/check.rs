@@ -296,6 +296,14 @@ pub enum Source {
         /// The file that should set it.
         file: &'static str,
     },
+    /// Not in the server's committed config: nanika adds it to the installed copy because a
+    /// setting of `nanika.toml` asks for it.
+    AddedFor {
+        /// The `nanika.toml` key that asks for it.
+        key: &'static str,
+        /// Its line, when the file sets it there.
+        line: Option<usize>,
+    },
 }
 
 impl std::fmt::Display for Source {
@@ -309,6 +317,13 @@ impl std::fmt::Display for Source {
                     f,
                     "missing from {file}: the server uses its built-in default"
                 )
+            }
+            Source::AddedFor { key, line } => {
+                write!(f, "added by nanika for nanika.toml")?;
+                if let Some(line) = line {
+                    write!(f, ":{line}")?;
+                }
+                write!(f, " {key}")
             }
         }
     }
@@ -352,5 +367,63 @@ pub fn resolved_settings(loaded: &LoadedProject) -> Vec<ResolvedSetting> {
             };
             ResolvedSetting { setting, source }
         })
+        .chain(added_settings(loaded))
         .collect()
+}
+
+/// `nanika.toml`'s own settings, and the server settings nanika adds for them to the installed
+/// copy of a committed config (never to the committed file).
+fn added_settings(loaded: &LoadedProject) -> Vec<ResolvedSetting> {
+    use crate::settings::SETTINGS_FILE;
+    let backups = &loaded.settings.backups;
+    let line = |key: &str| loaded.line_of(SETTINGS_FILE, key);
+    let own = |key: &'static str, value: String| {
+        let setting = Setting {
+            file: SETTINGS_FILE,
+            key: key.to_string(),
+            value,
+            secret: false,
+        };
+        let source = match line(key) {
+            Some(line) => Source::File {
+                file: SETTINGS_FILE,
+                line,
+            },
+            None => Source::SpecDefault,
+        };
+        ResolvedSetting { setting, source }
+    };
+    let mut all = vec![own("backups.enabled", on_off(backups.enabled))];
+    if !backups.enabled {
+        return all;
+    }
+    all.extend([
+        own("backups.retention_full", backups.retention_full.to_string()),
+        own("backups.retention_diff", backups.retention_diff.to_string()),
+        own("backups.schedule", on_off(backups.schedule)),
+        own("backups.full_every", backups.full_every.clone()),
+        own("backups.diff_every", backups.diff_every.clone()),
+        own("backups.incr_every", backups.incr_every.clone()),
+    ]);
+    for (key, value) in [
+        ("archive_mode", "on"),
+        (
+            "archive_command",
+            "pgbackrest --config=<state>/pgbackrest/pgbackrest.conf --stanza=nanika archive-push %p",
+        ),
+    ] {
+        all.push(ResolvedSetting {
+            setting: Setting {
+                file: POSTGRES_CONF,
+                key: key.into(),
+                value: value.into(),
+                secret: false,
+            },
+            source: Source::AddedFor {
+                key: "backups.enabled",
+                line: line("backups.enabled"),
+            },
+        });
+    }
+    all
 }

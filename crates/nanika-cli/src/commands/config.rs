@@ -53,6 +53,7 @@ pub fn show(project_dir: Option<&PathBuf>, json: bool) -> CliResult {
                 nanika_config::project::POSTGRES_CONF => "postgres",
                 nanika_config::project::REDIS_CONF => "redis",
                 nanika_config::project::COMPOSE_FILE => "compose",
+                nanika_config::project::SETTINGS_FILE => "nanika",
                 _ => "env",
             };
             vec![
