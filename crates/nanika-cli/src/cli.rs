@@ -269,12 +269,16 @@ pub enum BackupCommand {
     /// PostgreSQL, keeps the cluster as it was aside, restores, replays WAL, starts. Asks first.
     Restore {
         /// The moment, with its zone: 2026-11-29T20:31:50Z, 2026-11-30 05:31:50+09:00.
-        #[arg(long, conflicts_with = "latest", required_unless_present = "latest")]
+        #[arg(long, conflicts_with_all = ["latest", "abandon"], required_unless_present_any = ["latest", "abandon"])]
         to: Option<String>,
         /// Every commit that reached the repository (everything, when the server is running:
         /// the current WAL is archived first).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "abandon")]
         latest: bool,
+        /// After a restore that did not finish (a crash, SIGKILL): put the cluster from before
+        /// back and start it.
+        #[arg(long)]
+        abandon: bool,
         /// Do not ask.
         #[arg(long)]
         yes: bool,

@@ -413,3 +413,66 @@ fn the_supervisor_takes_backups_on_schedule_and_reports_a_failing_one() {
         "the schedule did not recover: {seen}"
     );
 }
+
+#[test]
+fn a_restore_killed_half_way_is_refused_everywhere_until_abandon_puts_the_cluster_back() {
+    if !have_pgbackrest() {
+        return;
+    }
+    let stack = Stack::new();
+    stack.project.write(
+        "nanika.toml",
+        "[backups]\nenabled = true\nschedule = false\n",
+    );
+    stack.up();
+    stack.psql("CREATE TABLE kept AS SELECT g AS id FROM generate_series(1, 50000) g");
+    backup_now(&stack, "full");
+    stack.psql("INSERT INTO kept VALUES (-1)");
+    let before = stack.psql("SELECT count(*) || ':' || sum(id) FROM kept");
+
+    // SIGKILL to nanika and pgbackrest (its whole group) once the cluster is being replaced.
+    let mut restore = stack.nanika_std();
+    std::os::unix::process::CommandExt::process_group(&mut restore, 0);
+    let mut child = restore
+        .args(["backup", "restore", "--latest", "--yes"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let marker = stack.root.join(".nanika/run/restore.json");
+    assert!(
+        common::eventually(std::time::Duration::from_secs(60), || {
+            std::fs::read_to_string(&marker).is_ok_and(|m| m.contains("\"restoring\""))
+        }),
+        "the restore never got to replacing the cluster"
+    );
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = child.wait();
+
+    let up = stack.run(&["up"]);
+    assert!(!up.status.success(), "{}", text(&up));
+    assert!(text(&up).contains("did not finish"), "{}", text(&up));
+    assert!(text(&up).contains("data.before-restore-"), "{}", text(&up));
+    assert!(text(&up).contains("--abandon"), "{}", text(&up));
+    let wipe = stack.run(&["down", "--volumes", "--yes"]);
+    assert!(!wipe.status.success(), "{}", text(&wipe));
+    assert!(stack.root.join(".nanika/postgres").exists());
+    let doctor = stack.run(&["doctor", "--json"]);
+    let checks: Vec<Value> = serde_json::from_slice(&doctor.stdout).unwrap();
+    let check = checks.iter().find(|c| c["name"] == "backups").unwrap();
+    assert_eq!(check["verdict"], "fail", "{check}");
+
+    let abandon = stack.run(&["backup", "restore", "--abandon"]);
+    assert!(abandon.status.success(), "{}", text(&abandon));
+    assert_eq!(
+        stack.psql("SELECT count(*) || ':' || sum(id) FROM kept"),
+        before
+    );
+    assert!(!marker.exists());
+    let up = stack.run(&["up"]);
+    assert!(up.status.success(), "{}", text(&up));
+}

@@ -134,6 +134,14 @@ const BACKUP_STALE_AFTER_SECS: i64 = 7 * 86_400;
 /// every backup and archived WAL segment reads back intact (`pgbackrest verify`).
 fn backup_checks(input: &DoctorInput<'_>, checks: &mut Vec<Check>) {
     const NAME: &str = "backups";
+    if let Some(marker) = nanika_runtime::native::backups::unfinished_restore(input.layout) {
+        checks.push(fail(
+            NAME,
+            nanika_runtime::native::backups::unfinished_restore_message(input.layout, &marker),
+            "nanika backup restore --abandon",
+        ));
+        return;
+    }
     let program = match binaries::find_pgbackrest(input.search) {
         Ok(program) => program,
         Err(error) => {

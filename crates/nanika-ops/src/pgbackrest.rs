@@ -216,12 +216,14 @@ pub struct Verification {
     pub bad_wal_segments: u64,
     /// The lines that say what is wrong (empty when all is well).
     pub problems: Vec<String>,
+    /// The overall `status:` line said `ok`.
+    pub status_ok: bool,
 }
 
 impl Verification {
     /// Whether every backup and WAL segment checked out.
     pub fn all_valid(&self) -> bool {
-        self.bad_wal_segments == 0 && self.backups.values().all(|s| s == "valid")
+        self.status_ok && self.bad_wal_segments == 0 && self.backups.values().all(|s| s == "valid")
     }
 
     /// The labels of the backups that did not check out.
@@ -238,7 +240,13 @@ impl Verification {
 fn parse_verify(text: &str) -> Verification {
     let mut found = Verification::default();
     let mut last_header = String::new();
-    for line in text.lines().map(str::trim) {
+    for raw in text.lines() {
+        let line = raw.trim();
+        // The overall verdict is the one `status:` line that is not indented.
+        if let Some(status) = raw.strip_prefix("status: ") {
+            found.status_ok = status.trim() == "ok";
+            continue;
+        }
         if let Some(rest) = line.strip_prefix("backup: ") {
             let mut parts = rest.split(", ");
             let label = parts.next().unwrap_or_default().to_string();
@@ -262,6 +270,12 @@ fn parse_verify(text: &str) -> Verification {
                 found.problems.push(format!("{last_header}: {line}"));
             }
         }
+    }
+    if !found.status_ok && found.problems.is_empty() {
+        found.problems.push(format!(
+            "pgbackrest verify did not say `status: ok`: {}",
+            text.trim().replace('\n', "; ")
+        ));
     }
     found
 }

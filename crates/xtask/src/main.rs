@@ -79,6 +79,9 @@ fn bench(options: Options) -> Result<()> {
             bench::scale::run_all(&ctx, &project, &mut report)?;
         }
     }
+    if options.runs("backups") {
+        bench::backups::run_all(&ctx, &mut report)?;
+    }
     if options.runs("docker") {
         bench::docker::run_all(&ctx, &mut report)?;
     }

@@ -10,10 +10,17 @@ pub const FAST_PAIRS_MIN: usize = 7;
 const DEFAULT_PAIRS: usize = 5;
 
 /// The usage line, for errors.
-pub const USAGE: &str = "usage: cargo xtask bench [--quick] [--pairs N] [--only GROUP,…] [--out PATH]\n  groups: lifecycle, data, supervisor, scale, docker";
+pub const USAGE: &str = "usage: cargo xtask bench [--quick] [--pairs N] [--only GROUP,…] [--out PATH]\n  groups: lifecycle, data, supervisor, scale, backups, docker";
 
 /// The groups of benchmarks, in the order they run.
-pub const GROUPS: [&str; 5] = ["lifecycle", "data", "supervisor", "scale", "docker"];
+pub const GROUPS: [&str; 6] = [
+    "lifecycle",
+    "data",
+    "supervisor",
+    "scale",
+    "backups",
+    "docker",
+];
 
 /// What the user asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,5 +145,10 @@ mod tests {
         assert!(!some.is_full());
         let all = parse(&["bench"]).unwrap();
         assert!(GROUPS.iter().all(|g| all.runs(g)) && all.is_full());
+        assert!(
+            parse(&["bench", "--only", "backups"])
+                .unwrap()
+                .runs("backups")
+        );
     }
 }

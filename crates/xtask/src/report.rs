@@ -263,4 +263,42 @@ mod tests {
         );
         assert!(text.contains("## Not measured in this run\n\n- docker rows: no engine\n"));
     }
+
+    #[test]
+    fn a_row_without_a_goal_is_never_judged_and_keeps_its_note_and_sizes() {
+        // As the backups group renders its rows: a target text but no limit to judge.
+        let measured = Target {
+            text: "measured, no target",
+            ..Target::NONE
+        };
+        let paired = Paired {
+            nanika: ms(&[30_000]),
+            raw: ms(&[20_000]),
+        };
+        let mut row = Row::paired("`backup now --type full`", "pg_dump -Fc", measured, &paired);
+        row.note = Some("a different kind of backup".into());
+        assert_eq!(row.met, None);
+        let text = render(
+            &Options {
+                quick: false,
+                pairs: 1,
+                out: None,
+                only: vec!["backups".into()],
+            },
+            "m",
+            &Report {
+                rows: vec![row],
+                also: vec!["Backup sizes: 120.0 MiB in the repository".into()],
+                skipped: vec![],
+            },
+        );
+        assert!(
+            text.contains(
+                "| `backup now --type full` | pg_dump -Fc | 1 | 30000.0 (30000.0–30000.0) | 20000.0 (20000.0–20000.0) | 1.50 (1.50–1.50); a different kind of backup | measured, no target | — |"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("Produced by `cargo xtask bench --only backups`"));
+        assert!(text.contains("## Also measured\n\n- Backup sizes: 120.0 MiB in the repository\n"));
+    }
 }

@@ -14,8 +14,10 @@ use nanika_ops::pgbackrest::{
 use nanika_runtime::Service;
 use nanika_runtime::compose::RuntimeKind;
 use nanika_runtime::native::backup_schedule as schedule;
+use nanika_runtime::native::backups::{self, RestoreMarker};
 use nanika_runtime::native::control::Native;
 use nanika_runtime::native::layout::{ServerUser, StateLayout};
+use nanika_runtime::native::safe_fs;
 use nanika_runtime::runtime::{NativeRuntime, Runtime};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -41,9 +43,13 @@ pub fn run(
         )
         .hint("`nanika db backup` makes a logical dump with either runtime"));
     }
-    let valid = super::services::target(project_dir, runtime, &[Service::Postgres])?;
     let user = ServerUser::for_current_process().map_err(super::services::runtime_error)?;
     let layout = StateLayout::new(valid.project.root(), user);
+    if let BackupCommand::Restore { abandon: true, .. } = command {
+        return abandon(&valid, &layout);
+    }
+    refuse_if_unfinished_restore(&layout)?;
+    let valid = super::services::target(project_dir, runtime, &[Service::Postgres])?;
     let env = &valid.infra.env;
     let admin_password = layout.postgres_admin_password();
     let admin = pg::admin_url(&env.database_url, admin_password.as_ref());
@@ -103,7 +109,10 @@ pub fn run(
             }
             crate::say!("verified: every backup and archived WAL segment reads back intact");
         }
-        BackupCommand::Restore { to, latest, yes } => {
+        BackupCommand::Restore { abandon: true, .. } => unreachable!("handled above"),
+        BackupCommand::Restore {
+            to, latest, yes, ..
+        } => {
             let target = match (to, latest) {
                 (Some(text), false) => RecoveryTarget::Time(
                     RecoveryTime::parse(&text)
@@ -202,25 +211,56 @@ fn restore(
         ),
         yes,
     )?;
+    // From here a Ctrl-C (which also reaches pgbackrest, in the same process group), SIGTERM
+    // or SIGHUP makes the restore fail at its next step, and the cluster from before is put
+    // back, instead of ending nanika half-way.
+    let interrupt = crate::signals::catch()?;
+    let interrupted = || {
+        interrupt
+            .is_raised()
+            .then(|| CliError::failure("interrupted by a signal"))
+    };
     // Every commit so far reaches the repository first: `check` switches to a new WAL segment
     // and waits until the old one is archived.
     tool.check().map_err(ops_error)?;
     let native = Native::new(valid, context::binary_search(), context::cluster_cache())
         .map_err(super::services::runtime_error)?;
     let runtime = NativeRuntime::new(native, super::services::supervisor_command(valid)?);
+    let stamp = crate::clock::file_stamp();
+    let mut marker = RestoreMarker {
+        aside: format!("data.before-restore-{stamp}"),
+        target: shown.clone(),
+        step: backups::STEP_COPYING.into(),
+    };
+    let aside = marker.aside.clone();
+    // Recorded before PostgreSQL stops: whatever ends nanika from here on (a crash, SIGKILL),
+    // `up`, `ps`, `doctor` and the schedule know a restore did not finish, and where the
+    // cluster from before is.
+    write_marker(layout, &marker)?;
     let spinners = Spinners::new();
     let stopped = runtime.native().stop(Service::Postgres, &spinners);
     spinners.finish();
-    stopped.map_err(super::services::runtime_error)?;
-
-    let stamp = crate::clock::file_stamp();
-    let aside = format!("data.before-restore-{stamp}");
-    copy_cluster(layout, &aside)?;
+    if let Err(error) = stopped {
+        clear_marker(layout);
+        return Err(super::services::runtime_error(error));
+    }
+    if let Err(error) = copy_cluster(layout, &aside) {
+        clear_marker(layout);
+        return Err(error);
+    }
+    marker.step = backups::STEP_RESTORING.into();
+    write_marker(layout, &marker)?;
+    eprintln!(
+        "kept the cluster as it was in {}/{aside}; restoring",
+        layout.postgres_home.display()
+    );
     let env = &valid.infra.env;
     let admin = pg::admin_url(&env.database_url, layout.postgres_admin_password().as_ref());
-    let restored = tool
-        .restore(target)
-        .map_err(ops_error)
+    let restored = interrupted()
+        .map_or(Ok(()), Err)
+        .and_then(|()| tool.restore(target).map_err(ops_error))
+        .and_then(|()| copy_unarchived_wal(layout, &aside))
+        .and_then(|()| interrupted().map_or(Ok(()), Err))
         .and_then(|()| start_postgres(&runtime))
         .and_then(|()| {
             block_on(async {
@@ -234,6 +274,8 @@ fn restore(
     let home = layout.postgres_home.display();
     match restored {
         Ok(()) => {
+            clear_marker(layout);
+            crate::signals::note_if_late(&interrupt, "the restore");
             crate::say!(
                 "restored to {shown}; the cluster as it was before is in {home}/{aside} (delete it once you are sure; `nanika down --volumes` deletes it too)"
             );
@@ -241,20 +283,78 @@ fn restore(
         }
         Err(error) => {
             let failed = format!("data.failed-restore-{stamp}");
-            let put_back = put_back(&runtime, layout, &aside, &failed);
-            let outcome = match put_back {
-                Ok(()) => format!(
-                    "the cluster from before is back and running; the failed restore is in {home}/{failed}"
-                ),
+            let outcome = match put_back(&runtime, layout, &aside, &failed) {
+                Ok(()) => {
+                    clear_marker(layout);
+                    format!(
+                        "the cluster from before is back and running; the failed restore is in {home}/{failed}"
+                    )
+                }
                 Err(why) => format!(
-                    "and putting the cluster from before back failed too ({why}): it is in {home}/{aside}"
+                    "and putting the cluster from before back failed too ({why}): it is in {home}/{aside}; `nanika backup restore --abandon` tries again"
                 ),
             };
             Err(CliError::failure(format!(
-                "the restore failed: {error}
-{outcome}"
+                "the restore failed: {error}\n{outcome}"
             )))
         }
+    }
+}
+
+/// `backup restore --abandon`: after a restore that did not finish, the cluster from before
+/// back in place and started.
+fn abandon(valid: &ValidProject, layout: &StateLayout) -> CliResult {
+    let Some(marker) = backups::unfinished_restore(layout) else {
+        return Err(CliError::usage(
+            "no restore of this project is unfinished; nothing was done",
+        ));
+    };
+    let native = Native::new(valid, context::binary_search(), context::cluster_cache())
+        .map_err(super::services::runtime_error)?;
+    let runtime = NativeRuntime::new(native, super::services::supervisor_command(valid)?);
+    if marker.step == backups::STEP_COPYING {
+        // The cluster was never touched: only the partial copy goes.
+        let _ = safe_fs::remove_tree(&layout.postgres_home.join(&marker.aside));
+        start_postgres(&runtime)?;
+        clear_marker(layout);
+        crate::say!(
+            "the cluster was untouched; the partial copy was removed and PostgreSQL started"
+        );
+        return Ok(());
+    }
+    let failed = format!("data.failed-restore-{}", crate::clock::file_stamp());
+    put_back(&runtime, layout, &marker.aside, &failed).map_err(|why| {
+        CliError::failure(format!("cannot put the cluster from before back: {why}"))
+    })?;
+    clear_marker(layout);
+    crate::say!(
+        "the cluster from before the restore is back and running; the unfinished restore is in {}/{failed}",
+        layout.postgres_home.display()
+    );
+    Ok(())
+}
+
+/// Refuses to act on a cluster a restore left unfinished (`up`, `down --volumes`, `backup`).
+pub fn refuse_if_unfinished_restore(layout: &StateLayout) -> CliResult {
+    match backups::unfinished_restore(layout) {
+        Some(marker) => Err(CliError::failure(format!(
+            "{}; nothing was done",
+            backups::unfinished_restore_message(layout, &marker)
+        ))
+        .hint("nanika backup restore --abandon")),
+        None => Ok(()),
+    }
+}
+
+fn write_marker(layout: &StateLayout, marker: &RestoreMarker) -> CliResult {
+    let run = layout.open_run().map_err(super::services::runtime_error)?;
+    nanika_runtime::native::supervisor::write_json_in(&run, "restore.json", marker)
+        .map_err(super::services::runtime_error)
+}
+
+fn clear_marker(layout: &StateLayout) {
+    if let Ok(run) = layout.open_run() {
+        let _ = run.remove_file("restore.json");
     }
 }
 
@@ -266,26 +366,76 @@ fn start_postgres(runtime: &NativeRuntime<'_>) -> CliResult {
     started.map(drop).map_err(super::services::runtime_error)
 }
 
-/// Copies the stopped cluster to `aside` in PostgreSQL's home, as the server user (a reflink
-/// where the filesystem has them).
-fn copy_cluster(layout: &StateLayout, aside: &str) -> CliResult {
+/// Runs `cp ARGS` in PostgreSQL's home as the server user.
+fn cp_as_server(
+    layout: &StateLayout,
+    args: &[&std::ffi::OsStr],
+) -> CliResult<std::process::Output> {
     let mut cp = std::process::Command::new("cp");
-    cp.args(["-a", "--reflink=auto", "--sparse=always", "data", aside])
-        .current_dir(&layout.postgres_home);
+    cp.args(args).current_dir(&layout.postgres_home);
     if let Some(user) = &layout.server_user {
         std::os::unix::process::CommandExt::uid(&mut cp, user.uid);
         std::os::unix::process::CommandExt::gid(&mut cp, user.gid);
     }
-    let output = cp
-        .output()
-        .map_err(|e| CliError::failure("cannot run cp").caused_by(e))?;
+    cp.output()
+        .map_err(|e| CliError::failure("cannot run cp").caused_by(e))
+}
+
+/// Copies the stopped cluster to `aside` in PostgreSQL's home (a reflink where the filesystem
+/// has them). A copy that fails is removed: this call made it.
+fn copy_cluster(layout: &StateLayout, aside: &str) -> CliResult {
+    let words = [
+        "-a",
+        "-T",
+        "--reflink=auto",
+        "--sparse=always",
+        "data",
+        aside,
+    ];
+    let args: Vec<&std::ffi::OsStr> = words.iter().map(std::ffi::OsStr::new).collect();
+    let output = cp_as_server(layout, &args)?;
     if !output.status.success() {
+        let _ = nanika_runtime::native::safe_fs::remove_tree(&layout.postgres_home.join(aside));
         return Err(CliError::failure(format!(
-            "cannot keep the cluster aside before restoring ({}); nothing was restored: {}",
+            "cannot keep the cluster aside before restoring ({}); nothing was restored and the partial copy was removed: {}",
             output.status,
             String::from_utf8_lossy(&output.stderr).trim()
         ))
         .hint("`nanika up` starts PostgreSQL again as it was"));
+    }
+    Ok(())
+}
+
+/// Puts the WAL the cluster from before had written but not archived (what was committed
+/// between `pgbackrest check` and the stop) into the restored cluster's `pg_wal`, where
+/// recovery reads it after the archive: PostgreSQL's documented way to lose no commit.
+fn copy_unarchived_wal(layout: &StateLayout, aside: &str) -> CliResult {
+    let old = layout.postgres_home.join(aside).join("pg_wal");
+    let files: Vec<std::ffi::OsString> = std::fs::read_dir(&old)
+        .map_err(|e| CliError::failure(format!("cannot read {}", old.display())).caused_by(e))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| {
+            std::path::Path::new(aside)
+                .join("pg_wal")
+                .join(e.file_name())
+                .into_os_string()
+        })
+        .collect();
+    if files.is_empty() {
+        return Ok(());
+    }
+    let mut args: Vec<&std::ffi::OsStr> = ["-n", "--preserve=all", "-t", "data/pg_wal"]
+        .iter()
+        .map(std::ffi::OsStr::new)
+        .collect();
+    args.extend(files.iter().map(|f| f.as_os_str()));
+    let output = cp_as_server(layout, &args)?;
+    if !output.status.success() {
+        return Err(CliError::failure(format!(
+            "cannot copy the unarchived WAL into the restored cluster: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
     }
     Ok(())
 }
@@ -299,12 +449,22 @@ fn put_back(
     failed: &str,
 ) -> Result<(), String> {
     let spinners = Spinners::new();
-    // Not running is fine: the restored cluster may never have started.
-    let _ = runtime.native().stop(Service::Postgres, &spinners);
+    let stopped = runtime.native().stop(Service::Postgres, &spinners);
     spinners.finish();
+    match stopped {
+        // Not running is fine: the restored cluster may never have started.
+        Ok(()) | Err(nanika_runtime::RuntimeError::NotRunning { .. }) => {}
+        Err(error) => return Err(format!("PostgreSQL did not stop: {error}")),
+    }
     let home = layout.open_postgres_home().map_err(|e| e.to_string())?;
-    home.rename_new("data", failed).map_err(|e| e.to_string())?;
-    home.rename_new(aside, "data").map_err(|e| e.to_string())?;
+    if home.kind("data").map_err(|e| e.to_string())? != safe_fs::Kind::Missing {
+        home.rename_new("data", failed).map_err(|e| e.to_string())?;
+    }
+    if let Err(error) = home.rename_new(aside, "data") {
+        // Never leave no cluster at all: `up` would make an empty one.
+        let _ = home.rename_new(failed, "data");
+        return Err(error.to_string());
+    }
     start_postgres(runtime).map_err(|e| e.to_string())
 }
 

@@ -76,6 +76,15 @@ fn runtime_for(loaded: &LoadedProject, arg: RuntimeArg, starting: bool) -> CliRe
     Ok(kind)
 }
 
+/// Refuses while a `backup restore` of the project is unfinished (its cluster may be
+/// half-restored, and the one from before is kept in the state).
+fn refuse_if_restoring(loaded: &LoadedProject) -> CliResult {
+    let user =
+        nanika_runtime::native::layout::ServerUser::for_current_process().map_err(runtime_error)?;
+    let layout = nanika_runtime::native::layout::StateLayout::new(loaded.project.root(), user);
+    super::backup::refuse_if_unfinished_restore(&layout)
+}
+
 pub(crate) fn supervisor_command(loaded: &LoadedProject) -> CliResult<SupervisorCommand> {
     let program = std::env::current_exe()
         .map_err(|e| CliError::failure("cannot find the nanika binary").caused_by(e))?;
@@ -148,6 +157,7 @@ pub fn up(
         .load(&process_env)?
         .validate()
         .map_err(|rejected| context::rejected_error(&rejected))?;
+    refuse_if_restoring(&loaded)?;
     let runtime = runtime(&loaded, runtime_arg, true)?;
     let spinners = Spinners::new();
     let result = runtime.up(&services, &spinners);
@@ -247,6 +257,8 @@ pub fn down(
     let loaded = context::load_for_services(project_dir)?;
     let state = runtime_state(&loaded, runtime_arg)?;
     if volumes {
+        // The cluster from before an unfinished restore lives in the state `--volumes` deletes.
+        refuse_if_restoring(&loaded)?;
         let removable = state.removable().map_err(runtime_error)?;
         if removable.is_empty() {
             let spinners = Spinners::new();

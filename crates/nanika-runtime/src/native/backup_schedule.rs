@@ -119,7 +119,9 @@ fn tick(layout: &StateLayout, stop: &AtomicBool) {
         return;
     };
     let Some(backup) = plan.backups else { return };
-    if !plan.services.contains_key(&Service::Postgres) {
+    if !plan.services.contains_key(&Service::Postgres)
+        || backups::unfinished_restore(layout).is_some()
+    {
         return;
     }
     let mut status = read_status(layout).unwrap_or_default();
@@ -140,7 +142,9 @@ fn tick(layout: &StateLayout, stop: &AtomicBool) {
         }
     }
     let Some(kind) = due(&status, &backup, now()) else {
-        write(layout, &status);
+        if !read_status(layout).is_some_and(|on_disk| on_disk == status) {
+            write(layout, &status);
+        }
         return;
     };
     status.running = Some(kind.into());
@@ -169,9 +173,10 @@ fn tick(layout: &StateLayout, stop: &AtomicBool) {
     status.running = None;
     if outcome
         .as_ref()
-        .is_err_and(|why| why.starts_with(LOCK_BUSY_PREFIX))
+        .is_err_and(|why| why.starts_with(LOCK_BUSY_PREFIX) || why == STOPPED)
     {
-        // A `nanika backup` command holds the lock: not a failure; due again next tick.
+        // A `nanika backup` command holds the lock, or the supervisor is stopping: not a
+        // failure; due again next time.
         status.last_attempt = None;
         write(layout, &status);
         return;
@@ -312,9 +317,18 @@ fn run_tool(
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if stop.load(Ordering::SeqCst) => {
+                // SIGTERM first: pgBackRest then removes its lock and partial files.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(child.id() as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err("stopped with the supervisor".into());
+                return Err(STOPPED.into());
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
             Err(e) => return Err(e.to_string()),
@@ -328,6 +342,9 @@ fn run_tool(
         Err(format!("{status}: {}", (err + &out).trim()))
     }
 }
+
+/// [`run_tool`]'s error when the supervisor stopped: not a failure of the backup's.
+const STOPPED: &str = "stopped with the supervisor";
 
 /// How [`run_tool`] begins the error of a pgBackRest that found its lock taken (exit 50).
 const LOCK_BUSY_PREFIX: &str = "exit status: 50:";

@@ -16,6 +16,55 @@ pub const STANZA: &str = "nanika";
 /// The directories pgBackRest writes, under [`dir`].
 const SUBDIRS: [&str; 4] = ["repo", "log", "lock", "spool"];
 
+/// The record of a `nanika backup restore` under way (`.nanika/run/restore.json`): written before
+/// PostgreSQL is stopped, removed once the restored cluster runs or the one from before is back.
+/// While it exists the cluster may be half-restored: `up` refuses, the schedule pauses, `doctor`
+/// fails, `down --volumes` refuses, and `nanika backup restore --abandon` puts the cluster from
+/// before back.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RestoreMarker {
+    /// The copy of the cluster from before, in PostgreSQL's home.
+    pub aside: String,
+    /// What was being restored to, as the user gave it.
+    pub target: String,
+    /// How far it got: `copying` (the cluster untouched, its copy maybe partial) or
+    /// `restoring` (the copy whole, the cluster being replaced).
+    pub step: String,
+}
+
+/// [`RestoreMarker::step`] while the cluster is copied aside.
+pub const STEP_COPYING: &str = "copying";
+/// [`RestoreMarker::step`] once pgBackRest may have changed the cluster.
+pub const STEP_RESTORING: &str = "restoring";
+
+/// Where the marker is.
+pub fn restore_marker_file(layout: &StateLayout) -> PathBuf {
+    layout.run.join("restore.json")
+}
+
+/// The marker of an unfinished restore, when there is one.
+pub fn unfinished_restore(layout: &StateLayout) -> Option<RestoreMarker> {
+    super::supervisor::read_json(&restore_marker_file(layout))
+}
+
+/// What an unfinished restore means for the user, in one sentence with the way out.
+pub fn unfinished_restore_message(layout: &StateLayout, marker: &RestoreMarker) -> String {
+    if marker.step == STEP_COPYING {
+        return format!(
+            "a `nanika backup restore` to {} stopped while copying the cluster aside: the cluster is untouched but PostgreSQL is stopped; `nanika backup restore --abandon` removes the partial copy {}/{} and starts it",
+            marker.target,
+            layout.postgres_home.display(),
+            marker.aside
+        );
+    }
+    format!(
+        "a `nanika backup restore` to {} did not finish: PostgreSQL's cluster may be half-restored; the cluster from before is in {}/{}; `nanika backup restore --abandon` puts it back and starts it",
+        marker.target,
+        layout.postgres_home.display(),
+        marker.aside
+    )
+}
+
 /// `pgbackrest/` in PostgreSQL's home.
 pub fn dir(layout: &StateLayout) -> PathBuf {
     layout.postgres_home.join("pgbackrest")
@@ -87,6 +136,19 @@ fn config_text(layout: &StateLayout, settings: &BackupSettings, port: u16) -> St
 /// config for `settings` and `port`. Existing directories must be nanika's or the server user's
 /// and owner-only; nothing is followed through a link.
 pub fn install(layout: &StateLayout, settings: &BackupSettings, port: u16) -> Result<()> {
+    // The paths go into `archive_command`, a shell command inside a quoted postgresql.conf
+    // value where `%` is special: refused rather than quoted three ways.
+    let base = dir(layout);
+    if let Some(bad) = base
+        .to_string_lossy()
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "/._-+@,=:".contains(*c)))
+    {
+        return Err(crate::error::RuntimeError::Other(format!(
+            "backups need a state path without spaces, quotes or shell characters; {} has {bad:?}",
+            base.display()
+        )));
+    }
     let home = layout.open_postgres_home()?;
     let me = nix::unistd::Uid::effective().as_raw();
     let owners = [me, layout.server_user.as_ref().map_or(me, |u| u.uid)];

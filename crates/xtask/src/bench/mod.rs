@@ -1,6 +1,7 @@
 //! The benchmarks, one module per group of operations. Each group appends its rows (or why it
 //! could not measure them) to the [`Report`](crate::report::Report).
 
+pub mod backups;
 pub mod data;
 pub mod docker;
 pub mod lifecycle;
