@@ -314,7 +314,7 @@ impl Probe {
         self.own_commands += 2 + pages;
         let mut keys_by_prefix = BTreeMap::new();
         for key in &sample {
-            *keys_by_prefix.entry(prefix(key).to_string()).or_insert(0) += 1;
+            *keys_by_prefix.entry(prefix(key)).or_insert(0) += 1;
         }
         let number = |field: &str| {
             redis_admin::info_field(&info, field)
@@ -401,13 +401,18 @@ fn sample_keys(con: &mut redis::Connection) -> Result<(Vec<String>, u64), redis:
     let mut cursor: u64 = 0;
     let mut pages = 0;
     loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+        // Keys are bytes: one that is not UTF-8 is counted, not an error.
+        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("COUNT")
             .arg(1000)
             .query(con)?;
         pages += 1;
-        keys.extend(batch);
+        keys.extend(
+            batch
+                .iter()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
+        );
         if next == 0 || keys.len() >= PREFIX_SAMPLE {
             return Ok((keys, pages));
         }
@@ -416,12 +421,27 @@ fn sample_keys(con: &mut redis::Connection) -> Result<(Vec<String>, u64), redis:
 }
 
 /// The part of a key before its first `:`, with the `:` (`session:` for `session:abc`); the
-/// whole key when it has none.
-fn prefix(key: &str) -> &str {
-    match key.find(':') {
+/// whole key when it has none. Control characters are shown escaped: a key is anyone's text,
+/// and a terminal must not take it for commands.
+fn prefix(key: &str) -> String {
+    let prefix = match key.find(':') {
         Some(at) => &key[..=at],
         None => key,
-    }
+    };
+    printable(prefix)
+}
+
+/// `text` with control characters escaped (`\u{1b}`).
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// A query's text as the view may show it: one line, cut, and hidden when it may hold a
@@ -430,7 +450,7 @@ fn shown_query(text: String) -> String {
     if text.to_ascii_lowercase().contains("password") {
         return "(hidden: the statement mentions a password)".into();
     }
-    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let one_line = printable(&text.split_whitespace().collect::<Vec<_>>().join(" "));
     match one_line.char_indices().nth(QUERY_CHARS) {
         Some((at, _)) => format!("{}…", &one_line[..at]),
         None => one_line,
@@ -485,6 +505,7 @@ mod tests {
         assert_eq!(prefix("session:abc:def"), "session:");
         assert_eq!(prefix("plain"), "plain");
         assert_eq!(prefix(":x"), ":");
+        assert_eq!(prefix("\u{1b}]0;owned\u{7}:x"), "\\u{1b}]0;owned\\u{7}:");
     }
 
     #[test]

@@ -94,6 +94,17 @@ pub fn run(
                 size(made.repository_bytes),
                 made.stopped_at - made.started_at
             );
+            // The schedule counts from the last backup of each kind: it reads them again.
+            if let Some(mut status) = schedule::read_status(&layout) {
+                status.initialized = false;
+                if let Ok(run) = layout.open_run() {
+                    let _ = nanika_runtime::native::supervisor::write_json_in(
+                        &run,
+                        "backups.json",
+                        &status,
+                    );
+                }
+            }
             // Read back at once: a backup that cannot be restored is worse than none.
             let verification = tool.verify().map_err(ops_error)?;
             if !verification.all_valid() {
