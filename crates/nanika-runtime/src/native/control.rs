@@ -758,8 +758,13 @@ impl<'a> Native<'a> {
         let mut database_checked = false;
         while !pending.is_empty() {
             let mut still = Vec::new();
+            // No TCP connect to any of them until every one has bound its port: inside the
+            // ephemeral range, a PING to a Redis that is up can take as its source port the
+            // port PostgreSQL is about to bind, and PostgreSQL then fails with "Address
+            // already in use".
+            let all_bound = pending.iter().all(|s| self.bound(*s, self.port(*s)));
             for service in pending {
-                if !self.bound(service, self.port(service)) {
+                if !all_bound {
                     still.push(service);
                     continue;
                 }
