@@ -185,6 +185,13 @@ fn a_point_in_time_restore_brings_back_exactly_what_was_committed_before_it() {
     );
     stack.up();
     assert!(backup_now(&stack, "full").starts_with("full backup "));
+    // pgBackRest counts a backup's stop in whole seconds and needs it before the target: the
+    // server's clock is let pass the next second after the backup ended.
+    let stopped = backups(&stack)[0]["stopped_at"].as_i64().unwrap();
+    stack.psql(&format!(
+        "DO $$ BEGIN WHILE extract(epoch FROM clock_timestamp()) < {} LOOP PERFORM pg_sleep(0.05); END LOOP; END $$",
+        stopped + 1
+    ));
 
     // t1: the rows to get back; t2: the mistake, and a row after it.
     stack.psql("CREATE TABLE precious AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000) g");

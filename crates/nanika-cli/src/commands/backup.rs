@@ -205,9 +205,14 @@ fn restore(
                     time.text
                 )));
             }
-            if !backups.iter().any(|b| b.stopped_at as f64 <= time.epoch) {
+            // pgBackRest picks a backup that stopped before the target, counted in whole
+            // seconds: one that stopped within the target's second does not count.
+            if !backups
+                .iter()
+                .any(|b| b.stopped_at < time.epoch.floor() as i64)
+            {
                 return Err(CliError::failure(format!(
-                    "the oldest backup ended at {}: there is nothing to restore {} from; nothing was done",
+                    "the oldest backup ended at {}: there is nothing to restore {} from (a moment at least a second after a backup ended is needed); nothing was done",
                     crate::clock::rfc3339(oldest.stopped_at),
                     time.text
                 )));
