@@ -33,6 +33,27 @@ fn backup_now(stack: &Stack, kind: &str) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// A running project with backups on and no schedule (backups taken by the test alone).
+fn manual_backups_project() -> Stack {
+    let stack = Stack::new();
+    stack.project.write("nanika.toml", MANUAL_BACKUPS);
+    stack.up();
+    stack
+}
+
+const MANUAL_BACKUPS: &str = "[backups]\nenabled = true\nschedule = false\n";
+
+/// `doctor`'s `backups` check.
+fn doctor_backups_check(stack: &Stack) -> Value {
+    let output = stack.run(&["doctor", "--json"]);
+    let checks: Vec<Value> =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&output)));
+    checks
+        .into_iter()
+        .find(|c| c["name"] == "backups")
+        .unwrap_or_else(|| panic!("no backups check: {}", text(&output)))
+}
+
 /// The running server's settings, as `SHOW ALL` gives them: what backups must not change.
 fn spec_settings(stack: &Stack) -> String {
     stack.psql(
@@ -49,10 +70,7 @@ fn backups_need_the_setting_and_a_server_started_with_it() {
     assert_eq!(off.status.code(), Some(2), "{}", text(&off));
     assert!(text(&off).contains("backups are off"), "{}", text(&off));
 
-    stack.project.write(
-        "nanika.toml",
-        "[backups]\nenabled = true\nschedule = false\n",
-    );
+    stack.project.write("nanika.toml", MANUAL_BACKUPS);
     if !have_pgbackrest() {
         return;
     }
@@ -178,12 +196,7 @@ fn a_point_in_time_restore_brings_back_exactly_what_was_committed_before_it() {
     if !have_pgbackrest() {
         return;
     }
-    let stack = Stack::new();
-    stack.project.write(
-        "nanika.toml",
-        "[backups]\nenabled = true\nschedule = false\n",
-    );
-    stack.up();
+    let stack = manual_backups_project();
     assert!(backup_now(&stack, "full").starts_with("full backup "));
     // pgBackRest counts a backup's stop in whole seconds and needs it before the target: the
     // server's clock is let pass the next second after the backup ended.
@@ -281,22 +294,8 @@ fn a_damaged_backup_file_is_found_by_verify_and_reported_by_doctor() {
     if !have_pgbackrest() {
         return;
     }
-    let stack = Stack::new();
-    stack.project.write(
-        "nanika.toml",
-        "[backups]\nenabled = true\nschedule = false\n",
-    );
-    stack.up();
-    let doctor = |stack: &Stack| -> Value {
-        let output = stack.run(&["doctor", "--json"]);
-        let checks: Vec<Value> = serde_json::from_slice(&output.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}", text(&output)));
-        checks
-            .into_iter()
-            .find(|c| c["name"] == "backups")
-            .unwrap_or_else(|| panic!("no backups check: {}", text(&output)))
-    };
-    let empty = doctor(&stack);
+    let stack = manual_backups_project();
+    let empty = doctor_backups_check(&stack);
     assert_eq!(empty["verdict"], "warn", "{empty}");
     assert!(
         empty["seen"].as_str().unwrap().contains("no backup"),
@@ -304,7 +303,7 @@ fn a_damaged_backup_file_is_found_by_verify_and_reported_by_doctor() {
     );
     let said = backup_now(&stack, "full");
     assert!(said.contains("verified"), "{said}");
-    let healthy = doctor(&stack);
+    let healthy = doctor_backups_check(&stack);
     assert_eq!(healthy["verdict"], "ok", "{healthy}");
     assert_eq!(backups(&stack)[0]["verified"], "valid");
 
@@ -327,7 +326,7 @@ fn a_damaged_backup_file_is_found_by_verify_and_reported_by_doctor() {
     std::fs::write(&victim, bytes).unwrap();
 
     assert_eq!(backups(&stack)[0]["verified"], "invalid");
-    let damaged = doctor(&stack);
+    let damaged = doctor_backups_check(&stack);
     assert_eq!(damaged["verdict"], "fail", "{damaged}");
     assert!(
         damaged["seen"].as_str().unwrap().contains(&label),
@@ -394,15 +393,10 @@ fn the_supervisor_takes_backups_on_schedule_and_reports_a_failing_one() {
         }
     }
     let restore = Restore(repo);
-    let backups_check = |stack: &Stack| -> Value {
-        let output = stack.run(&["doctor", "--json"]);
-        let checks: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
-        checks.into_iter().find(|c| c["name"] == "backups").unwrap()
-    };
     let mut seen = Value::Null;
     assert!(
         common::eventually(limit, || {
-            seen = backups_check(&stack);
+            seen = doctor_backups_check(&stack);
             seen["verdict"] == "fail"
                 && seen["seen"]
                     .as_str()
@@ -414,7 +408,7 @@ fn the_supervisor_takes_backups_on_schedule_and_reports_a_failing_one() {
     drop(restore);
     assert!(
         common::eventually(limit, || {
-            seen = backups_check(&stack);
+            seen = doctor_backups_check(&stack);
             seen["verdict"] == "ok"
         }),
         "the schedule did not recover: {seen}"
@@ -426,12 +420,7 @@ fn a_restore_killed_half_way_is_refused_everywhere_until_abandon_puts_the_cluste
     if !have_pgbackrest() {
         return;
     }
-    let stack = Stack::new();
-    stack.project.write(
-        "nanika.toml",
-        "[backups]\nenabled = true\nschedule = false\n",
-    );
-    stack.up();
+    let stack = manual_backups_project();
     stack.psql("CREATE TABLE kept AS SELECT g AS id FROM generate_series(1, 50000) g");
     backup_now(&stack, "full");
     stack.psql("INSERT INTO kept VALUES (-1)");
@@ -468,9 +457,7 @@ fn a_restore_killed_half_way_is_refused_everywhere_until_abandon_puts_the_cluste
     let wipe = stack.run(&["down", "--volumes", "--yes"]);
     assert!(!wipe.status.success(), "{}", text(&wipe));
     assert!(stack.root.join(".nanika/postgres").exists());
-    let doctor = stack.run(&["doctor", "--json"]);
-    let checks: Vec<Value> = serde_json::from_slice(&doctor.stdout).unwrap();
-    let check = checks.iter().find(|c| c["name"] == "backups").unwrap();
+    let check = doctor_backups_check(&stack);
     assert_eq!(check["verdict"], "fail", "{check}");
 
     let abandon = stack.run(&["backup", "restore", "--abandon"]);

@@ -223,8 +223,11 @@ fn write(layout: &StateLayout, status: &ScheduleStatus) {
 /// A line in the supervisor's remarks, in PostgreSQL's log (where `nanika logs` shows them).
 fn note(layout: &StateLayout, text: &str) {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    // An existing log only, never through a link: the supervisor writes it as root.
     if let Ok(mut log) = std::fs::OpenOptions::new()
         .append(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(layout.log(Service::Postgres.as_str()))
     {
         let _ = writeln!(log, "nanika: {text}");
@@ -284,6 +287,10 @@ fn run_tool(
         .args(&plan.args)
         .args(args)
         .env("PGPASSWORD", password.trim())
+        // Its own settings come from the config file alone, as for `nanika backup`.
+        .env_remove("PGHOST")
+        .env_remove("PGPORT")
+        .env_remove("PGSERVICE")
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -294,25 +301,8 @@ fn run_tool(
     }
     let mut child = command.spawn().map_err(|e| e.to_string())?;
     // Read both pipes beside the wait, so a chatty tool never blocks on a full pipe.
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let read = |pipe: Option<std::process::ChildStdout>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut pipe) = pipe {
-                let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
-            }
-            text
-        })
-    };
-    let out = read(stdout);
-    let err = std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut pipe) = stderr {
-            let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
-        }
-        text
-    });
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
@@ -348,6 +338,17 @@ const STOPPED: &str = "stopped with the supervisor";
 
 /// How [`run_tool`] begins the error of a pgBackRest that found its lock taken (exit 50).
 const LOCK_BUSY_PREFIX: &str = "exit status: 50:";
+
+/// Reads `pipe` to its end on a thread of its own.
+fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_string(&mut text);
+        }
+        text
+    })
+}
 
 /// The plan for `settings`, when they ask for a schedule.
 pub fn plan(
