@@ -146,6 +146,10 @@ pub enum Command {
     /// differential and incremental backups. `db backup` makes portable logical dumps instead.
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// Fail over to a replica (nanika.toml [topology]): promote a PostgreSQL replica, or have
+    /// the Redis sentinels promote theirs.
+    #[command(subcommand)]
+    Failover(FailoverCommand),
     /// The cache of pristine PostgreSQL clusters new projects are copied from.
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -160,6 +164,21 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// `nanika failover …`.
+#[derive(Debug, Subcommand)]
+pub enum FailoverCommand {
+    /// Promote a replica (pg_promote), repoint the other replicas at it, and rejoin the old
+    /// primary as a replica (pg_rewind). The old primary is stopped first.
+    Postgres {
+        /// The replica to promote, e.g. `postgres-replica-2` (default: the one that has
+        /// received the most WAL).
+        #[arg(long, value_name = "NODE")]
+        to: Option<String>,
+    },
+    /// Have the sentinels fail the Redis master over to its replica (SENTINEL FAILOVER).
+    Redis,
 }
 
 /// `nanika cache …`.

@@ -85,6 +85,7 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
         ),
         Command::Env(args) => commands::env::env(project_dir, &args),
         Command::Cache(command) => commands::cache::run(command),
+        Command::Failover(command) => commands::failover::run(project_dir, runtime, command),
         Command::Supervise => {
             let project = context::project(project_dir)?;
             let user = nanika_runtime::native::layout::ServerUser::for_current_process()

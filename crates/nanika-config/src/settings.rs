@@ -9,6 +9,19 @@
 //! full_every = "7d"     # the supervisor's schedule (schedule = false: only `backup now`)
 //! diff_every = "1d"
 //! incr_every = "1h"
+//!
+//! [topology.postgres]
+//! replicas = 2          # streaming replicas (0, the default: the spec's single server)
+//! synchronous = false   # true: a commit waits until one replica has flushed it
+//! ports_from = 5433     # the first replica's port, the others follow (default POSTGRES_PORT + 1)
+//!
+//! [topology.redis]
+//! mode = "sentinel"     # "single" (the default), "sentinel" (a replica, three sentinels) or "cluster"
+//! ports_from = 6380     # sentinel: the replica's port; cluster: the first of six nodes' (REDIS_PORT + 1)
+//! sentinel_ports_from = 26379  # the first of three sentinels (default REDIS_PORT + 20000)
+//! down_after_ms = 1000  # Sentinel: a master silent this long is down
+//! failover_timeout_ms = 5000
+//! node_timeout_ms = 1000  # Cluster: a master silent this long is failed over
 //! ```
 
 use crate::finding::Finding;
@@ -27,6 +40,194 @@ pub struct Settings {
     /// Backup automation with pgBackRest.
     #[serde(default)]
     pub backups: BackupSettings,
+    /// Replicas, Sentinel or Cluster: the spec's roadmap topologies, off by default.
+    #[serde(default)]
+    pub topology: TopologySettings,
+}
+
+/// `[topology]`: nodes beside the spec's two servers. Absent, nanika runs exactly the spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologySettings {
+    /// `[topology.postgres]`: streaming replicas.
+    #[serde(default)]
+    pub postgres: PostgresTopology,
+    /// `[topology.redis]`: Sentinel or Cluster.
+    #[serde(default)]
+    pub redis: RedisTopology,
+}
+
+/// The most PostgreSQL replicas nanika runs: a laptop's worth.
+pub const MAX_POSTGRES_REPLICAS: u8 = 5;
+
+/// Sentinels watching the master: three, so that a quorum of two survives one of them.
+pub const SENTINELS: u8 = 3;
+
+/// The sentinel-mode replicas of the master.
+pub const SENTINEL_REPLICAS: u8 = 1;
+
+/// Cluster nodes: three masters, each with one replica.
+pub const CLUSTER_NODES: u8 = 6;
+
+/// `[topology.postgres]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresTopology {
+    /// Streaming replicas (0: none, the spec's single server).
+    #[serde(default)]
+    pub replicas: u8,
+    /// Whether a commit waits for one replica to flush it (`synchronous_standby_names`).
+    #[serde(default)]
+    pub synchronous: bool,
+    /// The first replica's port; replica N listens on `ports_from + N - 1`
+    /// (default: `POSTGRES_PORT + 1`).
+    #[serde(default)]
+    pub ports_from: Option<u16>,
+}
+
+/// How Redis runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// The spec's one server.
+    #[default]
+    Single,
+    /// The spec's server as master, one replica, three sentinels (quorum 2).
+    Sentinel,
+    /// Six cluster nodes (three masters, three replicas) beside the spec's server.
+    Cluster,
+}
+
+/// `[topology.redis]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisTopology {
+    /// Single, Sentinel or Cluster.
+    #[serde(default)]
+    pub mode: RedisMode,
+    /// Sentinel: the replica's port; Cluster: the first node's, the others following
+    /// (default: `REDIS_PORT + 1`).
+    #[serde(default)]
+    pub ports_from: Option<u16>,
+    /// The first sentinel's port, the others following (default: `REDIS_PORT + 20000`, which
+    /// gives Sentinel's usual 26379 for 6379).
+    #[serde(default)]
+    pub sentinel_ports_from: Option<u16>,
+    /// Sentinel's `down-after-milliseconds`: how long a silent master is given.
+    #[serde(default = "default_down_after_ms")]
+    pub down_after_ms: u32,
+    /// Sentinel's `failover-timeout`.
+    #[serde(default = "default_failover_timeout_ms")]
+    pub failover_timeout_ms: u32,
+    /// Cluster's `cluster-node-timeout`.
+    #[serde(default = "default_node_timeout_ms")]
+    pub node_timeout_ms: u32,
+}
+
+impl Default for RedisTopology {
+    fn default() -> Self {
+        RedisTopology {
+            mode: RedisMode::Single,
+            ports_from: None,
+            sentinel_ports_from: None,
+            down_after_ms: default_down_after_ms(),
+            failover_timeout_ms: default_failover_timeout_ms(),
+            node_timeout_ms: default_node_timeout_ms(),
+        }
+    }
+}
+
+// On loopback a live Redis answers PING in well under a millisecond, even under load; a second
+// of silence is a dead process, and a developer testing reconnect logic should not wait 30 s
+// (Sentinel's default) for each try.
+fn default_down_after_ms() -> u32 {
+    1000
+}
+
+// Sentinel waits this long before retrying a failover that stalled; twice that bounds how long
+// the replicas take to follow the new master.
+fn default_failover_timeout_ms() -> u32 {
+    5000
+}
+
+// As for Sentinel: a second without a pong is a dead node on loopback.
+fn default_node_timeout_ms() -> u32 {
+    1000
+}
+
+/// The bounds of the timeouts above, in milliseconds.
+pub const TIMEOUT_RANGE_MS: std::ops::RangeInclusive<u32> = 100..=600_000;
+
+/// Every port one node of the topology listens on, with the node's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopologyPorts {
+    /// PostgreSQL replica N (from 1) at index N - 1.
+    pub postgres_replicas: Vec<u16>,
+    /// The Sentinel-mode replica(s) of Redis.
+    pub redis_replicas: Vec<u16>,
+    /// The sentinels.
+    pub sentinels: Vec<u16>,
+    /// The cluster nodes.
+    pub cluster_nodes: Vec<u16>,
+}
+
+impl TopologySettings {
+    /// Whether anything runs beyond the spec's two servers.
+    pub fn is_single(&self) -> bool {
+        self.postgres.replicas == 0 && self.redis.mode == RedisMode::Single
+    }
+
+    /// The ports of every node, given the spec's two ports; `Err` says which setting runs past
+    /// port 65535.
+    pub fn ports(&self, postgres_port: u16, redis_port: u16) -> Result<TopologyPorts, String> {
+        fn run(
+            key: &str,
+            from: Option<u16>,
+            default_from: u32,
+            count: u8,
+        ) -> Result<Vec<u16>, String> {
+            let first = from.map_or(default_from, u32::from);
+            (0..u32::from(count))
+                .map(|i| {
+                    u16::try_from(first + i)
+                        .map_err(|_| format!("{key}: {count} ports from {first} run past 65535"))
+                })
+                .collect()
+        }
+        let redis = &self.redis;
+        let (replicas, sentinels, cluster) = match redis.mode {
+            RedisMode::Single => (0, 0, 0),
+            RedisMode::Sentinel => (SENTINEL_REPLICAS, SENTINELS, 0),
+            RedisMode::Cluster => (0, 0, CLUSTER_NODES),
+        };
+        let redis_from = u32::from(redis_port) + 1;
+        Ok(TopologyPorts {
+            postgres_replicas: run(
+                "topology.postgres.ports_from",
+                self.postgres.ports_from,
+                u32::from(postgres_port) + 1,
+                self.postgres.replicas,
+            )?,
+            redis_replicas: run(
+                "topology.redis.ports_from",
+                redis.ports_from,
+                redis_from,
+                replicas,
+            )?,
+            sentinels: run(
+                "topology.redis.sentinel_ports_from",
+                redis.sentinel_ports_from,
+                u32::from(redis_port) + 20_000,
+                sentinels,
+            )?,
+            cluster_nodes: run(
+                "topology.redis.ports_from",
+                redis.ports_from,
+                redis_from,
+                cluster,
+            )?,
+        })
+    }
 }
 
 /// `[backups]`.
@@ -145,7 +346,7 @@ pub fn parse(text: &str, file: &Path) -> Parsed<Settings> {
                 Finding::error("invalid-settings", file, error.message().trim().to_string())
                     .at_optional_line(line)
                     .with_hint(
-                        "the keys are [backups] enabled, retention_full, retention_diff, schedule, full_every, diff_every, incr_every; see the README",
+                        "the keys are [backups] enabled, retention_full, retention_diff, schedule, full_every, diff_every, incr_every; [topology.postgres] replicas, synchronous, ports_from; [topology.redis] mode, ports_from, sentinel_ports_from, down_after_ms, failover_timeout_ms, node_timeout_ms; see the README",
                     ),
             );
             Settings::default()
@@ -170,6 +371,59 @@ pub fn parse(text: &str, file: &Path) -> Parsed<Settings> {
                 .at_optional_line(lines.get(key).copied()),
             );
         }
+    }
+    if value.topology.postgres.replicas > MAX_POSTGRES_REPLICAS {
+        let key = "topology.postgres.replicas";
+        findings.push(
+            Finding::error(
+                "out-of-range",
+                file,
+                format!(
+                    "{key} = {} is more than {MAX_POSTGRES_REPLICAS}",
+                    value.topology.postgres.replicas
+                ),
+            )
+            .for_key(key)
+            .at_optional_line(lines.get(key).copied()),
+        );
+    }
+    let redis = &value.topology.redis;
+    for (key, number) in [
+        ("topology.redis.down_after_ms", redis.down_after_ms),
+        (
+            "topology.redis.failover_timeout_ms",
+            redis.failover_timeout_ms,
+        ),
+        ("topology.redis.node_timeout_ms", redis.node_timeout_ms),
+    ] {
+        if !TIMEOUT_RANGE_MS.contains(&number) {
+            findings.push(
+                Finding::error(
+                    "out-of-range",
+                    file,
+                    format!(
+                        "{key} = {number} is outside {}..={}",
+                        TIMEOUT_RANGE_MS.start(),
+                        TIMEOUT_RANGE_MS.end()
+                    ),
+                )
+                .for_key(key)
+                .at_optional_line(lines.get(key).copied()),
+            );
+        }
+    }
+    if value.backups.enabled && value.topology.postgres.replicas > 0 {
+        let key = "topology.postgres.replicas";
+        findings.push(
+            Finding::error(
+                "unsupported-combination",
+                file,
+                "[backups] enabled with PostgreSQL replicas is not supported yet: pgBackRest's stanza names one data directory, which stops being the primary after a failover".to_string(),
+            )
+            .for_key(key)
+            .at_optional_line(lines.get(key).copied())
+            .with_hint("turn one of them off: [backups] enabled = false, or [topology.postgres] replicas = 0"),
+        );
     }
     for (key, text) in [
         ("backups.full_every", &value.backups.full_every),

@@ -20,6 +20,106 @@ pub const MAX_IDENTIFIER_BYTES: usize = 63;
 pub fn cross_checks(loaded: &LoadedProject) -> Vec<Finding> {
     let mut findings = missing_settings(loaded);
     findings.extend(environment(loaded));
+    findings.extend(topology_ports(loaded));
+    findings
+}
+
+/// How far above its port a Redis Cluster node listens for the other nodes.
+pub const CLUSTER_BUS_OFFSET: u16 = 10_000;
+
+/// The topology's nodes need ports of their own: none past 65535, none shared with another
+/// node or with the spec's two servers.
+fn topology_ports(loaded: &LoadedProject) -> Vec<Finding> {
+    let file = crate::settings::SETTINGS_FILE;
+    let line = |key: &str| loaded.line_of(file, key);
+    let env = &loaded.infra.env;
+    let ports = match loaded
+        .settings
+        .topology
+        .ports(env.postgres_port, env.redis_port)
+    {
+        Ok(ports) => ports,
+        Err(message) => {
+            let key = message.split(':').next().unwrap_or_default().to_string();
+            return vec![
+                Finding::error("out-of-range", file, message)
+                    .at_optional_line(line(&key))
+                    .for_key(key)
+                    .with_hint("choose a lower first port"),
+            ];
+        }
+    };
+    let mut taken: Vec<(u16, String)> = vec![
+        (env.postgres_port, "POSTGRES_PORT".into()),
+        (env.redis_port, "REDIS_PORT".into()),
+    ];
+    let named = [
+        (
+            "topology.postgres.ports_from",
+            "PostgreSQL replica",
+            &ports.postgres_replicas,
+        ),
+        (
+            "topology.redis.ports_from",
+            "Redis replica",
+            &ports.redis_replicas,
+        ),
+        (
+            "topology.redis.sentinel_ports_from",
+            "sentinel",
+            &ports.sentinels,
+        ),
+        (
+            "topology.redis.ports_from",
+            "cluster node",
+            &ports.cluster_nodes,
+        ),
+    ];
+    // A cluster node also listens on its port + 10000, the cluster bus.
+    let buses: Vec<u16> = ports
+        .cluster_nodes
+        .iter()
+        .filter_map(|p| p.checked_add(CLUSTER_BUS_OFFSET))
+        .collect();
+    let mut findings = Vec::new();
+    if buses.len() != ports.cluster_nodes.len() {
+        let key = "topology.redis.ports_from";
+        findings.push(
+            Finding::error(
+                "out-of-range",
+                file,
+                format!("{key}: a cluster node's bus port (its port + {CLUSTER_BUS_OFFSET}) would run past 65535"),
+            )
+            .at_optional_line(line(key))
+            .for_key(key)
+            .with_hint(format!("choose a first port below {}", 65535 - CLUSTER_BUS_OFFSET - 5)),
+        );
+    }
+    let named = [
+        named[0],
+        named[1],
+        named[2],
+        named[3],
+        ("topology.redis.ports_from", "cluster bus of node", &buses),
+    ];
+    for (key, what, list) in named {
+        for (index, port) in list.iter().enumerate() {
+            let name = format!("{what} {}", index + 1);
+            if let Some((_, other)) = taken.iter().find(|(p, _)| p == port) {
+                findings.push(
+                    Finding::error(
+                        "port-conflict",
+                        file,
+                        format!("{name} would listen on port {port}, which {other} already uses"),
+                    )
+                    .at_optional_line(line(key))
+                    .for_key(key)
+                    .with_hint(format!("set {key} so the nodes' ports do not overlap")),
+                );
+            }
+            taken.push((*port, name));
+        }
+    }
     findings
 }
 

@@ -274,9 +274,9 @@ impl Compose {
     /// the configuration names (`docker compose port`): the containers are the project's own,
     /// found through its compose file and project name, never by a port alone.
     pub fn verify(&self, service: Service, configured: u16) -> Result<()> {
-        let container_port = match service {
+        let container_port = match service.kind() {
             Service::Postgres => "5432",
-            Service::Redis => "6379",
+            _ => "6379",
         };
         let mut command = self.base();
         command.extend([

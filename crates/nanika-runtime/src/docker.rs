@@ -33,9 +33,9 @@ const AUTH_REFUSED: &str = "the password was refused: the postgres image sets PO
 
 /// The port each service listens on inside its container.
 fn container_port(service: Service) -> &'static str {
-    match service {
+    match service.kind() {
         Service::Postgres => "5432/tcp",
-        Service::Redis => "6379/tcp",
+        _ => "6379/tcp",
     }
 }
 
@@ -618,13 +618,11 @@ impl<'a> Docker<'a> {
         port: u16,
     ) -> std::result::Result<(), ProbeError> {
         let timeout = Duration::from_secs(2);
-        match service {
+        match service.kind() {
             Service::Postgres => prober
                 .postgres(&self.postgres_target(port), timeout)
                 .map(|_| ()),
-            Service::Redis => {
-                crate::health::redis_ping(port, self.valid.infra.redis_password(), timeout)
-            }
+            _ => crate::health::redis_ping(port, self.valid.infra.redis_password(), timeout),
         }
     }
 
@@ -726,9 +724,9 @@ impl Runtime for Docker<'_> {
     }
 
     fn port(&self, service: Service) -> u16 {
-        match service {
+        match service.kind() {
             Service::Postgres => self.valid.infra.env.postgres_port,
-            Service::Redis => self.valid.infra.env.redis_port,
+            _ => self.valid.infra.env.redis_port,
         }
     }
 
@@ -883,6 +881,9 @@ impl Runtime for Docker<'_> {
                             restarts: container.map_or(0, |c| c.restart_count),
                             next_start_in_ms: None,
                             note,
+                            role: None,
+                            lag_bytes: None,
+                            lag_ms: None,
                         }
                     })
                 })

@@ -303,6 +303,11 @@ fn port_variable(service: Service) -> &'static str {
     match service {
         Service::Postgres => "POSTGRES_PORT",
         Service::Redis => "REDIS_PORT",
+        Service::PostgresReplica(_) => "[topology.postgres] ports_from in nanika.toml",
+        Service::Sentinel(_) => "[topology.redis] sentinel_ports_from in nanika.toml",
+        Service::RedisReplica(_) | Service::ClusterNode(_) => {
+            "[topology.redis] ports_from in nanika.toml"
+        }
     }
 }
 

@@ -196,6 +196,70 @@ impl Prober {
         })
     }
 
+    /// Runs `statements` in one session on `database`, with nothing of them written to the
+    /// server's log (one may hold a password).
+    pub fn execute_quietly(
+        &self,
+        target: &PostgresTarget,
+        database: &str,
+        statements: &[String],
+        timeout: Duration,
+    ) -> Result<(), ProbeError> {
+        self.run(timeout, async {
+            let mut conn = PgConnection::connect_with(&target.options(database))
+                .await
+                .map_err(classify)?;
+            for setting in [
+                "SET log_statement = 'none'",
+                "SET log_min_error_statement = 'panic'",
+                "SET log_min_duration_statement = -1",
+            ] {
+                sqlx::query(setting)
+                    .execute(&mut conn)
+                    .await
+                    .map_err(classify)?;
+            }
+            for statement in statements {
+                sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
+                    .execute(&mut conn)
+                    .await
+                    .map_err(classify)?;
+            }
+            let _ = conn.close().await;
+            Ok(())
+        })
+    }
+
+    /// The rows of `query` on `database`, every column read as text (cast them in the query);
+    /// NULL is `None`.
+    pub fn text_rows(
+        &self,
+        target: &PostgresTarget,
+        database: &str,
+        query: &str,
+        timeout: Duration,
+    ) -> Result<Vec<Vec<Option<String>>>, ProbeError> {
+        use sqlx::Row;
+        self.run(timeout, async {
+            let mut conn = PgConnection::connect_with(&target.options(database))
+                .await
+                .map_err(classify)?;
+            let rows = sqlx::query(sqlx::AssertSqlSafe(query.to_string()))
+                .fetch_all(&mut conn)
+                .await
+                .map_err(classify)?;
+            let _ = conn.close().await;
+            rows.iter()
+                .map(|row| {
+                    (0..row.len())
+                        .map(|i| row.try_get::<Option<String>, _>(i))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| ProbeError::Other(e.to_string()))
+                })
+                .collect()
+        })
+    }
+
     fn run<T>(
         &self,
         timeout: Duration,
@@ -242,7 +306,7 @@ async fn create_database_if_missing(
 }
 
 /// Quotes an identifier for SQL.
-pub(crate) fn quote_ident(name: &str) -> String {
+pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
@@ -308,7 +372,8 @@ impl RedisProbe {
         Err(refused)
     }
 
-    /// Sends one command; returns a simple or error reply as its line, a bulk reply as its text.
+    /// Sends one command; returns a simple or error reply as its line, a bulk reply as its text,
+    /// an array as its elements' texts, a line each.
     fn ask(&mut self, args: &[&str]) -> Result<String, ProbeError> {
         let mut request = format!("*{}\r\n", args.len());
         for arg in args {
@@ -317,14 +382,32 @@ impl RedisProbe {
         self.writer
             .write_all(request.as_bytes())
             .map_err(|e| ProbeError::Other(e.to_string()))?;
+        self.read_reply()
+    }
+
+    fn read_reply(&mut self) -> Result<String, ProbeError> {
         let mut reply = String::new();
         self.reader
             .read_line(&mut reply)
             .map_err(|e| ProbeError::Other(e.to_string()))?;
         let reply = reply.trim_end().to_string();
+        if let Some(count) = reply.strip_prefix('*') {
+            // An array (SENTINEL's answers): its elements' texts, a line each.
+            let count: i64 = count
+                .parse()
+                .map_err(|_| ProbeError::Other(format!("unexpected reply `{reply}`")))?;
+            let mut items = Vec::new();
+            for _ in 0..count.max(0) {
+                items.push(self.read_reply()?);
+            }
+            return Ok(items.join("\n"));
+        }
         let Some(length) = reply.strip_prefix('$') else {
             return Ok(reply);
         };
+        if length == "-1" {
+            return Ok(String::new());
+        }
         let length: usize = length
             .parse()
             .map_err(|_| ProbeError::Other(format!("unexpected reply `{reply}`")))?;
@@ -349,6 +432,26 @@ impl RedisProbe {
         } else {
             Err(ProbeError::Auth)
         }
+    }
+}
+
+/// One command to the Redis server (or sentinel) on loopback `port`, authenticating first when a
+/// password is given; the reply as [`RedisProbe::ask`] reads it. An error reply is `Err`.
+pub fn redis_command(
+    port: u16,
+    password: Option<&Secret>,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<String, ProbeError> {
+    let mut probe = RedisProbe::connect("127.0.0.1", port, timeout)?;
+    probe.auth("", password)?;
+    let reply = probe.ask(args)?;
+    match reply.strip_prefix('-') {
+        Some(error) if error.starts_with("NOAUTH") || error.starts_with("WRONGPASS") => {
+            Err(ProbeError::Auth)
+        }
+        Some(error) => Err(ProbeError::Refused(error.to_string())),
+        None => Ok(reply),
     }
 }
 

@@ -27,32 +27,144 @@ pub use error::RuntimeError;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// One of the services nanika runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// One of the servers nanika runs: the spec's two, or a node of the topology `nanika.toml`
+/// asks for (numbered from 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Service {
-    /// PostgreSQL 15.
+    /// PostgreSQL 15, the spec's server.
     Postgres,
-    /// Redis 7.
+    /// Redis 7, the spec's server.
     Redis,
+    /// A streaming replica of PostgreSQL.
+    PostgresReplica(u8),
+    /// A replica of Redis in Sentinel mode.
+    RedisReplica(u8),
+    /// A Redis Sentinel.
+    Sentinel(u8),
+    /// A Redis Cluster node.
+    ClusterNode(u8),
 }
 
+/// The names of numbered nodes, so that every [`Service`] has a `&'static str` name. The
+/// settings allow fewer nodes of each kind than these tables hold.
+const POSTGRES_REPLICA_NAMES: [&str; 9] = [
+    "postgres-replica-1",
+    "postgres-replica-2",
+    "postgres-replica-3",
+    "postgres-replica-4",
+    "postgres-replica-5",
+    "postgres-replica-6",
+    "postgres-replica-7",
+    "postgres-replica-8",
+    "postgres-replica-9",
+];
+const REDIS_REPLICA_NAMES: [&str; 9] = [
+    "redis-replica-1",
+    "redis-replica-2",
+    "redis-replica-3",
+    "redis-replica-4",
+    "redis-replica-5",
+    "redis-replica-6",
+    "redis-replica-7",
+    "redis-replica-8",
+    "redis-replica-9",
+];
+const SENTINEL_NAMES: [&str; 9] = [
+    "sentinel-1",
+    "sentinel-2",
+    "sentinel-3",
+    "sentinel-4",
+    "sentinel-5",
+    "sentinel-6",
+    "sentinel-7",
+    "sentinel-8",
+    "sentinel-9",
+];
+const CLUSTER_NAMES: [&str; 9] = [
+    "redis-cluster-1",
+    "redis-cluster-2",
+    "redis-cluster-3",
+    "redis-cluster-4",
+    "redis-cluster-5",
+    "redis-cluster-6",
+    "redis-cluster-7",
+    "redis-cluster-8",
+    "redis-cluster-9",
+];
+
 impl Service {
-    /// Both services, in start order.
+    /// The spec's two services, in start order.
     pub const ALL: [Service; 2] = [Service::Postgres, Service::Redis];
 
-    /// The service's name, as compose and the CLI spell it.
+    /// The service's name, as compose, the CLI, the logs and the state files spell it.
     pub fn as_str(self) -> &'static str {
+        let numbered = |names: &'static [&'static str; 9], n: u8| {
+            names
+                .get(usize::from(n).wrapping_sub(1))
+                .copied()
+                .unwrap_or("node")
+        };
         match self {
             Service::Postgres => "postgres",
             Service::Redis => "redis",
+            Service::PostgresReplica(n) => numbered(&POSTGRES_REPLICA_NAMES, n),
+            Service::RedisReplica(n) => numbered(&REDIS_REPLICA_NAMES, n),
+            Service::Sentinel(n) => numbered(&SENTINEL_NAMES, n),
+            Service::ClusterNode(n) => numbered(&CLUSTER_NAMES, n),
         }
+    }
+
+    /// The server program behind it: [`Service::Postgres`] for every PostgreSQL node,
+    /// [`Service::Redis`] for every `redis-server` (sentinels included).
+    pub fn kind(self) -> Service {
+        match self {
+            Service::Postgres | Service::PostgresReplica(_) => Service::Postgres,
+            _ => Service::Redis,
+        }
+    }
+
+    /// Whether it is one of the spec's two servers rather than a topology node.
+    pub fn is_primary_service(self) -> bool {
+        matches!(self, Service::Postgres | Service::Redis)
+    }
+
+    /// The service a name means (`postgres`, `redis`, `postgres-replica-2`, `sentinel-1`, …).
+    pub fn from_name(name: &str) -> Option<Service> {
+        let find = |names: &[&str; 9], make: fn(u8) -> Service| {
+            names
+                .iter()
+                .position(|n| *n == name)
+                .map(|i| make(i as u8 + 1))
+        };
+        match name {
+            "postgres" => Some(Service::Postgres),
+            "redis" => Some(Service::Redis),
+            _ => find(&POSTGRES_REPLICA_NAMES, Service::PostgresReplica)
+                .or_else(|| find(&REDIS_REPLICA_NAMES, Service::RedisReplica))
+                .or_else(|| find(&SENTINEL_NAMES, Service::Sentinel))
+                .or_else(|| find(&CLUSTER_NAMES, Service::ClusterNode)),
+        }
+    }
+}
+
+impl Serialize for Service {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Service {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Service::from_name(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown service {name:?}")))
     }
 }
 
 impl fmt::Display for Service {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        // `pad`, so that `{service:8}` lines up the names in a column.
+        f.pad(self.as_str())
     }
 }
 
@@ -107,6 +219,17 @@ pub struct ServiceStatus {
     /// A remark on its state (why it runs unsupervised, and what to do about it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Its place in replication when the topology has more than one node: `primary`,
+    /// `replica`, `master`, `sentinel`, with what is wrong in parentheses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// How far a replica is behind: WAL bytes not yet replayed (PostgreSQL) or the master's
+    /// replication offset minus its own (Redis).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<u64>,
+    /// How far a PostgreSQL replica is behind in time (`replay_lag`), in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_ms: Option<u64>,
 }
 
 /// Receives progress while services start and stop, e.g. to draw spinners.

@@ -28,9 +28,9 @@ pub enum Source {
 
 impl From<Service> for Source {
     fn from(service: Service) -> Self {
-        match service {
+        match service.kind() {
             Service::Postgres => Source::Postgres,
-            Service::Redis => Source::Redis,
+            _ => Source::Redis,
         }
     }
 }
@@ -572,9 +572,9 @@ impl Records {
         if let Some(record) = parse_supervisor(self.service, line) {
             return (record, Slot::Message);
         }
-        let parsed = match self.service {
+        let parsed = match self.service.kind() {
             Service::Postgres => parse_postgres(line),
-            Service::Redis => parse_redis(line, self.zone).map(|r| (r, Slot::Message)),
+            _ => parse_redis(line, self.zone).map(|r| (r, Slot::Message)),
         };
         parsed.unwrap_or_else(|| (LogRecord::unknown(self.service, line), Slot::Message))
     }

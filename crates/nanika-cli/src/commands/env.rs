@@ -13,6 +13,9 @@ struct Var {
     name: &'static str,
     value: String,
     secret: bool,
+    /// How to show a secret one without its secret (a URL with its password masked), when not
+    /// all of it is secret.
+    masked: Option<String>,
 }
 
 /// The app's variables as resolved, then the libpq forms of `DATABASE_URL`.
@@ -23,6 +26,7 @@ fn app_env(loaded: &LoadedProject) -> Vec<Var> {
         name,
         value,
         secret,
+        masked: None,
     };
     let mut vars = vec![
         var("POSTGRES_DB", env.postgres_db.clone(), false),
@@ -47,6 +51,91 @@ fn app_env(loaded: &LoadedProject) -> Vec<Var> {
     for (name, value) in url.pg_env() {
         vars.push(var(name, value, name == "PGPASSWORD"));
     }
+    vars.extend(topology_env(loaded));
+    vars
+}
+
+/// What clients of the topology's nodes need: the replicas' URLs and a failover-aware URL,
+/// the sentinels, the cluster's nodes. Nothing for the spec's single servers.
+fn topology_env(loaded: &LoadedProject) -> Vec<Var> {
+    let env = &loaded.infra.env;
+    let Ok(ports) = loaded
+        .settings
+        .topology
+        .ports(env.postgres_port, env.redis_port)
+    else {
+        return Vec::new();
+    };
+    let url = &env.database_url;
+    let at_port = |port: u16| nanika_config::urls::DatabaseUrl {
+        port,
+        ..url.clone()
+    };
+    let mut vars = Vec::new();
+    if !ports.postgres_replicas.is_empty() {
+        let replicas: Vec<_> = ports
+            .postgres_replicas
+            .iter()
+            .map(|p| at_port(*p))
+            .collect();
+        vars.push(Var {
+            name: "DATABASE_REPLICA_URLS",
+            value: replicas
+                .iter()
+                .map(|u| u.expose())
+                .collect::<Vec<_>>()
+                .join(","),
+            secret: true,
+            masked: Some(
+                replicas
+                    .iter()
+                    .map(|u| u.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        });
+        // libpq's multi-host form: a client tries each node and keeps the one that takes
+        // writes, so it follows `nanika failover postgres`.
+        let hosts: Vec<String> = std::iter::once(env.postgres_port)
+            .chain(ports.postgres_replicas.iter().copied())
+            .map(|p| format!("{}:{p}", url.host))
+            .collect();
+        let failover = |libpq: String| {
+            let single = format!("@{}:{}/", url.host, url.port);
+            let multi = libpq.replacen(&single, &format!("@{}/", hosts.join(",")), 1);
+            let joiner = if multi.contains('?') { '&' } else { '?' };
+            format!("{multi}{joiner}target_session_attrs=read-write")
+        };
+        vars.push(Var {
+            name: "DATABASE_FAILOVER_URL",
+            value: failover(url.libpq_url()),
+            secret: true,
+            masked: Some(failover(url.masked_libpq_url())),
+        });
+    }
+    let list = |ports: &[u16]| {
+        ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let plain = |name, value| Var {
+        name,
+        value,
+        secret: false,
+        masked: None,
+    };
+    if !ports.sentinels.is_empty() {
+        vars.push(plain("REDIS_SENTINELS", list(&ports.sentinels)));
+        vars.push(plain(
+            "REDIS_SENTINEL_MASTER",
+            nanika_runtime::native::control::SENTINEL_MASTER.to_string(),
+        ));
+    }
+    if !ports.cluster_nodes.is_empty() {
+        vars.push(plain("REDIS_CLUSTER_NODES", list(&ports.cluster_nodes)));
+    }
     vars
 }
 
@@ -54,6 +143,9 @@ fn app_env(loaded: &LoadedProject) -> Vec<Var> {
 fn shown(var: &Var, loaded: &LoadedProject, show_secrets: bool) -> String {
     if show_secrets || !var.secret {
         return var.value.clone();
+    }
+    if let Some(masked) = &var.masked {
+        return masked.clone();
     }
     match var.name {
         "DATABASE_URL" => loaded.infra.env.database_url.to_string(),

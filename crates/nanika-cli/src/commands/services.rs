@@ -54,9 +54,17 @@ fn runtime_for(loaded: &LoadedProject, arg: RuntimeArg, starting: bool) -> CliRe
     let root = loaded.project.root();
     let recorded = compose::recorded_runtime(root);
     let compose = Compose::new(root, &loaded.infra.compose.project_name);
+    let topology = !loaded.settings.topology.is_single();
+    // `auto` never picks docker for a topology: compose runs the spec's two servers only.
     let (kind, note) = compose::choose(choice(arg), recorded, || {
-        starting && compose.available().is_ok()
+        starting && !topology && compose.available().is_ok()
     });
+    if topology && kind == RuntimeKind::Docker {
+        return Err(CliError::usage(
+            "nanika.toml's [topology] (replicas, Sentinel, Cluster) runs with the native runtime only; nothing was done",
+        )
+        .hint("run with --runtime native (after `nanika down` of the docker runtime), or remove [topology] from nanika.toml"));
+    }
     match (note, recorded) {
         // Only `up` switches (it records the runtime); the others just look elsewhere.
         (Some(note), _) if starting => eprintln!("note: {note}"),
@@ -346,10 +354,13 @@ pub fn ps(project_dir: Option<&PathBuf>, runtime_arg: RuntimeArg, json: bool) ->
         return Ok(());
     }
     let dash = || "-".to_string();
+    // The role and lag columns only when there is replication to speak of: the spec's own
+    // setup keeps its table.
+    let topology = !loaded.settings.topology.is_single();
     let rows: Vec<Vec<String>> = statuses
         .iter()
         .map(|s| {
-            vec![
+            let mut row = vec![
                 s.service.to_string(),
                 match s.next_start_in_ms {
                     Some(ms) => format!("{} (next start in {:.1}s)", s.state, ms as f64 / 1000.0),
@@ -360,15 +371,21 @@ pub fn ps(project_dir: Option<&PathBuf>, runtime_arg: RuntimeArg, json: bool) ->
                 s.uptime_secs.map_or_else(dash, uptime),
                 s.version.clone().unwrap_or_else(dash),
                 s.restarts.to_string(),
-            ]
+            ];
+            if topology {
+                row.push(s.role.clone().unwrap_or_else(dash));
+                row.push(lag_text(s.lag_bytes, s.lag_ms));
+            }
+            row
         })
         .collect();
-    print_table(
-        &[
-            "SERVICE", "STATE", "PID", "PORT", "UPTIME", "VERSION", "RESTARTS",
-        ],
-        &rows,
-    );
+    let mut headers = vec![
+        "SERVICE", "STATE", "PID", "PORT", "UPTIME", "VERSION", "RESTARTS",
+    ];
+    if topology {
+        headers.extend(["ROLE", "LAG"]);
+    }
+    print_table(&headers, &rows);
     for status in &statuses {
         if let Some(note) = &status.note {
             crate::say!("note: {}: {note}", status.service);
@@ -378,6 +395,16 @@ pub fn ps(project_dir: Option<&PathBuf>, runtime_arg: RuntimeArg, json: bool) ->
         crate::say!("{line}");
     }
     Ok(())
+}
+
+/// A replica's lag as `ps` shows it: bytes, and time when PostgreSQL measures it.
+fn lag_text(bytes: Option<u64>, ms: Option<u64>) -> String {
+    match (bytes, ms) {
+        (Some(bytes), Some(ms)) => format!("{bytes} B, {:.1} s", ms as f64 / 1000.0),
+        (Some(bytes), None) => format!("{bytes} B"),
+        (None, Some(ms)) => format!("{:.1} s", ms as f64 / 1000.0),
+        (None, None) => "-".into(),
+    }
 }
 
 /// What `nanika logs` was asked for.
@@ -419,9 +446,9 @@ fn print_log_line(service: Service, line: &str) {
     // A statement logged with a password (`log_statement`) shows it masked.
     let line = nanika_runtime::log_records::mask_passwords(line);
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let code = match service {
+    let code = match service.kind() {
         Service::Postgres => "36",
-        Service::Redis => "35",
+        _ => "35",
     };
     if colour {
         crate::say!("\x1b[{code}m{:8}|\x1b[0m {line}", service.as_str());

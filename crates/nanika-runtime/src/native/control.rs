@@ -24,6 +24,11 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod topology;
+pub use topology::{
+    NodeRole, REPLICATION_ROLE, SENTINEL_MASTER, application_name, data_dir_name, slot_name,
+};
+
 /// How long `up` waits for a service to answer before giving up.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long `restart` waits for the old servers to go.
@@ -264,6 +269,7 @@ impl<'a> Native<'a> {
         match service {
             Service::Postgres => self.loaded.infra.env.postgres_port,
             Service::Redis => self.loaded.infra.env.redis_port,
+            node => self.topology_port(node),
         }
     }
 
@@ -351,6 +357,8 @@ impl<'a> Native<'a> {
                 });
                 (format!("{}:{}", url.host, url.port), answer)
             }
+            // No app URL names a topology node: it is proven through the supervisor's record.
+            _ => return Ok(()),
         };
         match answer {
             Ok(None) => Ok(()),
@@ -425,7 +433,10 @@ impl<'a> Native<'a> {
         progress: &dyn Progress,
     ) -> Result<UpReport> {
         let wanted: Vec<Service> = if services.is_empty() {
-            Service::ALL.to_vec()
+            Service::ALL
+                .into_iter()
+                .chain(self.topology_nodes())
+                .collect()
         } else {
             services.to_vec()
         };
@@ -436,12 +447,14 @@ impl<'a> Native<'a> {
         let (pg_bins, redis_bins) = std::thread::scope(|scope| {
             let pg = scope.spawn(|| {
                 wanted
-                    .contains(&Service::Postgres)
+                    .iter()
+                    .any(|s| s.kind() == Service::Postgres)
                     .then(|| binaries::find_postgres(&self.search))
                     .transpose()
             });
             let redis = wanted
-                .contains(&Service::Redis)
+                .iter()
+                .any(|s| s.kind() == Service::Redis)
                 .then(|| binaries::find_redis(&self.search))
                 .transpose();
             (pg.join().expect("the binary search does not panic"), redis)
@@ -480,17 +493,30 @@ impl<'a> Native<'a> {
             .filter(|s| !plan.services.contains_key(s))
             .collect();
         for service in &to_start {
-            let port = self.port(*service);
-            if !procfs::port_is_free(port) {
-                return Err(RuntimeError::PortInUse {
-                    service: *service,
-                    port,
-                    holder: procfs::PortUser::of(port),
-                    ephemeral: procfs::ephemeral_ports().filter(|range| range.contains(port)),
-                });
+            // A cluster node also binds its port + 10000, the cluster bus.
+            let bus = matches!(service, Service::ClusterNode(_))
+                .then(|| {
+                    self.port(*service)
+                        .checked_add(nanika_config::validate::CLUSTER_BUS_OFFSET)
+                })
+                .flatten();
+            for port in std::iter::once(self.port(*service)).chain(bus) {
+                if !procfs::port_is_free(port) {
+                    return Err(RuntimeError::PortInUse {
+                        service: *service,
+                        port,
+                        holder: procfs::PortUser::of(port),
+                        ephemeral: procfs::ephemeral_ports().filter(|range| range.contains(port)),
+                    });
+                }
             }
         }
         self.state.layout.create()?;
+        // The spec's servers first: the topology's nodes are copied from them or watch them.
+        let (nodes_to_start, to_start): (Vec<Service>, Vec<Service>) =
+            to_start.into_iter().partition(|s| !s.is_primary_service());
+        let (nodes_wanted, wanted): (Vec<Service>, Vec<Service>) =
+            wanted.into_iter().partition(|s| !s.is_primary_service());
         for service in &to_start {
             let service_plan = match service {
                 Service::Postgres => self.prepare_postgres(
@@ -498,7 +524,7 @@ impl<'a> Native<'a> {
                     progress,
                     &mut report,
                 )?,
-                Service::Redis => self.prepare_redis(redis_bins.as_ref().expect("found above"))?,
+                _ => self.prepare_redis(redis_bins.as_ref().expect("found above"))?,
             };
             plan.services.insert(*service, service_plan);
         }
@@ -543,11 +569,90 @@ impl<'a> Native<'a> {
             }
             return Err(error);
         }
+        if !nodes_wanted.is_empty() {
+            self.up_topology(
+                &nodes_wanted,
+                &nodes_to_start,
+                &mut plan,
+                (pg_bins.as_ref(), redis_bins.as_ref()),
+                progress,
+            )?;
+            report.already_up.extend(
+                nodes_wanted
+                    .iter()
+                    .copied()
+                    .filter(|s| !nodes_to_start.contains(s)),
+            );
+            report.started.extend(nodes_to_start);
+        }
         crate::compose::record_runtime(
             &self.state.layout.project,
             crate::compose::RuntimeKind::Native,
         )?;
         Ok(report)
+    }
+
+    /// Starts the topology's `to_start` nodes under the running supervisor and waits until every
+    /// one of `wanted` answers; a new cluster is created then. A failure stops what this call
+    /// started.
+    fn up_topology(
+        &self,
+        wanted: &[Service],
+        to_start: &[Service],
+        plan: &mut Plan,
+        (pg_bins, redis_bins): (Option<&PostgresBinaries>, Option<&RedisBinaries>),
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let undo = |plan: &mut Plan| {
+            plan.services.retain(|s, _| !to_start.contains(s));
+            let _ = supervisor::write_json(&supervisor::plan_file(&self.state.layout), &*plan);
+            let _ = self.state.signal_supervisor(Signal::SIGHUP);
+        };
+        for service in to_start {
+            progress.step(*service, "preparing");
+            let prepared = if service.kind() == Service::Postgres {
+                self.prepare_postgres_replica(*service, pg_bins.expect("found above"), progress)
+            } else {
+                self.prepare_redis_node(*service, redis_bins.expect("found above"))
+            };
+            match prepared {
+                Ok(service_plan) => {
+                    plan.services.insert(*service, service_plan);
+                }
+                Err(error) => {
+                    undo(plan);
+                    return Err(error);
+                }
+            }
+        }
+        if !to_start.is_empty() {
+            supervisor::write_json(&supervisor::plan_file(&self.state.layout), &*plan)?;
+            self.state.signal_supervisor(Signal::SIGHUP)?;
+        }
+        for service in wanted {
+            progress.step(
+                *service,
+                if to_start.contains(service) {
+                    "starting"
+                } else {
+                    "checking"
+                },
+            );
+        }
+        let waited = self.wait_healthy(wanted, None, progress).and_then(|()| {
+            if wanted.iter().any(|s| matches!(s, Service::ClusterNode(_))) {
+                self.finish_redis_cluster(redis_bins.expect("found above"), progress)
+            } else if wanted.iter().any(|s| matches!(s, Service::Sentinel(_))) {
+                self.finish_sentinels()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(error) = waited {
+            undo(plan);
+            return Err(error);
+        }
+        Ok(())
     }
 
     fn prepare_postgres(
@@ -595,7 +700,14 @@ impl<'a> Native<'a> {
         }
         let port = self.port(Service::Postgres);
         self.install_postgres_config(port)?;
-        let (program, args) = postgres::server_args(bins, &self.state.layout, port);
+        let (program, mut args) = postgres::server_args(bins, &self.state.layout, port);
+        if self.has_postgres_replicas() {
+            // What the replicas and `synchronous_standby_names` call this node.
+            args.extend([
+                "-c".into(),
+                format!("cluster_name={}", application_name(Service::Postgres)),
+            ]);
+        }
         Ok(ServicePlan {
             program,
             args,
@@ -610,6 +722,7 @@ impl<'a> Native<'a> {
             generation: 0,
             version: Some(bins.version.clone()),
             port,
+            restart_hold_ms: 0,
         })
     }
 
@@ -618,13 +731,14 @@ impl<'a> Native<'a> {
     fn install_postgres_config(&self, port: u16) -> Result<()> {
         let layout = &self.state.layout;
         let backups = &self.loaded.settings.backups;
-        let extra = if backups.enabled {
+        let mut extra = if backups.enabled {
             let pgbackrest = binaries::find_pgbackrest(&self.search)?;
             backups::install(layout, backups, port)?;
             backups::archive_settings(layout, &pgbackrest)
         } else {
             String::new()
         };
+        extra += &self.replication_settings()?;
         postgres::install_config(&self.loaded.project.path(POSTGRES_CONF), layout, &extra)
     }
 
@@ -655,6 +769,7 @@ impl<'a> Native<'a> {
             &self.loaded.project.path(REDIS_CONF),
             self.loaded.infra.redis_password(),
             self.loaded.infra.redis.requirepass.is_some(),
+            &self.redis_topology_settings(),
         )
     }
 
@@ -680,6 +795,13 @@ impl<'a> Native<'a> {
             generation: 0,
             version: Some(bins.version.clone()),
             port: self.port(Service::Redis),
+            // In Sentinel mode the master is a data node like the replica: left to Sentinel.
+            restart_hold_ms: if self.redis_mode() == nanika_config::settings::RedisMode::Sentinel {
+                let redis = &self.loaded.settings.topology.redis;
+                u64::from(redis.down_after_ms) * 2 + u64::from(redis.failover_timeout_ms)
+            } else {
+                0
+            },
         })
     }
 
@@ -694,16 +816,15 @@ impl<'a> Native<'a> {
     ) -> std::result::Result<(), ProbeError> {
         let timeout = Duration::from_secs(2);
         match service {
-            Service::Postgres => {
+            Service::Sentinel(_) => crate::health::redis_ping(port, None, timeout),
+            _ if service.kind() == Service::Postgres => {
                 let target = PostgresTarget {
                     port,
                     ..self.postgres_target()
                 };
                 self.ours(prober.postgres(&target, timeout)?)
             }
-            Service::Redis => {
-                crate::health::redis_ping(port, self.loaded.infra.redis_password(), timeout)
-            }
+            _ => crate::health::redis_ping(port, self.loaded.infra.redis_password(), timeout),
         }
     }
 
@@ -715,6 +836,10 @@ impl<'a> Native<'a> {
         match service {
             Service::Postgres => postgres::accepting(self.layout(), port),
             Service::Redis => redis::listening(self.layout()),
+            Service::PostgresReplica(_) => {
+                postgres::accepting_in(self.layout(), &data_dir_name(service), port)
+            }
+            node => self.redis_node_listening(node),
         }
     }
 
@@ -730,7 +855,7 @@ impl<'a> Native<'a> {
     /// Whether a service answers, for `ps`: PostgreSQL through nanika's superuser when there is
     /// one, so that a server whose app connections are exhausted still shows as healthy.
     fn status_probe(&self, prober: &Prober, service: Service, port: u16) -> bool {
-        match (service, self.admin_target()) {
+        match (service.kind(), self.admin_target()) {
             (Service::Postgres, Some(admin)) => prober
                 .postgres(&PostgresTarget { port, ..admin }, Duration::from_secs(2))
                 .is_ok_and(|marker| self.ours(marker).is_ok()),
@@ -944,6 +1069,11 @@ impl<'a> Native<'a> {
             });
         }
         let _lock = self.state.lock(progress)?;
+        self.stop_locked(service, progress)
+    }
+
+    /// [`Self::stop`] under the command lock the caller holds.
+    fn stop_locked(&self, service: Service, progress: &dyn Progress) -> Result<()> {
         let mut plan: Plan =
             supervisor::read_json(&supervisor::plan_file(&self.state.layout)).unwrap_or_default();
         if plan.services.remove(&service).is_none() {
@@ -1011,8 +1141,12 @@ impl<'a> Native<'a> {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let (now, now_ms) = (since_epoch.as_secs(), since_epoch.as_millis() as u64);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = Service::ALL
+        let services: Vec<Service> = Service::ALL
+            .into_iter()
+            .chain(self.topology_nodes())
+            .collect();
+        let mut statuses: Vec<ServiceStatus> = std::thread::scope(|scope| {
+            let handles: Vec<_> = services
                 .iter()
                 .map(|&service| {
                     let (status, plan, found) = (&status, &plan, &found);
@@ -1043,17 +1177,14 @@ impl<'a> Native<'a> {
                             (false, Some(_), _) => ServiceState::Unsupervised,
                             (false, None, _) => ServiceState::Stopped,
                         };
-                        let version =
-                            planned
-                                .and_then(|p| p.version.clone())
-                                .or_else(|| match service {
-                                    Service::Postgres => binaries::find_postgres(&self.search)
-                                        .ok()
-                                        .map(|b| b.version),
-                                    Service::Redis => {
-                                        binaries::find_redis(&self.search).ok().map(|b| b.version)
-                                    }
-                                });
+                        let version = planned.and_then(|p| p.version.clone()).or_else(|| {
+                            match service.kind() {
+                                Service::Postgres => binaries::find_postgres(&self.search)
+                                    .ok()
+                                    .map(|b| b.version),
+                                _ => binaries::find_redis(&self.search).ok().map(|b| b.version),
+                            }
+                        });
                         ServiceStatus {
                             service,
                             state,
@@ -1070,6 +1201,9 @@ impl<'a> Native<'a> {
                                 .and_then(|r| r.next_start_at_ms)
                                 .map(|at| at.saturating_sub(now_ms)),
                             note: (state == ServiceState::Unsupervised).then(unsupervised_note),
+                            role: None,
+                            lag_bytes: None,
+                            lag_ms: None,
                         }
                     })
                 })
@@ -1078,6 +1212,39 @@ impl<'a> Native<'a> {
                 .into_iter()
                 .map(|h| h.join().expect("a status check does not panic"))
                 .collect()
-        })
+        });
+        self.add_roles(&mut statuses);
+        statuses
+    }
+
+    /// Each node's role and lag, when the topology has more than one node of its kind.
+    fn add_roles(&self, statuses: &mut [ServiceStatus]) {
+        let healthy = |kind: Service| -> Vec<(Service, u16)> {
+            statuses
+                .iter()
+                .filter(|s| s.service.kind() == kind && s.state == ServiceState::Healthy)
+                .map(|s| (s.service, s.port))
+                .collect()
+        };
+        let mut roles = Vec::new();
+        if self.has_postgres_replicas() {
+            roles.extend(self.postgres_roles(&healthy(Service::Postgres)));
+        }
+        if self.redis_mode() == nanika_config::settings::RedisMode::Sentinel {
+            roles.extend(self.redis_roles(&healthy(Service::Redis)));
+        } else if self.redis_mode() == nanika_config::settings::RedisMode::Cluster {
+            let nodes: Vec<(Service, u16)> = healthy(Service::Redis)
+                .into_iter()
+                .filter(|(s, _)| matches!(s, Service::ClusterNode(_)))
+                .collect();
+            roles.extend(self.redis_roles(&nodes));
+        }
+        for (service, role) in roles {
+            if let Some(status) = statuses.iter_mut().find(|s| s.service == service) {
+                status.role = Some(role.role);
+                status.lag_bytes = role.lag_bytes;
+                status.lag_ms = role.lag_ms;
+            }
+        }
     }
 }

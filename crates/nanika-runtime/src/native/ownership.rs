@@ -96,6 +96,24 @@ pub fn is_this_projects(layout: &StateLayout, role: Role, record: &ProcessRecord
         Role::Supervisor => is_supervisor_of(record.pid, &record.cmdline, &places),
         Role::Server(Service::Postgres) => is_postmaster_of(record.pid, &record.cmdline, &places),
         Role::Server(Service::Redis) => is_redis_of(record.pid, &places),
+        // A topology node runs in its own directory of the project's state.
+        Role::Server(node) => {
+            let (program, dir) = if node.kind() == Service::Postgres {
+                (
+                    "postgres",
+                    layout
+                        .postgres_home
+                        .join(super::control::data_dir_name(node)),
+                )
+            } else {
+                (
+                    "redis-server",
+                    layout.redis_dir.join(super::control::data_dir_name(node)),
+                )
+            };
+            procfs::comm(record.pid).is_some_and(|c| c.starts_with(program))
+                && std::fs::canonicalize(&dir).is_ok_and(|d| procfs::cwd(record.pid) == Some(d))
+        }
     }
 }
 
@@ -118,9 +136,11 @@ pub struct Found {
 impl Found {
     /// The server process of `service`.
     pub fn server(&self, service: Service) -> Option<&ProcessRecord> {
+        // The topology's nodes are not searched for: they run only under a supervisor.
         match service {
             Service::Postgres => self.postgres.as_ref(),
             Service::Redis => self.redis.as_ref(),
+            _ => None,
         }
     }
 

@@ -84,7 +84,7 @@ pub fn check_data_dir(layout: &StateLayout) -> Result<DataDir> {
     Ok(DataDir::Ready)
 }
 
-fn as_server_user(command: &mut Command, layout: &StateLayout) {
+pub(crate) fn as_server_user(command: &mut Command, layout: &StateLayout) {
     if let Some(user) = &layout.server_user {
         // std also drops root's supplementary groups when it sets the uid.
         command.uid(user.uid).gid(user.gid);
@@ -475,9 +475,19 @@ pub fn server_args(
     layout: &StateLayout,
     port: u16,
 ) -> (std::path::PathBuf, Vec<String>) {
+    node_args(binaries, layout, &layout.postgres_data(), port)
+}
+
+/// [`server_args`] for a node whose data directory is `data` (the primary's or a replica's).
+pub fn node_args(
+    binaries: &PostgresBinaries,
+    layout: &StateLayout,
+    data: &Path,
+    port: u16,
+) -> (std::path::PathBuf, Vec<String>) {
     let args = vec![
         "-D".into(),
-        layout.postgres_data().display().to_string(),
+        data.display().to_string(),
         "-c".into(),
         format!("config_file={}", layout.postgres_conf().display()),
         "-c".into(),
@@ -575,12 +585,21 @@ impl LockFile {
 /// TIME-WAIT) against the server's own bind; and the "starting up" refusals a premature
 /// connection gets would only fill the server's log.
 pub fn accepting(layout: &StateLayout, port: u16) -> bool {
+    accepting_in(layout, DATA_DIR, port)
+}
+
+/// The data directory's name in PostgreSQL's home.
+pub const DATA_DIR: &str = "data";
+
+/// [`accepting`] for the node whose data directory is `data_dir` in PostgreSQL's home (a
+/// replica's, `replica-1`).
+pub fn accepting_in(layout: &StateLayout, data_dir: &str, port: u16) -> bool {
     // The data directory is the server user's: the file is read without following a link and
     // only as far as a lock file goes.
     let text = layout
         .open_postgres_home()
         .and_then(|home| {
-            home.open_dir("data")?
+            home.open_dir(data_dir)?
                 .map(|data| data.read_small_file("postmaster.pid", 4096))
                 .transpose()
         })
@@ -592,7 +611,7 @@ pub fn accepting(layout: &StateLayout, port: u16) -> bool {
     };
     lock.status.as_deref() == Some("ready")
         && lock.port == Some(port)
-        && is_postmaster_of(lock.pid, &layout.postgres_data())
+        && is_postmaster_of(lock.pid, &layout.postgres_home.join(data_dir))
 }
 
 /// Whether `pid` is a live postgres whose working directory is `data` (a postmaster runs in its

@@ -204,11 +204,9 @@ pub(crate) fn stop_unsupervised(layout: &StateLayout, then: Then) -> Result<Vec<
         let how = if by_record || !lost {
             format!("{service} (pid {pid}) was running without its supervisor")
         } else {
-            let proof = match service {
+            let proof = match service.kind() {
                 Service::Postgres => format!("`postgres -D {}`", layout.postgres_data().display()),
-                Service::Redis => {
-                    format!("`redis-server` working in {}", layout.redis_dir.display())
-                }
+                _ => format!("`redis-server` working in {}", layout.redis_dir.display()),
             };
             format!(
                 "{service} (pid {pid}) was running although {run} had been removed; nanika proved it is this project's from the process itself ({proof})"

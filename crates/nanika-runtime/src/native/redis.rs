@@ -55,11 +55,13 @@ pub fn install_config(
     committed: &Path,
     password: Option<&Secret>,
     committed_sets_password: bool,
+    extra: &str,
 ) -> Result<()> {
     let mut text = fs_err::read_to_string(committed).map_err(RuntimeError::io(format!(
         "cannot read {}",
         committed.display()
     )))?;
+    text += extra;
     if let Some(password) = password.filter(|_| !committed_sets_password) {
         text += &format!(
             "\n# Added by nanika from .env (REDIS_PASSWORD / REDIS_URL); never committed.\nrequirepass {}\n",

@@ -112,9 +112,9 @@ pub const SUPERVISOR: Ladder = Ladder {
 impl Ladder {
     /// The ladder of `service`.
     pub fn of(service: Service) -> Ladder {
-        match service {
+        match service.kind() {
             Service::Postgres => POSTGRES,
-            Service::Redis => REDIS,
+            _ => REDIS,
         }
     }
 

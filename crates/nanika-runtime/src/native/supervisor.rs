@@ -55,6 +55,10 @@ pub struct ServicePlan {
     /// environment is told where the server really is (0 in plans written before it was kept).
     #[serde(default)]
     pub port: u16,
+    /// How long a crashed server is left down before its first restart, in milliseconds: a
+    /// Sentinel or Cluster data node is left to be failed over first, as a dead host would be.
+    #[serde(default)]
+    pub restart_hold_ms: u64,
 }
 
 /// What the supervisor runs.
@@ -448,8 +452,11 @@ fn schedule_restart(entry: &mut Running) {
     if entry.started.is_some_and(|at| at.elapsed() >= STABLE_AFTER) {
         entry.backoff = FIRST_BACKOFF;
     }
-    entry.restart_at = Some(Instant::now() + entry.backoff);
-    entry.report.next_start_at_ms = Some(now_millis() + entry.backoff.as_millis() as u64);
+    let wait = entry
+        .backoff
+        .max(Duration::from_millis(entry.plan.restart_hold_ms));
+    entry.restart_at = Some(Instant::now() + wait);
+    entry.report.next_start_at_ms = Some(now_millis() + wait.as_millis() as u64);
     entry.backoff = (entry.backoff * 2).min(MAX_BACKOFF);
 }
 
