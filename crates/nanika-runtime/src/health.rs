@@ -160,10 +160,13 @@ impl Prober {
             // log_statement = 'mod' would write `CREATE ROLE … PASSWORD '…'` into the log, and
             // log_min_error_statement would write it there too if it failed; the session's
             // statements are kept out of the log either way (and log_min_duration_statement's).
+            // nanika's own statements do not wait for a synchronous replica: the first one is
+            // made by them.
             for setting in [
                 "SET log_statement = 'none'",
                 "SET log_min_error_statement = 'panic'",
                 "SET log_min_duration_statement = -1",
+                "SET synchronous_commit = 'local'",
             ] {
                 sqlx::query(setting)
                     .execute(&mut conn)
@@ -209,10 +212,13 @@ impl Prober {
             let mut conn = PgConnection::connect_with(&target.options(database))
                 .await
                 .map_err(classify)?;
+            // nanika's own statements do not wait for a synchronous replica: the first one is
+            // made by them.
             for setting in [
                 "SET log_statement = 'none'",
                 "SET log_min_error_statement = 'panic'",
                 "SET log_min_duration_statement = -1",
+                "SET synchronous_commit = 'local'",
             ] {
                 sqlx::query(setting)
                     .execute(&mut conn)

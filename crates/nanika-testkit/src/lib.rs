@@ -159,6 +159,41 @@ pub fn free_ephemeral_port() -> u16 {
     free_port_among(first..range.high - 1000, 2)
 }
 
+/// The first of `count` consecutive free ports, each claimed as [`free_port`]'s are, for a
+/// topology's nodes (which nanika numbers from a first port); with `bus`, each port + `bus` is
+/// free and claimed too (a Redis Cluster node's bus port is its port + 10000).
+pub fn free_port_run(count: u16, bus: Option<u16>) -> u16 {
+    let range = ephemeral_ports();
+    let lowest = if range.low > 20_000 { 10_000 } else { 1025 };
+    let highest = range.low - count - bus.unwrap_or(0);
+    assert!(
+        highest > lowest + 100,
+        "the ephemeral range {range} leaves no room for {count} ports"
+    );
+    let span = highest - lowest;
+    let start = (std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+        % u64::from(span)) as u16;
+    'candidates: for i in 0..span {
+        let first = lowest + (start + i) % span;
+        let ports: Vec<u16> = (first..first + count)
+            .flat_map(|p| std::iter::once(p).chain(bus.map(|b| p + b)))
+            .collect();
+        for port in &ports {
+            if *port == 5432 || *port == 6379 || TcpListener::bind(("127.0.0.1", *port)).is_err() {
+                continue 'candidates;
+            }
+        }
+        // A port claimed by someone else on the way leaves the ones claimed before it claimed:
+        // wasted for this process's life, never shared.
+        if ports.iter().all(|p| claim(*p)) {
+            return first;
+        }
+    }
+    panic!("no {count} free consecutive ports below {}", range.low);
+}
+
 /// The first free, unclaimed port in `ports` taken every `step`, from a random start.
 fn free_port_among(ports: std::ops::Range<u16>, step: u16) -> u16 {
     let count = (ports.end - ports.start) / step;

@@ -1264,6 +1264,11 @@ impl Native<'_> {
     /// `pg_rewind` of `old`'s data directory from the primary on `new_port`, as the server user;
     /// returns its last line.
     fn rewind(&self, old: Service, bins: &PostgresBinaries, new_port: u16) -> Result<String> {
+        let target_name = self
+            .postgres_nodes()
+            .into_iter()
+            .find(|n| self.port(*n) == new_port)
+            .map_or("the new primary", |n| n.as_str());
         let source = self.superuser_on(new_port);
         let mut command = Command::new(bins.tool("pg_rewind"));
         command
@@ -1272,6 +1277,12 @@ impl Native<'_> {
             .arg(format!(
                 "--source-server=host=127.0.0.1 port={new_port} user={} dbname=postgres",
                 source.user
+            ))
+            // The configuration the node runs with, for the single-user run that finishes the
+            // crash recovery of an old primary that was killed.
+            .arg(format!(
+                "--config-file={}",
+                self.layout().postgres_conf().display()
             ))
             .env("PGPASSWORD", source.password.expose())
             .env_remove("PGPASSFILE")
@@ -1289,8 +1300,7 @@ impl Native<'_> {
         );
         if !output.status.success() {
             return Err(RuntimeError::Other(format!(
-                "pg_rewind of {old} failed; it is stopped and {} of the new primary is unaffected. pg_rewind said: {}",
-                self.port(old),
+                "pg_rewind of {old} failed; it is stopped, and {target_name} on port {new_port} is the primary. pg_rewind said:\n{}",
                 said.trim()
             )));
         }
