@@ -52,6 +52,13 @@ impl From<ServiceArg> for nanika_runtime::Service {
     }
 }
 
+/// A service or topology node by name.
+fn parse_node(name: &str) -> Result<nanika_runtime::Service, String> {
+    nanika_runtime::Service::from_name(name).ok_or_else(|| {
+        format!("no such service: {name} (postgres, redis, or a topology node such as postgres-replica-1, redis-replica-1, sentinel-1, redis-cluster-1)")
+    })
+}
+
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -93,9 +100,10 @@ pub enum Command {
     },
     /// Show the services' logs.
     Logs {
-        /// Which service (both when not given).
-        #[arg(value_enum)]
-        service: Option<ServiceArg>,
+        /// Which service or topology node, e.g. `postgres`, `postgres-replica-1`, `sentinel-2`
+        /// (all when not given).
+        #[arg(value_parser = parse_node, value_name = "SERVICE")]
+        service: Option<nanika_runtime::Service>,
         /// Keep printing new lines.
         #[arg(long, short = 'f')]
         follow: bool,

@@ -77,7 +77,7 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
             project_dir,
             runtime,
             commands::services::LogsArgs {
-                service: service.map(Into::into),
+                service,
                 follow,
                 tail,
                 json,

@@ -393,37 +393,110 @@ fn added_settings(loaded: &LoadedProject) -> Vec<ResolvedSetting> {
         };
         ResolvedSetting { setting, source }
     };
-    let mut all = vec![own("backups.enabled", on_off(backups.enabled))];
-    if !backups.enabled {
-        return all;
-    }
-    all.extend([
-        own("backups.retention_full", backups.retention_full.to_string()),
-        own("backups.retention_diff", backups.retention_diff.to_string()),
-        own("backups.schedule", on_off(backups.schedule)),
-        own("backups.full_every", backups.full_every.clone()),
-        own("backups.diff_every", backups.diff_every.clone()),
-        own("backups.incr_every", backups.incr_every.clone()),
-    ]);
-    for (key, value) in [
-        ("archive_mode", "on"),
-        (
-            "archive_command",
-            "pgbackrest --config=<state>/pgbackrest/pgbackrest.conf --stanza=nanika archive-push %p",
-        ),
-    ] {
-        all.push(ResolvedSetting {
+    let added =
+        |file: &'static str, key: &str, value: String, reason: &'static str| ResolvedSetting {
             setting: Setting {
-                file: POSTGRES_CONF,
+                file,
                 key: key.into(),
-                value: value.into(),
+                value,
                 secret: false,
             },
             source: Source::AddedFor {
-                key: "backups.enabled",
-                line: line("backups.enabled"),
+                key: reason,
+                line: line(reason),
             },
-        });
+        };
+    let mut all = vec![own("backups.enabled", on_off(backups.enabled))];
+    if backups.enabled {
+        all.extend([
+            own("backups.retention_full", backups.retention_full.to_string()),
+            own("backups.retention_diff", backups.retention_diff.to_string()),
+            own("backups.schedule", on_off(backups.schedule)),
+            own("backups.full_every", backups.full_every.clone()),
+            own("backups.diff_every", backups.diff_every.clone()),
+            own("backups.incr_every", backups.incr_every.clone()),
+        ]);
+        for (key, value) in [
+            ("archive_mode", "on"),
+            (
+                "archive_command",
+                "pgbackrest --config=<state>/pgbackrest/pgbackrest.conf --stanza=nanika archive-push %p",
+            ),
+        ] {
+            all.push(added(POSTGRES_CONF, key, value.into(), "backups.enabled"));
+        }
+    }
+    let topology = &loaded.settings.topology;
+    let postgres = &topology.postgres;
+    all.push(own(
+        "topology.postgres.replicas",
+        postgres.replicas.to_string(),
+    ));
+    if postgres.replicas > 0 {
+        all.push(own(
+            "topology.postgres.synchronous",
+            on_off(postgres.synchronous),
+        ));
+        const WHY: &str = "topology.postgres.replicas";
+        all.extend([
+            added(POSTGRES_CONF, "wal_log_hints", "on".into(), WHY),
+            added(
+                POSTGRES_CONF,
+                "hba_file",
+                "<state>/postgres/pg_hba.conf (replication for nanika_replication, on loopback only)".into(),
+                WHY,
+            ),
+            added(POSTGRES_CONF, "cluster_name", "the node's name".into(), WHY),
+        ]);
+        if postgres.synchronous {
+            all.push(added(
+                POSTGRES_CONF,
+                "synchronous_standby_names",
+                "'ANY 1 (every node)'".into(),
+                "topology.postgres.synchronous",
+            ));
+        }
+    }
+    let redis = &topology.redis;
+    let mode = match redis.mode {
+        crate::settings::RedisMode::Single => "single",
+        crate::settings::RedisMode::Sentinel => "sentinel",
+        crate::settings::RedisMode::Cluster => "cluster",
+    };
+    all.push(own("topology.redis.mode", mode.into()));
+    if redis.mode == crate::settings::RedisMode::Sentinel {
+        all.extend([
+            own(
+                "topology.redis.down_after_ms",
+                redis.down_after_ms.to_string(),
+            ),
+            own(
+                "topology.redis.failover_timeout_ms",
+                redis.failover_timeout_ms.to_string(),
+            ),
+            added(
+                REDIS_CONF,
+                "repl-diskless-sync-delay",
+                "0".into(),
+                "topology.redis.mode",
+            ),
+        ]);
+        if loaded.infra.redis_password().is_some() {
+            let mut masterauth = added(
+                REDIS_CONF,
+                "masterauth",
+                "(the Redis password)".into(),
+                "topology.redis.mode",
+            );
+            masterauth.setting.secret = true;
+            all.push(masterauth);
+        }
+    }
+    if redis.mode == crate::settings::RedisMode::Cluster {
+        all.push(own(
+            "topology.redis.node_timeout_ms",
+            redis.node_timeout_ms.to_string(),
+        ));
     }
     all
 }

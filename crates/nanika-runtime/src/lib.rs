@@ -128,6 +128,23 @@ impl Service {
         matches!(self, Service::Postgres | Service::Redis)
     }
 
+    /// The topology nodes `settings` ask for beyond the spec's two servers, in start order:
+    /// replicas before the sentinels that watch them.
+    pub fn topology(settings: &nanika_config::settings::TopologySettings) -> Vec<Service> {
+        use nanika_config::settings::{CLUSTER_NODES, RedisMode, SENTINEL_REPLICAS, SENTINELS};
+        let (replicas, sentinels, cluster) = match settings.redis.mode {
+            RedisMode::Single => (0, 0, 0),
+            RedisMode::Sentinel => (SENTINEL_REPLICAS, SENTINELS, 0),
+            RedisMode::Cluster => (0, 0, CLUSTER_NODES),
+        };
+        (1..=settings.postgres.replicas)
+            .map(Service::PostgresReplica)
+            .chain((1..=replicas).map(Service::RedisReplica))
+            .chain((1..=sentinels).map(Service::Sentinel))
+            .chain((1..=cluster).map(Service::ClusterNode))
+            .collect()
+    }
+
     /// The service a name means (`postgres`, `redis`, `postgres-replica-2`, `sentinel-1`, …).
     pub fn from_name(name: &str) -> Option<Service> {
         let find = |names: &[&str; 9], make: fn(u8) -> Service| {

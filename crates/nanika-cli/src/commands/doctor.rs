@@ -52,12 +52,23 @@ pub fn run(project_dir: Option<&PathBuf>, json: bool) -> CliResult {
         }
         _ => Identity::Native,
     };
-    let checks = block_on(doctor::run(&DoctorInput {
+    let native_runtime = matches!(identity, Identity::Native);
+    let mut checks = block_on(doctor::run(&DoctorInput {
         loaded: &loaded,
         layout: &layout,
         search: &search,
         identity,
     }));
+    // The topology's checks need a project without errors (the config checks above say what
+    // is wrong otherwise).
+    if native_runtime
+        && !loaded.settings.topology.is_single()
+        && let Ok(valid) = loaded.clone().validate()
+        && let Ok(native) =
+            nanika_runtime::native::control::Native::new(&valid, context::binary_search(), None)
+    {
+        checks.extend(doctor::topology_checks(&native));
+    }
     if json {
         crate::say!(
             "{}",

@@ -423,9 +423,15 @@ pub struct LogsArgs {
 pub fn logs(project_dir: Option<&PathBuf>, runtime_arg: RuntimeArg, args: LogsArgs) -> CliResult {
     let loaded = context::load_for_services(project_dir)?;
     let state = runtime_state(&loaded, runtime_arg)?;
-    let services: Vec<Service> = args
-        .service
-        .map_or_else(|| Service::ALL.to_vec(), |s| vec![s]);
+    let services: Vec<Service> = args.service.map_or_else(
+        || {
+            Service::ALL
+                .into_iter()
+                .chain(Service::topology(&loaded.settings.topology))
+                .collect()
+        },
+        |s| vec![s],
+    );
     if args.json {
         return json_logs::run(state.as_ref(), &services, args.follow, args.tail);
     }

@@ -26,7 +26,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod topology;
 pub use topology::{
-    NodeRole, REPLICATION_ROLE, SENTINEL_MASTER, application_name, data_dir_name, slot_name,
+    NodeRole, PostgresFailover, REPLICATION_ROLE, RedisFailover, SENTINEL_MASTER, SlotReport,
+    application_name, data_dir_name, slot_name,
 };
 
 /// How long `up` waits for a service to answer before giving up.
@@ -189,9 +190,15 @@ impl NativeState {
 
     fn stop_everything(&self, progress: &dyn Progress) -> Result<Vec<String>> {
         let mut notes = Vec::new();
+        // Every node the supervisor runs, the topology's included.
+        let services: Vec<Service> =
+            supervisor::read_json::<Plan>(&supervisor::plan_file(&self.layout))
+                .map(|plan| plan.services.keys().copied().collect())
+                .filter(|s: &Vec<Service>| !s.is_empty())
+                .unwrap_or_else(|| Service::ALL.to_vec());
         if supervisor::is_running(&self.layout) {
-            for service in Service::ALL {
-                progress.step(service, "stopping");
+            for service in &services {
+                progress.step(*service, "stopping");
             }
             notes.extend(recovery::stop_supervisor(&self.layout)?);
         }
@@ -200,8 +207,8 @@ impl NativeState {
             Then::StayStopped,
         )?);
         let _ = fs::remove_file(supervisor::plan_file(&self.layout));
-        for service in Service::ALL {
-            progress.step(service, "stopped");
+        for service in &services {
+            progress.step(*service, "stopped");
         }
         Ok(notes)
     }

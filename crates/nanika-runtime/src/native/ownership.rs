@@ -8,6 +8,9 @@
 //! - the postmaster: `postgres -D <this project's data directory>`, which the data directory's
 //!   `postmaster.pid` (it survives) names too when it can be read;
 //! - Redis: a `redis-server` whose working directory is this project's Redis directory.
+//! - a topology node: a postmaster of a replica's data directory (`replica-N` in PostgreSQL's
+//!   home), a `redis-server` working in a node's directory (`replica-N`, `sentinel-N`,
+//!   `cluster-N` in Redis's).
 //!
 //! A process found so is recorded as it runs ([`ProcessRecord::observe`]); every later signal
 //! proves that record again, so a pid reused meanwhile is never signalled.
@@ -31,6 +34,7 @@ struct Places {
     root: Option<PathBuf>,
     data: Option<PathBuf>,
     redis: Option<PathBuf>,
+    postgres_home: Option<PathBuf>,
 }
 
 impl Places {
@@ -40,6 +44,7 @@ impl Places {
             root: canonical(&layout.project),
             data: canonical(&layout.postgres_data()),
             redis: canonical(&layout.redis_dir),
+            postgres_home: canonical(&layout.postgres_home),
         }
     }
 }
@@ -87,6 +92,40 @@ fn is_redis_of(pid: u32, places: &Places) -> bool {
         && procfs::cwd(pid) == places.redis
 }
 
+/// The topology node whose directory `dir` is (`replica-2` in PostgreSQL's home, `sentinel-1`
+/// in Redis's), with `kind` telling which.
+fn node_of_dir(kind: Service, dir: &Path) -> Option<Service> {
+    let name = dir.file_name()?.to_str()?;
+    let (prefix, number) = name.rsplit_once('-')?;
+    let number: u8 = number.parse().ok().filter(|n| (1..=9).contains(n))?;
+    match (kind, prefix) {
+        (Service::Postgres, "replica") => Some(Service::PostgresReplica(number)),
+        (Service::Redis, "replica") => Some(Service::RedisReplica(number)),
+        (Service::Redis, "sentinel") => Some(Service::Sentinel(number)),
+        (Service::Redis, "cluster") => Some(Service::ClusterNode(number)),
+        _ => None,
+    }
+}
+
+/// The topology node `pid` is: a postgres whose `-D` is a node's directory in PostgreSQL's
+/// home, or a redis-server working in a node's directory in Redis's.
+fn topology_node_of(pid: u32, args: &[String], places: &Places) -> Option<Service> {
+    let program = args.first().and_then(|p| Path::new(p).file_name())?;
+    if program == "postgres" {
+        let dir = value_of(args, "-D").and_then(|dir| canonical_arg(pid, dir))?;
+        return (dir.parent() == places.postgres_home.as_deref())
+            .then(|| node_of_dir(Service::Postgres, &dir))
+            .flatten();
+    }
+    if !procfs::comm(pid).is_some_and(|c| c.starts_with("redis-server")) {
+        return None;
+    }
+    let cwd = procfs::cwd(pid)?;
+    (cwd.parent() == places.redis.as_deref())
+        .then(|| node_of_dir(Service::Redis, &cwd))
+        .flatten()
+}
+
 /// Whether `record`, which has just passed [`ProcessRecord::check`], is this project's `role`:
 /// a record read from a file proves a process is the one recorded, this proves that process is
 /// this project's (a forged record naming some other program is refused).
@@ -127,6 +166,8 @@ pub struct Found {
     pub postgres: Option<ProcessRecord>,
     /// Its Redis.
     pub redis: Option<ProcessRecord>,
+    /// Its topology's nodes.
+    pub nodes: Vec<(Service, ProcessRecord)>,
     /// Server processes that use this project's state but belong to no server found above (a
     /// backend whose postmaster is gone): never signalled, since nothing proves nanika started
     /// them, but they keep the files in use.
@@ -136,17 +177,28 @@ pub struct Found {
 impl Found {
     /// The server process of `service`.
     pub fn server(&self, service: Service) -> Option<&ProcessRecord> {
-        // The topology's nodes are not searched for: they run only under a supervisor.
         match service {
             Service::Postgres => self.postgres.as_ref(),
             Service::Redis => self.redis.as_ref(),
-            _ => None,
+            node => self.nodes.iter().find(|(s, _)| *s == node).map(|(_, r)| r),
         }
     }
 
     /// Whether a process nanika started (and proved so) runs: its supervisor or a server.
     pub fn any_started(&self) -> bool {
-        !self.supervisors.is_empty() || self.postgres.is_some() || self.redis.is_some()
+        !self.supervisors.is_empty()
+            || self.postgres.is_some()
+            || self.redis.is_some()
+            || !self.nodes.is_empty()
+    }
+
+    /// The servers found: the spec's two and the topology's nodes.
+    pub fn services(&self) -> Vec<Service> {
+        Service::ALL
+            .into_iter()
+            .filter(|s| self.server(*s).is_some())
+            .chain(self.nodes.iter().map(|(s, _)| *s))
+            .collect()
     }
 
     /// Whether nothing of this project runs, strays included.
@@ -154,6 +206,7 @@ impl Found {
         self.supervisors.is_empty()
             && self.postgres.is_none()
             && self.redis.is_none()
+            && self.nodes.is_empty()
             && self.strays.is_empty()
     }
 
@@ -164,7 +217,7 @@ impl Found {
             .iter()
             .map(|s| format!("the supervisor (pid {})", s.pid))
             .collect();
-        for service in Service::ALL {
+        for service in self.services() {
             if let Some(record) = self.server(service) {
                 all.push(format!("{service} (pid {})", record.pid));
             }
@@ -197,6 +250,7 @@ pub fn discover(layout: &StateLayout) -> Found {
     let mut found = Found::default();
     let mut postmasters = Vec::new();
     let mut server_processes = Vec::new();
+    let mut node_processes: Vec<(Service, u32)> = Vec::new();
     let pids: Vec<u32> = std::fs::read_dir("/proc")
         .map(|entries| {
             entries
@@ -218,10 +272,12 @@ pub fn discover(layout: &StateLayout) -> Found {
             postmasters.push(pid);
         } else if is_redis_of(pid, &places) {
             found.redis = ProcessRecord::observe(pid);
+        } else if let Some(node) = topology_node_of(pid, &args, &places) {
+            node_processes.push((node, pid));
         } else if let Some(comm) = procfs::comm(pid)
             && (comm == "postgres" || comm.starts_with("redis-server"))
             && procfs::cwd(pid).is_some_and(|cwd| {
-                [&places.data, &places.redis]
+                [&places.data, &places.redis, &places.postgres_home]
                     .into_iter()
                     .flatten()
                     .any(|dir| cwd.starts_with(dir))
@@ -244,14 +300,27 @@ pub fn discover(layout: &StateLayout) -> Found {
         // PostgreSQL's own lock file, when readable, must name the same process.
         .find(|pid| named.is_none_or(|n| n == *pid))
         .and_then(ProcessRecord::observe);
+    // A node's server is the one whose parent is not a process of the same node (a PostgreSQL
+    // backend keeps its postmaster's command line for a moment after the fork).
+    let node_pids: Vec<u32> = node_processes.iter().map(|(_, pid)| *pid).collect();
+    for (node, pid) in &node_processes {
+        let child = procfs::parent(*pid).is_some_and(|p| node_pids.contains(&p));
+        if !child && !found.nodes.iter().any(|(s, _)| s == node) {
+            found
+                .nodes
+                .extend(ProcessRecord::observe(*pid).map(|r| (*node, r)));
+        }
+    }
     let servers: Vec<u32> = [&found.postgres, &found.redis]
         .into_iter()
         .flatten()
         .map(|r| r.pid)
+        .chain(found.nodes.iter().map(|(_, r)| r.pid))
         .collect();
     found.strays = server_processes
         .into_iter()
         .chain(postmasters)
+        .chain(node_pids)
         .filter(|pid| !servers.contains(pid))
         .filter(|pid| procfs::parent(*pid).is_none_or(|p| !servers.contains(&p)))
         .collect();

@@ -130,7 +130,8 @@ pub(crate) fn stop_unsupervised(layout: &StateLayout, then: Then) -> Result<Vec<
 
     let supervisors = std::mem::take(&mut found.supervisors);
     for mut record in supervisors {
-        let servers: Vec<String> = Service::ALL
+        let servers: Vec<String> = found
+            .services()
             .iter()
             .filter_map(|s| found.server(*s).map(|r| format!("{s} (pid {})", r.pid)))
             .collect();
@@ -158,7 +159,18 @@ pub(crate) fn stop_unsupervised(layout: &StateLayout, then: Then) -> Result<Vec<
     }
 
     let mut targets = Vec::new();
-    for service in Service::ALL {
+    // The spec's servers, the topology's nodes the status records, and those found running.
+    let mut services: Vec<Service> = Service::ALL.to_vec();
+    for service in status
+        .iter()
+        .flat_map(|s| s.services.keys().copied())
+        .chain(found.services())
+    {
+        if !services.contains(&service) {
+            services.push(service);
+        }
+    }
+    for service in services {
         let recorded = status
             .as_ref()
             .and_then(|s| s.services.get(&service))

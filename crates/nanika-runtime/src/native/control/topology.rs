@@ -62,14 +62,7 @@ impl Native<'_> {
     /// The nodes `nanika.toml` asks for beyond the spec's two servers, in start order: replicas
     /// before the sentinels that watch them.
     pub fn topology_nodes(&self) -> Vec<Service> {
-        let ports = self.topology_ports();
-        let numbered =
-            |count: usize, make: fn(u8) -> Service| (1..=count).map(move |n| make(n as u8));
-        numbered(ports.postgres_replicas.len(), Service::PostgresReplica)
-            .chain(numbered(ports.redis_replicas.len(), Service::RedisReplica))
-            .chain(numbered(ports.sentinels.len(), Service::Sentinel))
-            .chain(numbered(ports.cluster_nodes.len(), Service::ClusterNode))
-            .collect()
+        Service::topology(&self.loaded.settings.topology)
     }
 
     /// The port the settings give a topology node (0 for a node they do not ask for).
@@ -1458,5 +1451,104 @@ impl Native<'_> {
     /// The sentinels' ports (empty unless Sentinel mode).
     pub fn sentinel_ports(&self) -> Vec<u16> {
         self.topology_ports().sentinels
+    }
+}
+
+/// A replication slot nanika keeps on the primary for a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotReport {
+    /// The slot's name (`nanika_postgres_replica_1`).
+    pub name: String,
+    /// Whether a replica streams through it now.
+    pub active: bool,
+    /// WAL the primary keeps for it, in bytes.
+    pub retained_bytes: Option<u64>,
+}
+
+impl Native<'_> {
+    /// The primary's replication slots of nanika's nodes (empty when no primary answers).
+    pub fn replication_slots(&self) -> Vec<SlotReport> {
+        let Some((_, port)) = self.postgres_primary() else {
+            return Vec::new();
+        };
+        let Ok(prober) = Prober::new() else {
+            return Vec::new();
+        };
+        prober
+            .text_rows(
+                &self.superuser_on(port),
+                "postgres",
+                "SELECT slot_name::text, active::text, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint::text FROM pg_replication_slots WHERE slot_name LIKE 'nanika\\_%' ORDER BY 1",
+                PROBE_TIMEOUT,
+            )
+            .unwrap_or_default()
+            .into_iter()
+            .map(|row| {
+                let cell = |i: usize| row.get(i).cloned().flatten();
+                SlotReport {
+                    name: cell(0).unwrap_or_default(),
+                    active: cell(1).as_deref() == Some("true"),
+                    retained_bytes: cell(2).and_then(|v| v.parse().ok()),
+                }
+            })
+            .collect()
+    }
+
+    /// What each sentinel says the master is: (the sentinel's port, the master's port or why
+    /// it said none).
+    pub fn sentinel_views(&self) -> Vec<(u16, std::result::Result<u16, String>)> {
+        self.topology_ports()
+            .sentinels
+            .into_iter()
+            .map(|port| {
+                let view = crate::health::redis_command(
+                    port,
+                    None,
+                    &["SENTINEL", "get-master-addr-by-name", SENTINEL_MASTER],
+                    PROBE_TIMEOUT,
+                )
+                .map_err(|e| e.to_string())
+                .and_then(|reply| {
+                    reply
+                        .lines()
+                        .nth(1)
+                        .and_then(|p| p.parse().ok())
+                        .ok_or_else(|| format!("no master ({reply:?})"))
+                });
+                (port, view)
+            })
+            .collect()
+    }
+
+    /// Each cluster node's `CLUSTER INFO` `cluster_state` and `cluster_slots_ok`, or why it did
+    /// not answer.
+    pub fn cluster_states(&self) -> Vec<(Service, std::result::Result<(String, u32), String>)> {
+        let password = self.loaded.infra.redis_password();
+        self.topology_nodes()
+            .into_iter()
+            .filter(|s| matches!(s, Service::ClusterNode(_)))
+            .map(|node| {
+                let state = crate::health::redis_command(
+                    self.port(node),
+                    password,
+                    &["CLUSTER", "INFO"],
+                    PROBE_TIMEOUT,
+                )
+                .map_err(|e| e.to_string())
+                .map(|info| {
+                    let field = |name: &str| {
+                        info.lines()
+                            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                            .map(|v| v.trim().to_string())
+                            .unwrap_or_default()
+                    };
+                    (
+                        field("cluster_state"),
+                        field("cluster_slots_ok").parse().unwrap_or(0),
+                    )
+                });
+                (node, state)
+            })
+            .collect()
     }
 }
