@@ -1454,6 +1454,9 @@ impl Native<'_> {
     }
 }
 
+/// A cluster node's `cluster_state` and `cluster_slots_ok`, or why it did not answer.
+pub type ClusterState = std::result::Result<(String, u32), String>;
+
 /// A replication slot nanika keeps on the primary for a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotReport {
@@ -1522,7 +1525,7 @@ impl Native<'_> {
 
     /// Each cluster node's `CLUSTER INFO` `cluster_state` and `cluster_slots_ok`, or why it did
     /// not answer.
-    pub fn cluster_states(&self) -> Vec<(Service, std::result::Result<(String, u32), String>)> {
+    pub fn cluster_states(&self) -> Vec<(Service, ClusterState)> {
         let password = self.loaded.infra.redis_password();
         self.topology_nodes()
             .into_iter()
