@@ -26,8 +26,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod topology;
 pub use topology::{
-    NodeRole, PostgresFailover, REPLICATION_ROLE, RedisFailover, SENTINEL_MASTER, SlotReport,
-    application_name, data_dir_name, slot_name,
+    ClusterState, NodeRole, PostgresFailover, REPLICATION_ROLE, RedisFailover, SENTINEL_MASTER,
+    SlotReport, application_name, data_dir_name, slot_name,
 };
 
 /// How long `up` waits for a service to answer before giving up.
