@@ -651,3 +651,39 @@ fn topology_settings_are_checked_before_anything_runs() {
     let output = stack.run(&["failover", "postgres"]);
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
 }
+
+#[test]
+fn a_killed_supervisors_nodes_are_found_restarted_and_stopped() {
+    let first = nanika_testkit::free_port_run(1, None);
+    let sentinels_from = nanika_testkit::free_port_run(4, None);
+    let stack = topology(&format!(
+        "[topology.postgres]\nreplicas = 1\nports_from = {first}\n[topology.redis]\nmode = \"sentinel\"\nports_from = {sentinels_from}\nsentinel_ports_from = {}\n",
+        sentinels_from + 1
+    ));
+    let supervisor: i32 = std::fs::read_to_string(stack.root.join(".nanika/run/supervisor.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(common::eventually(Duration::from_secs(10), || {
+        stack
+            .status()
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["state"] == "unsupervised")
+    }));
+    assert_eq!(stack.status().as_array().unwrap().len(), 7);
+    stack.up();
+    for row in stack.status().as_array().unwrap() {
+        assert_eq!(row["state"], "healthy", "{row}");
+    }
+    let down = stack.run(&["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert_eq!(stack.own_processes(), Vec::<String>::new());
+}

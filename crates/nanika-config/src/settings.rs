@@ -536,4 +536,46 @@ mod tests {
         assert_eq!(finding.key.as_deref(), Some("backups.retention_full"));
         assert_eq!(finding.line, Some(2));
     }
+
+    #[test]
+    fn a_topology_is_read_and_its_ports_follow_the_spec_ports() {
+        let parsed = read(
+            "[topology.postgres]\nreplicas = 2\nsynchronous = true\n[topology.redis]\nmode = \"sentinel\"\n",
+        );
+        assert!(parsed.findings.is_empty(), "{:?}", parsed.findings);
+        let topology = &parsed.value.topology;
+        assert!(!topology.is_single());
+        assert_eq!(parsed.line_of("topology.redis.mode"), Some(5));
+        let ports = topology.ports(5432, 6379).unwrap();
+        assert_eq!(ports.postgres_replicas, vec![5433, 5434]);
+        assert_eq!(ports.redis_replicas, vec![6380]);
+        assert_eq!(ports.sentinels, vec![26379, 26380, 26381]);
+        assert!(ports.cluster_nodes.is_empty());
+        assert!(Settings::default().topology.is_single());
+    }
+
+    #[test]
+    fn topology_values_out_of_range_are_refused_on_their_line() {
+        let parsed = read("[topology.postgres]\nreplicas = 6\n");
+        assert_eq!(parsed.findings[0].code, "out-of-range");
+        assert_eq!(parsed.findings[0].line, Some(2));
+        let parsed = read("[topology.redis]\nmode = \"cluster\"\nnode_timeout_ms = 5\n");
+        assert_eq!(
+            parsed.findings[0].key.as_deref(),
+            Some("topology.redis.node_timeout_ms")
+        );
+        let parsed = read("[topology.redis]\nmode = \"ring\"\n");
+        assert_eq!(parsed.findings[0].code, "invalid-settings");
+        assert_eq!(parsed.findings[0].line, Some(2));
+        // Ports past 65535 are said, not wrapped.
+        let parsed = read("[topology.redis]\nmode = \"cluster\"\nports_from = 65533\n");
+        assert!(parsed.value.topology.ports(5432, 6379).is_err());
+    }
+
+    #[test]
+    fn backups_with_replicas_are_refused() {
+        let parsed = read("[backups]\nenabled = true\n[topology.postgres]\nreplicas = 1\n");
+        assert_eq!(parsed.findings[0].code, "unsupported-combination");
+        assert_eq!(parsed.findings[0].line, Some(4));
+    }
 }

@@ -88,7 +88,7 @@ fn topology_ports(loaded: &LoadedProject) -> Vec<Finding> {
             Finding::error(
                 "out-of-range",
                 file,
-                format!("{key}: a cluster node's bus port (its port + {CLUSTER_BUS_OFFSET}) would run past 65535"),
+                format!("a cluster node's bus port (its port + {CLUSTER_BUS_OFFSET}) would run past 65535"),
             )
             .at_optional_line(line(key))
             .for_key(key)
@@ -105,6 +105,19 @@ fn topology_ports(loaded: &LoadedProject) -> Vec<Finding> {
     for (key, what, list) in named {
         for (index, port) in list.iter().enumerate() {
             let name = format!("{what} {}", index + 1);
+            if *port == 0 {
+                findings.push(
+                    Finding::error(
+                        "out-of-range",
+                        file,
+                        format!("{name} would listen on port 0, which is no port"),
+                    )
+                    .at_optional_line(line(key))
+                    .for_key(key)
+                    .with_hint("choose a port from 1024 to 65535"),
+                );
+                continue;
+            }
             if let Some((_, other)) = taken.iter().find(|(p, _)| p == port) {
                 findings.push(
                     Finding::error(

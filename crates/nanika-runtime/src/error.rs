@@ -236,7 +236,12 @@ impl RuntimeError {
                     ),
                     None => String::new(),
                 };
-                format!("{first}, or pick another port: set {var} in .env (and the port in the URLs){why}")
+                let set = if service.is_primary_service() {
+                    format!("set {var} in .env (and the port in the URLs)")
+                } else {
+                    format!("set {var}")
+                };
+                format!("{first}, or pick another port: {set}{why}")
             }
             RuntimeError::DataDirVersion { .. } => {
                 "nanika never re-initialises a data directory: upgrade it with pg_upgrade, or back it up and run `nanika down --volumes`".into()

@@ -81,6 +81,12 @@ pub fn run(
                 native.port(done.new_master),
                 done.took_ms,
             );
+            if done.new_master != Service::Redis {
+                crate::say!(
+                    "REDIS_URL still names port {}, a read-only replica now: clients that must follow the master ask the sentinels (REDIS_SENTINELS, `nanika env`); `nanika failover redis` again moves the master back",
+                    native.port(Service::Redis)
+                );
+            }
             if done.old_follows {
                 crate::say!("{} follows it", done.old_master);
             } else {

@@ -494,6 +494,34 @@ impl<'a> Native<'a> {
                 });
             }
         }
+        // Nodes the supervisor runs that `nanika.toml` no longer asks for stop with this `up`
+        // (their data stays until `down --volumes`).
+        let retired: Vec<Service> = if services.is_empty() {
+            plan.services
+                .keys()
+                .copied()
+                .filter(|s| !s.is_primary_service() && !wanted.contains(s))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if let Some(primary) = retired.iter().copied().find(|node| {
+            node.kind() == Service::Postgres
+                && plan
+                    .services
+                    .get(node)
+                    .is_some_and(|p| self.is_postgres_primary_on(p.port))
+        }) {
+            return Err(RuntimeError::Other(format!(
+                "{primary} is PostgreSQL's primary now, and nanika.toml no longer asks for it; nothing was done. Make a node you keep the primary first: `nanika failover postgres --to postgres`"
+            )));
+        }
+        for node in &retired {
+            plan.services.remove(node);
+            report.notes.push(format!(
+                "stopped {node}: nanika.toml no longer asks for it (its data stays in .nanika until `nanika down --volumes`)"
+            ));
+        }
         let to_start: Vec<Service> = wanted
             .iter()
             .copied()
@@ -546,7 +574,7 @@ impl<'a> Native<'a> {
         let schedule_changed = plan.backups != backups;
         plan.backups = backups;
         let mut spawned = None;
-        if !to_start.is_empty() || (supervised && schedule_changed) {
+        if !to_start.is_empty() || !retired.is_empty() || (supervised && schedule_changed) {
             supervisor::write_json(&supervisor::plan_file(&self.state.layout), &plan)?;
             if supervised {
                 self.state.signal_supervisor(Signal::SIGHUP)?;
@@ -575,6 +603,9 @@ impl<'a> Native<'a> {
                 let _ = self.state.signal_supervisor(Signal::SIGHUP);
             }
             return Err(error);
+        }
+        if !retired.is_empty() {
+            report.notes.extend(self.drop_retired_slots());
         }
         if !nodes_wanted.is_empty() {
             self.up_topology(
@@ -823,7 +854,6 @@ impl<'a> Native<'a> {
     ) -> std::result::Result<(), ProbeError> {
         let timeout = Duration::from_secs(2);
         match service {
-            Service::Sentinel(_) => crate::health::redis_ping(port, None, timeout),
             _ if service.kind() == Service::Postgres => {
                 let target = PostgresTarget {
                     port,

@@ -403,6 +403,14 @@ fn start(service: Service, entry: &mut Running) {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // The servers get nothing of the environment `nanika up` ran in that a client library
+    // reads: a replica's libpq would take an exported PGPASSWORD over its passfile.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("PG") || name.starts_with("REDISCLI") {
+            command.env_remove(name.as_ref());
+        }
+    }
     if let Some((uid, gid)) = plan.run_as {
         command.uid(uid).gid(gid);
     }

@@ -61,7 +61,14 @@ impl Native<'_> {
         let mut found = Vec::new();
         for &(node, port) in ports {
             if matches!(node, Service::Sentinel(_)) {
-                if crate::health::redis_command(port, None, &["PING"], PROBE_TIMEOUT).is_ok() {
+                if crate::health::redis_command(
+                    port,
+                    self.loaded.infra.redis_password(),
+                    &["PING"],
+                    PROBE_TIMEOUT,
+                )
+                .is_ok()
+                {
                     found.push((
                         node,
                         NodeRole {
@@ -200,11 +207,14 @@ impl Native<'_> {
                             );
                         }
                     }
+                    // With a Redis password the sentinels want it too, from clients and from
+                    // each other: an open sentinel would let any local user point the app's
+                    // clients at a "master" of their own.
                     let auth = password
                         .map(|p| {
+                            let quoted = nanika_config::redisconf::quote(p.expose());
                             format!(
-                                "sentinel auth-pass {SENTINEL_MASTER} {}\n",
-                                nanika_config::redisconf::quote(p.expose())
+                                "sentinel auth-pass {SENTINEL_MASTER} {quoted}\nrequirepass {quoted}\nsentinel sentinel-pass {quoted}\n"
                             )
                         })
                         .unwrap_or_default();
@@ -407,7 +417,7 @@ impl Native<'_> {
                     Service::Sentinel(_) => {
                         let reply = crate::health::redis_command(
                             self.port(*node),
-                            None,
+                            self.loaded.infra.redis_password(),
                             &["SENTINEL", "MASTER", SENTINEL_MASTER],
                             PROBE_TIMEOUT,
                         )
@@ -546,7 +556,13 @@ impl Native<'_> {
         let sentinels: Vec<u16> = self.topology_ports().sentinels;
         let ask = |args: &[&str]| {
             sentinels.iter().find_map(|port| {
-                crate::health::redis_command(*port, None, args, PROBE_TIMEOUT).ok()
+                crate::health::redis_command(
+                    *port,
+                    self.loaded.infra.redis_password(),
+                    args,
+                    PROBE_TIMEOUT,
+                )
+                .ok()
             })
         };
         let master_port = || -> Option<u16> {
@@ -570,7 +586,7 @@ impl Native<'_> {
         for port in &sentinels {
             match crate::health::redis_command(
                 *port,
-                None,
+                self.loaded.infra.redis_password(),
                 &["SENTINEL", "FAILOVER", SENTINEL_MASTER],
                 PROBE_TIMEOUT,
             ) {
@@ -661,7 +677,7 @@ impl Native<'_> {
             .map(|port| {
                 let view = crate::health::redis_command(
                     port,
-                    None,
+                    self.loaded.infra.redis_password(),
                     &["SENTINEL", "get-master-addr-by-name", SENTINEL_MASTER],
                     PROBE_TIMEOUT,
                 )

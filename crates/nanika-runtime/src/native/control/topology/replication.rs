@@ -139,19 +139,10 @@ impl Native<'_> {
 
     /// The node that is PostgreSQL's primary now (not in recovery), with its port.
     pub fn postgres_primary(&self) -> Option<(Service, u16)> {
-        let prober = Prober::new().ok()?;
-        self.postgres_nodes().into_iter().find_map(|node| {
-            let port = self.port(node);
-            let rows = prober
-                .text_rows(
-                    &self.superuser_on(port),
-                    "postgres",
-                    "SELECT pg_is_in_recovery()::text",
-                    PROBE_TIMEOUT,
-                )
-                .ok()?;
-            (rows.first()?.first()?.as_deref() == Some("false")).then_some((node, port))
-        })
+        self.postgres_nodes()
+            .into_iter()
+            .map(|node| (node, self.port(node)))
+            .find(|(_, port)| self.is_postgres_primary_on(*port))
     }
 
     /// Makes a replica's data directory by `pg_basebackup` from the primary, when it has none,
@@ -587,6 +578,13 @@ impl Native<'_> {
         self.state
             .signal_supervisor(nix::sys::signal::Signal::SIGHUP)?;
         self.wait_healthy(&[old], None, progress)?;
+        // The slots it kept as the primary would pin WAL on it now that nobody streams from it.
+        let _ = prober.execute_quietly(
+            &self.superuser_on(self.port(old)),
+            "postgres",
+            &["SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'nanika\\_%' AND NOT active".into()],
+            Duration::from_secs(10),
+        );
         self.wait_streaming(target, &nodes)?;
         Ok(PostgresFailover {
             old_primary: old,
@@ -729,6 +727,58 @@ impl Native<'_> {
                     active: cell(1).as_deref() == Some("true"),
                     retained_bytes: cell(2).and_then(|v| v.parse().ok()),
                 }
+            })
+            .collect()
+    }
+
+    /// Whether the PostgreSQL node on `port` answers as a primary (not in recovery).
+    pub(in crate::native::control) fn is_postgres_primary_on(&self, port: u16) -> bool {
+        Prober::new().is_ok_and(|prober| {
+            prober
+                .text_rows(
+                    &self.superuser_on(port),
+                    "postgres",
+                    "SELECT pg_is_in_recovery()::text",
+                    PROBE_TIMEOUT,
+                )
+                .is_ok_and(|rows| {
+                    rows.first()
+                        .and_then(|r| r.first().cloned())
+                        .flatten()
+                        .as_deref()
+                        == Some("false")
+                })
+        })
+    }
+
+    /// Drops the primary's slots of replicas `nanika.toml` no longer asks for, when no replica
+    /// streams through them: a slot nobody uses would keep WAL without end. Returns what it did.
+    pub(in crate::native::control) fn drop_retired_slots(&self) -> Vec<String> {
+        let kept: Vec<String> = self.postgres_nodes().into_iter().map(slot_name).collect();
+        let Some((_, port)) = self.postgres_primary() else {
+            return Vec::new();
+        };
+        let Ok(prober) = Prober::new() else {
+            return Vec::new();
+        };
+        self.replication_slots()
+            .into_iter()
+            .filter(|slot| !slot.active && !kept.contains(&slot.name))
+            .filter_map(|slot| {
+                prober
+                    .execute_quietly(
+                        &self.superuser_on(port),
+                        "postgres",
+                        &[format!("SELECT pg_drop_replication_slot('{}')", slot.name)],
+                        PROBE_TIMEOUT,
+                    )
+                    .ok()
+                    .map(|()| {
+                        format!(
+                            "dropped the replication slot {} of a replica nanika.toml no longer asks for, so the primary stops keeping WAL for it",
+                            slot.name
+                        )
+                    })
             })
             .collect()
     }
