@@ -82,6 +82,9 @@ fn bench(options: Options) -> Result<()> {
     if options.runs("backups") {
         bench::backups::run_all(&ctx, &mut report)?;
     }
+    if options.runs("topology") {
+        bench::topology::run_all(&ctx, &mut report)?;
+    }
     if options.runs("docker") {
         bench::docker::run_all(&ctx, &mut report)?;
     }

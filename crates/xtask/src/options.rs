@@ -10,15 +10,16 @@ pub const FAST_PAIRS_MIN: usize = 7;
 const DEFAULT_PAIRS: usize = 5;
 
 /// The usage line, for errors.
-pub const USAGE: &str = "usage: cargo xtask bench [--quick] [--pairs N] [--only GROUP,…] [--out PATH]\n  groups: lifecycle, data, supervisor, scale, backups, docker";
+pub const USAGE: &str = "usage: cargo xtask bench [--quick] [--pairs N] [--only GROUP,…] [--out PATH]\n  groups: lifecycle, data, supervisor, scale, backups, topology, docker";
 
 /// The groups of benchmarks, in the order they run.
-pub const GROUPS: [&str; 6] = [
+pub const GROUPS: [&str; 7] = [
     "lifecycle",
     "data",
     "supervisor",
     "scale",
     "backups",
+    "topology",
     "docker",
 ];
 
@@ -150,5 +151,7 @@ mod tests {
                 .unwrap()
                 .runs("backups")
         );
+        let topology = parse(&["bench", "--only", "topology"]).unwrap();
+        assert!(topology.runs("topology") && !topology.runs("docker"));
     }
 }

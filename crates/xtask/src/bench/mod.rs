@@ -7,6 +7,7 @@ pub mod docker;
 pub mod lifecycle;
 pub mod scale;
 pub mod supervisor;
+pub mod topology;
 
 use crate::options::Options;
 use crate::pairing::Plan;

@@ -660,7 +660,12 @@ impl Native<'_> {
         );
         if !output.status.success() {
             return Err(RuntimeError::Other(format!(
-                "pg_rewind of {old} failed; it is stopped, and {target_name} on port {new_port} is the primary. pg_rewind said:\n{}",
+                "pg_rewind of {old} failed; it is stopped, and {target_name} on port {new_port} is the primary{}. pg_rewind said:\n{}",
+                if self.loaded.settings.topology.postgres.synchronous {
+                    " (with synchronous = true its commits wait until a replica streams from it: with no other replica, until this one is back)"
+                } else {
+                    ""
+                },
                 said.trim()
             )));
         }
