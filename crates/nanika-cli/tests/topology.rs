@@ -689,3 +689,48 @@ fn a_killed_supervisors_nodes_are_found_restarted_and_stopped() {
     assert!(down.status.success(), "{}", text(&down));
     assert_eq!(stack.own_processes(), Vec::<String>::new());
 }
+
+#[test]
+fn a_failover_left_halfway_keeps_the_old_primary_down_until_it_is_finished() {
+    let first = nanika_testkit::free_port_run(1, None);
+    let stack = topology(&format!(
+        "[topology.postgres]\nreplicas = 1\nports_from = {first}\n"
+    ));
+    stack.psql("CREATE TABLE kept (id int); INSERT INTO kept VALUES (1)");
+    let output = stack.run(&["failover", "postgres"]);
+    assert!(output.status.success(), "{}", text(&output));
+    // As a failover interrupted after the promotion leaves it: the old primary marked, down.
+    let down = stack.run(&["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    std::fs::write(
+        stack.root.join(".nanika/postgres/data/nanika.rejoin"),
+        "interrupted\n",
+    )
+    .unwrap();
+    let up = stack.run(&["up"]);
+    assert!(up.status.success(), "{}", text(&up));
+    assert!(
+        text(&up).contains("postgres stays stopped")
+            && text(&up).contains("nanika failover postgres"),
+        "{}",
+        text(&up)
+    );
+    assert_eq!(node(&stack, "postgres")["state"], "stopped");
+    assert_eq!(node(&stack, "postgres-replica-1")["role"], "primary");
+    // Finishing it brings the old primary back as a replica, streaming.
+    let output = stack.run(&["failover", "postgres"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("finishing the failover"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(node(&stack, "postgres")["role"], "replica");
+    assert!(
+        !stack
+            .root
+            .join(".nanika/postgres/data/nanika.rejoin")
+            .exists()
+    );
+    assert_eq!(stack.psql("SELECT count(*) FROM kept"), "1");
+}

@@ -14,7 +14,7 @@ use super::supervisor::{self, Plan, ServicePlan, Status};
 use super::{backup_schedule, backups, logs, procfs, redis, safe_fs};
 use crate::error::{Result, RuntimeError};
 use crate::health::{PostgresTarget, ProbeError, Prober};
-use crate::{Progress, Service, ServiceState, ServiceStatus};
+use crate::{Progress, Service, ServiceState};
 use fs_err as fs;
 use nanika_config::project::{POSTGRES_CONF, REDIS_CONF};
 use nanika_config::{LoadedProject, ValidProject};
@@ -22,8 +22,10 @@ use nix::sys::signal::Signal;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+mod identity;
+mod status;
 mod topology;
 pub use topology::{
     ClusterState, NodeRole, PostgresFailover, REPLICATION_ROLE, RedisFailover, SENTINEL_MASTER,
@@ -280,109 +282,6 @@ impl<'a> Native<'a> {
         }
     }
 
-    /// The port `service` runs on, as the supervisor's plan remembers it, when it runs.
-    pub fn running_port(&self, service: Service) -> Option<u16> {
-        if !supervisor::is_running(self.layout()) {
-            return None;
-        }
-        let plan: Plan = supervisor::read_json(&supervisor::plan_file(self.layout()))?;
-        plan.services
-            .get(&service)
-            .map(|p| p.port)
-            .filter(|p| *p != 0)
-    }
-
-    /// Proves that the server the app's URL for `service` reaches is this project's, running
-    /// under its supervisor, before a command reads or changes its data. The errors say what is
-    /// wrong: not running (and what answers on the port instead), moved to another port, or a
-    /// server of another project.
-    pub fn verify(&self, service: Service) -> Result<()> {
-        let configured = self.port(service);
-        let supervised_pid = self
-            .state
-            .read_status()
-            .filter(|_| supervisor::is_running(self.layout()))
-            .and_then(|s| s.services.get(&service).and_then(|r| r.pid))
-            .filter(|pid| procfs::is_alive(*pid));
-        let Some(pid) = supervised_pid else {
-            let other_listener = (!procfs::port_is_free(configured)).then(|| {
-                match procfs::port_holder(configured) {
-                    Some(holder) => format!("{holder} listens on port {configured}"),
-                    None => format!("something else listens on port {configured}"),
-                }
-            });
-            return Err(RuntimeError::NotRunning {
-                service,
-                other_listener,
-            });
-        };
-        if let Some(running) = self.running_port(service)
-            && running != configured
-        {
-            return Err(RuntimeError::PortMoved {
-                service,
-                running,
-                configured,
-            });
-        }
-        let env = &self.loaded.infra.env;
-        let timeout = Duration::from_secs(5);
-        let (address, answer) = match service {
-            Service::Postgres => {
-                let url = &env.database_url;
-                let target = PostgresTarget {
-                    host: url.host.clone(),
-                    port: url.port,
-                    ..self.postgres_target()
-                };
-                let prober =
-                    Prober::new().map_err(RuntimeError::io("cannot start the identity check"))?;
-                let answer = prober.postgres(&target, timeout).map(|marker| {
-                    let ours = postgres::project_marker(self.layout());
-                    match marker {
-                        Some(m) if m == ours => None,
-                        Some(m) => Some(Some(format!("the nanika project at {m}"))),
-                        None => Some(None),
-                    }
-                });
-                (format!("{}:{}", url.host, url.port), answer)
-            }
-            Service::Redis => {
-                let url = &env.redis_url;
-                let answer = crate::health::redis_server_pid(
-                    &url.host,
-                    url.port,
-                    &url.user,
-                    Some(&url.password),
-                    timeout,
-                )
-                .map(|answering| {
-                    (answering != pid).then(|| {
-                        Some(format!("process {}", procfs::describe(answering)))
-                            .filter(|_| procfs::is_alive(answering))
-                    })
-                });
-                (format!("{}:{}", url.host, url.port), answer)
-            }
-            // No app URL names a topology node: it is proven through the supervisor's record.
-            _ => return Ok(()),
-        };
-        match answer {
-            Ok(None) => Ok(()),
-            Ok(Some(whose)) => Err(RuntimeError::NotThisProject {
-                service,
-                address,
-                whose,
-            }),
-            Err(ProbeError::Auth) => Err(RuntimeError::Other(format!(
-                "{address} refused the app's password: it is not this project's {service}, or the password in the configuration is not the one the server was set up with"
-            ))),
-            Err(error) => Err(RuntimeError::Other(format!(
-                "cannot check whose {service} answers on {address}: {error}"
-            ))),
-        }
-    }
-
     /// The log file of `service`.
     pub fn log_path(&self, service: Service) -> PathBuf {
         self.state.layout.log(service.as_str())
@@ -449,6 +348,18 @@ impl<'a> Native<'a> {
         };
         let _lock = self.state.lock(progress)?;
         let mut report = UpReport::default();
+        // A node an interrupted failover left to be rewound stays down: started as it is it
+        // would be a second primary. Everything else starts, so the failover can be finished.
+        let (waiting, wanted): (Vec<Service>, Vec<Service>) = wanted.into_iter().partition(|s| {
+            s.kind() == Service::Postgres
+                && self.has_postgres_replicas()
+                && matches!(self.awaiting_rejoin(*s), Ok(true))
+        });
+        for node in &waiting {
+            report.notes.push(format!(
+                "{node} stays stopped: it was the primary when a failover began and must be rewound first; `nanika failover postgres` finishes the failover"
+            ));
+        }
         // Each search runs the server's `--version` (~20 ms for postgres, which loads many
         // libraries): the two run side by side.
         let (pg_bins, redis_bins) = std::thread::scope(|scope| {
@@ -505,15 +416,25 @@ impl<'a> Native<'a> {
         } else {
             Vec::new()
         };
-        if let Some(primary) = retired.iter().copied().find(|node| {
-            node.kind() == Service::Postgres
-                && plan
-                    .services
-                    .get(node)
-                    .is_some_and(|p| self.is_postgres_primary_on(p.port))
+        // Never the node that holds the newest data: a PostgreSQL node without standby.signal
+        // (running or not), or Sentinel mode's replica once it is the master.
+        if let Some(primary) = retired.iter().copied().find(|node| match node.kind() {
+            Service::Postgres => self.is_postgres_primary_by_data(*node),
+            // Sentinel mode's replica may be the app's master now; a cluster node is data of
+            // the cluster alone, retired with it.
+            _ if !matches!(node, Service::RedisReplica(_)) => false,
+            _ => plan
+                .services
+                .get(node)
+                .is_some_and(|p| self.is_redis_master_on(p.port)),
         }) {
+            let how = if primary.kind() == Service::Postgres {
+                "`nanika failover postgres --to postgres`"
+            } else {
+                "`nanika failover redis`"
+            };
             return Err(RuntimeError::Other(format!(
-                "{primary} is PostgreSQL's primary now, and nanika.toml no longer asks for it; nothing was done. Make a node you keep the primary first: `nanika failover postgres --to postgres`"
+                "{primary} holds the newest data (it is the primary or master now), and nanika.toml no longer asks for it; nothing was done. Make a node you keep take over first: {how}"
             )));
         }
         for node in &retired {
@@ -630,75 +551,15 @@ impl<'a> Native<'a> {
         Ok(report)
     }
 
-    /// Starts the topology's `to_start` nodes under the running supervisor and waits until every
-    /// one of `wanted` answers; a new cluster is created then. A failure stops what this call
-    /// started.
-    fn up_topology(
-        &self,
-        wanted: &[Service],
-        to_start: &[Service],
-        plan: &mut Plan,
-        (pg_bins, redis_bins): (Option<&PostgresBinaries>, Option<&RedisBinaries>),
-        progress: &dyn Progress,
-    ) -> Result<()> {
-        let undo = |plan: &mut Plan| {
-            plan.services.retain(|s, _| !to_start.contains(s));
-            let _ = supervisor::write_json(&supervisor::plan_file(&self.state.layout), &*plan);
-            let _ = self.state.signal_supervisor(Signal::SIGHUP);
-        };
-        for service in to_start {
-            progress.step(*service, "preparing");
-            let prepared = if service.kind() == Service::Postgres {
-                self.prepare_postgres_replica(*service, pg_bins.expect("found above"), progress)
-            } else {
-                self.prepare_redis_node(*service, redis_bins.expect("found above"))
-            };
-            match prepared {
-                Ok(service_plan) => {
-                    plan.services.insert(*service, service_plan);
-                }
-                Err(error) => {
-                    undo(plan);
-                    return Err(error);
-                }
-            }
-        }
-        if !to_start.is_empty() {
-            supervisor::write_json(&supervisor::plan_file(&self.state.layout), &*plan)?;
-            self.state.signal_supervisor(Signal::SIGHUP)?;
-        }
-        for service in wanted {
-            progress.step(
-                *service,
-                if to_start.contains(service) {
-                    "starting"
-                } else {
-                    "checking"
-                },
-            );
-        }
-        let waited = self.wait_healthy(wanted, None, progress).and_then(|()| {
-            if wanted.iter().any(|s| matches!(s, Service::ClusterNode(_))) {
-                self.finish_redis_cluster(redis_bins.expect("found above"), progress)
-            } else if wanted.iter().any(|s| matches!(s, Service::Sentinel(_))) {
-                self.finish_sentinels()
-            } else {
-                Ok(())
-            }
-        });
-        if let Err(error) = waited {
-            undo(plan);
-            return Err(error);
-        }
-        Ok(())
-    }
-
     fn prepare_postgres(
         &self,
         bins: &PostgresBinaries,
         progress: &dyn Progress,
         report: &mut UpReport,
     ) -> Result<ServicePlan> {
+        if self.has_postgres_replicas() {
+            self.refuse_if_awaiting_rejoin(Service::Postgres)?;
+        }
         if postgres::check_data_dir(&self.state.layout)? == DataDir::Missing {
             let env = &self.loaded.infra.env;
             let password = if env.postgres_user == postgres::ADMIN_ROLE {
@@ -1111,8 +972,14 @@ impl<'a> Native<'a> {
 
     /// [`Self::stop`] under the command lock the caller holds.
     fn stop_locked(&self, service: Service, progress: &dyn Progress) -> Result<()> {
-        let mut plan: Plan =
-            supervisor::read_json(&supervisor::plan_file(&self.state.layout)).unwrap_or_default();
+        let plan_file = supervisor::plan_file(&self.state.layout);
+        // An unreadable plan is not an empty one: written back, it would stop every server.
+        let mut plan: Plan = supervisor::read_json(&plan_file).ok_or_else(|| {
+            RuntimeError::Other(format!(
+                "cannot read the supervisor's plan {}; nothing was stopped. `nanika down` stops everything",
+                plan_file.display()
+            ))
+        })?;
         if plan.services.remove(&service).is_none() {
             return Err(RuntimeError::NotRunning {
                 service,
@@ -1140,148 +1007,5 @@ impl<'a> Native<'a> {
         }
         progress.step(service, "stopped");
         Ok(())
-    }
-
-    /// The state of each service, checked with a real query (both at once).
-    pub fn status(&self) -> Vec<ServiceStatus> {
-        let supervised = supervisor::is_running(&self.state.layout);
-        let status = if supervised {
-            self.state.read_status()
-        } else {
-            None
-        };
-        let plan: Plan = if supervised {
-            supervisor::read_json(&supervisor::plan_file(&self.state.layout)).unwrap_or_default()
-        } else {
-            Plan::default()
-        };
-        // Without a supervisor holding the lock, this project's servers are found from the
-        // processes themselves: its records may be gone with `.nanika/run`.
-        let found = (!supervised).then(|| ownership::discover(&self.state.layout));
-        let lost = !supervisor::status_file(&self.state.layout).exists();
-        let unsupervised_note = || {
-            let orphan = found
-                .as_ref()
-                .and_then(|f| f.supervisors.first())
-                .map(|s| format!(" (its supervisor, pid {}, still runs without it)", s.pid))
-                .unwrap_or_default();
-            if lost {
-                format!(
-                    "running, but {} is gone{orphan}: `nanika up` restarts it cleanly under a new supervisor, `nanika down` stops it",
-                    self.state.layout.run.display()
-                )
-            } else {
-                "running without its supervisor: `nanika up` restarts it cleanly under a new one, `nanika down` stops it".into()
-            }
-        };
-        let since_epoch = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let (now, now_ms) = (since_epoch.as_secs(), since_epoch.as_millis() as u64);
-        let services: Vec<Service> = Service::ALL
-            .into_iter()
-            .chain(self.topology_nodes())
-            .collect();
-        let mut statuses: Vec<ServiceStatus> = std::thread::scope(|scope| {
-            let handles: Vec<_> = services
-                .iter()
-                .map(|&service| {
-                    let (status, plan, found) = (&status, &plan, &found);
-                    let unsupervised_note = &unsupervised_note;
-                    scope.spawn(move || {
-                        let report = status.as_ref().and_then(|s| s.services.get(&service));
-                        let planned = plan.services.get(&service);
-                        // Where it really runs, which the configuration may no longer say.
-                        let port = planned
-                            .map(|p| p.port)
-                            .filter(|p| *p != 0)
-                            .unwrap_or_else(|| self.port(service));
-                        let unsupervised_pid = found
-                            .as_ref()
-                            .and_then(|f| f.server(service))
-                            .map(|r| r.pid);
-                        let pid = report
-                            .and_then(|r| r.pid)
-                            .filter(|p| procfs::is_alive(*p))
-                            .or(if supervised { None } else { unsupervised_pid });
-                        let answers = pid.is_some()
-                            && self.bound(service, port)
-                            && Prober::new().is_ok_and(|p| self.status_probe(&p, service, port));
-                        let state = match (planned.is_some(), pid, answers) {
-                            (true, Some(_), true) => ServiceState::Healthy,
-                            (true, Some(_), false) => ServiceState::Starting,
-                            (true, None, _) => ServiceState::Crashed,
-                            (false, Some(_), _) => ServiceState::Unsupervised,
-                            (false, None, _) => ServiceState::Stopped,
-                        };
-                        let version = planned.and_then(|p| p.version.clone()).or_else(|| {
-                            match service.kind() {
-                                Service::Postgres => binaries::find_postgres(&self.search)
-                                    .ok()
-                                    .map(|b| b.version),
-                                _ => binaries::find_redis(&self.search).ok().map(|b| b.version),
-                            }
-                        });
-                        ServiceStatus {
-                            service,
-                            state,
-                            pid,
-                            port,
-                            uptime_secs: report
-                                .filter(|_| pid.is_some())
-                                .and_then(|r| r.started_at)
-                                .map(|t| now.saturating_sub(t)),
-                            version,
-                            restarts: report.map_or(0, |r| r.restarts),
-                            next_start_in_ms: report
-                                .filter(|_| state == ServiceState::Crashed)
-                                .and_then(|r| r.next_start_at_ms)
-                                .map(|at| at.saturating_sub(now_ms)),
-                            note: (state == ServiceState::Unsupervised).then(unsupervised_note),
-                            role: None,
-                            lag_bytes: None,
-                            lag_ms: None,
-                        }
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("a status check does not panic"))
-                .collect()
-        });
-        self.add_roles(&mut statuses);
-        statuses
-    }
-
-    /// Each node's role and lag, when the topology has more than one node of its kind.
-    fn add_roles(&self, statuses: &mut [ServiceStatus]) {
-        let healthy = |kind: Service| -> Vec<(Service, u16)> {
-            statuses
-                .iter()
-                .filter(|s| s.service.kind() == kind && s.state == ServiceState::Healthy)
-                .map(|s| (s.service, s.port))
-                .collect()
-        };
-        let mut roles = Vec::new();
-        if self.has_postgres_replicas() {
-            roles.extend(self.postgres_roles(&healthy(Service::Postgres)));
-        }
-        if self.redis_mode() == nanika_config::settings::RedisMode::Sentinel {
-            roles.extend(self.redis_roles(&healthy(Service::Redis)));
-        } else if self.redis_mode() == nanika_config::settings::RedisMode::Cluster {
-            let nodes: Vec<(Service, u16)> = healthy(Service::Redis)
-                .into_iter()
-                .filter(|(s, _)| matches!(s, Service::ClusterNode(_)))
-                .collect();
-            roles.extend(self.redis_roles(&nodes));
-        }
-        for (service, role) in roles {
-            if let Some(status) = statuses.iter_mut().find(|s| s.service == service) {
-                status.role = Some(role.role);
-                status.lag_bytes = role.lag_bytes;
-                status.lag_ms = role.lag_ms;
-            }
-        }
     }
 }

@@ -406,9 +406,9 @@ fn start(service: Service, entry: &mut Running) {
     // The servers get nothing of the environment `nanika up` ran in that a client library
     // reads: a replica's libpq would take an exported PGPASSWORD over its passfile.
     for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name.starts_with("PG") || name.starts_with("REDISCLI") {
-            command.env_remove(name.as_ref());
+        let bytes = name.as_encoded_bytes();
+        if bytes.starts_with(b"PG") || bytes.starts_with(b"REDISCLI") {
+            command.env_remove(&name);
         }
     }
     if let Some((uid, gid)) = plan.run_as {

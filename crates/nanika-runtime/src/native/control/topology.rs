@@ -10,10 +10,13 @@ pub use redis_nodes::{ClusterState, RedisFailover};
 pub use replication::{PostgresFailover, SlotReport};
 
 use super::Native;
-use crate::Service;
 use crate::error::{Result, RuntimeError};
+use crate::native::binaries::{PostgresBinaries, RedisBinaries};
 use crate::native::safe_fs::Dir;
+use crate::native::supervisor::{self, Plan};
+use crate::{Progress, Service};
 use nanika_config::settings::TopologyPorts;
+use nix::sys::signal::Signal;
 use std::time::Duration;
 
 /// The role replicas connect as: it may replicate and log in, nothing else.
@@ -148,4 +151,69 @@ fn write_redis_file(native: &Native<'_>, dir: &Dir, name: &str, text: &str) -> R
         .layout()
         .give_file_to_redis(&file, &dir.join(&temp))?;
     dir.rename_over(&temp, name)
+}
+
+impl Native<'_> {
+    /// Starts the topology's `to_start` nodes under the running supervisor and waits until every
+    /// one of `wanted` answers; a new cluster is created then. A failure stops what this call
+    /// started.
+    pub(super) fn up_topology(
+        &self,
+        wanted: &[Service],
+        to_start: &[Service],
+        plan: &mut Plan,
+        (pg_bins, redis_bins): (Option<&PostgresBinaries>, Option<&RedisBinaries>),
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let undo = |plan: &mut Plan| {
+            plan.services.retain(|s, _| !to_start.contains(s));
+            let _ = supervisor::write_json(&supervisor::plan_file(&self.state.layout), &*plan);
+            let _ = self.state.signal_supervisor(Signal::SIGHUP);
+        };
+        for service in to_start {
+            progress.step(*service, "preparing");
+            let prepared = if service.kind() == Service::Postgres {
+                self.prepare_postgres_replica(*service, pg_bins.expect("found above"), progress)
+            } else {
+                self.prepare_redis_node(*service, redis_bins.expect("found above"))
+            };
+            match prepared {
+                Ok(service_plan) => {
+                    plan.services.insert(*service, service_plan);
+                }
+                Err(error) => {
+                    undo(plan);
+                    return Err(error);
+                }
+            }
+        }
+        if !to_start.is_empty() {
+            supervisor::write_json(&supervisor::plan_file(&self.state.layout), &*plan)?;
+            self.state.signal_supervisor(Signal::SIGHUP)?;
+        }
+        for service in wanted {
+            progress.step(
+                *service,
+                if to_start.contains(service) {
+                    "starting"
+                } else {
+                    "checking"
+                },
+            );
+        }
+        let waited = self.wait_healthy(wanted, None, progress).and_then(|()| {
+            if wanted.iter().any(|s| matches!(s, Service::ClusterNode(_))) {
+                self.finish_redis_cluster(redis_bins.expect("found above"), progress)
+            } else if wanted.iter().any(|s| matches!(s, Service::Sentinel(_))) {
+                self.finish_sentinels()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(error) = waited {
+            undo(plan);
+            return Err(error);
+        }
+        Ok(())
+    }
 }

@@ -506,8 +506,8 @@ impl Native<'_> {
             }
             command
                 .args(["--cluster-replicas", "1", "--cluster-yes"])
-                .env_remove("REDISCLI_AUTH")
                 .stdin(Stdio::null());
+            super::replication::clear_client_env(&mut command);
             if let Some(password) = password {
                 command.env("REDISCLI_AUTH", password.expose());
             }
@@ -553,6 +553,14 @@ impl Native<'_> {
                 "Redis runs without Sentinel: set [topology.redis] mode = \"sentinel\" in nanika.toml and run `nanika up` (a cluster fails over by itself when a master dies)".into(),
             ));
         }
+        if !super::super::supervisor::is_running(self.layout()) {
+            return Err(RuntimeError::NotRunning {
+                service: Service::Redis,
+                other_listener: None,
+            });
+        }
+        // Not while another nanika command starts or stops this project's servers.
+        let _lock = self.state.lock(&crate::Quiet)?;
         let sentinels: Vec<u16> = self.topology_ports().sentinels;
         let ask = |args: &[&str]| {
             sentinels.iter().find_map(|port| {
@@ -724,5 +732,16 @@ impl Native<'_> {
                 (node, state)
             })
             .collect()
+    }
+
+    /// Whether the Redis node on `port` says it is a master (`ROLE`).
+    pub(in crate::native::control) fn is_redis_master_on(&self, port: u16) -> bool {
+        crate::health::redis_command(
+            port,
+            self.loaded.infra.redis_password(),
+            &["ROLE"],
+            PROBE_TIMEOUT,
+        )
+        .is_ok_and(|role| role.lines().next() == Some("master"))
     }
 }

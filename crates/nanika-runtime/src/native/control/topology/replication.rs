@@ -30,9 +30,42 @@ fn hba_text() -> String {
     )
 }
 
+/// The passfile `pg_rewind` reads the superuser's password from, for one run.
+const REWIND_PASSFILE: &str = "rewind.pgpass";
+
+/// A value for a libpq connection string: single-quoted, `'` and `\` escaped.
+fn conninfo_value(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Removes from a client tool's environment every variable libpq or redis-cli reads (an
+/// exported `PGSERVICE`, `PGSSLMODE`, `PGOPTIONS` or `REDISCLI_AUTH` of the user's shell), so
+/// that it connects exactly as nanika says.
+pub(in crate::native::control) fn clear_client_env(command: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        let bytes = name.as_encoded_bytes();
+        if bytes.starts_with(b"PG") || bytes.starts_with(b"REDISCLI") {
+            command.env_remove(&name);
+        }
+    }
+}
+
 /// A `.pgpass` field: `:` and `\` escaped.
 fn pgpass_escape(text: &str) -> String {
     text.replace('\\', "\\\\").replace(':', "\\:")
+}
+
+/// The file in a node's data directory that says it was the primary when a failover began and
+/// must be rewound before it runs again.
+pub const REJOIN_MARKER: &str = "nanika.rejoin";
+
+/// Whether `node`'s data directory holds `name`.
+fn data_has(home: &Dir, node: Service, name: &str) -> Result<bool> {
+    Ok(home
+        .open_dir(&data_dir_name(node))?
+        .map(|d| d.kind(name))
+        .transpose()?
+        .is_some_and(|k| k != crate::native::safe_fs::Kind::Missing))
 }
 
 /// What `nanika failover postgres` did.
@@ -77,7 +110,10 @@ impl Native<'_> {
              wal_log_hints = on\n\
              # Replication only for {REPLICATION_ROLE}, only on loopback.\n\
              hba_file = '{}'\n",
-            home.join(TOPOLOGY_HBA).display()
+            home.join(TOPOLOGY_HBA)
+                .display()
+                .to_string()
+                .replace('\'', "''")
         );
         if self.loaded.settings.topology.postgres.synchronous {
             let names: Vec<String> = self
@@ -97,19 +133,27 @@ impl Native<'_> {
 
     /// The replication role's password, made once and kept owner-only; also written for the
     /// server user as a passfile, which is how replicas and `pg_basebackup` read it.
-    fn replication_password(&self) -> Result<Secret> {
+    fn replication_password(&self) -> Result<(Secret, bool)> {
         let layout = self.layout();
-        let path = layout.run.join("postgres-replication.password");
-        let password = match std::fs::read_to_string(&path) {
-            Ok(text) if !text.trim().is_empty() => Secret::new(text.trim().to_string()),
-            _ => {
+        let run = layout.open_run()?;
+        let name = "postgres-replication.password";
+        // Only a missing file makes a new password: one that cannot be read is an error, not a
+        // reason to change the role's password under the running replicas.
+        let (password, new) = match run.read_small_file(name, 4096)? {
+            Some(bytes) => {
+                let text = String::from_utf8_lossy(&bytes).trim().to_string();
+                if text.is_empty() {
+                    return Err(RuntimeError::Other(format!(
+                        "{} is empty; remove it to have a new replication password made (then `nanika failover postgres` or a new replica sets it)",
+                        run.join(name).display()
+                    )));
+                }
+                (Secret::new(text), false)
+            }
+            None => {
                 let password = random_password()?;
-                layout.open_run()?.replace_file(
-                    "postgres-replication.password",
-                    password.expose().as_bytes(),
-                    0o600,
-                )?;
-                password
+                run.replace_file(name, password.expose().as_bytes(), 0o600)?;
+                (password, true)
             }
         };
         let home = layout.open_postgres_home()?;
@@ -122,7 +166,7 @@ impl Native<'_> {
                 pgpass_escape(password.expose())
             ),
         )?;
-        Ok(password)
+        Ok((password, new))
     }
 
     /// The cluster's superuser, for nanika's own statements on any node.
@@ -153,6 +197,7 @@ impl Native<'_> {
         bins: &PostgresBinaries,
         progress: &dyn Progress,
     ) -> Result<ServicePlan> {
+        self.refuse_if_awaiting_rejoin(service)?;
         let layout = self.layout();
         let dir_name = data_dir_name(service);
         let home = layout.open_postgres_home()?;
@@ -188,7 +233,7 @@ impl Native<'_> {
     /// Makes sure the primary has the replication role (with the current password) and a slot
     /// for `service`, so that WAL the replica has not received is kept while it is stopped.
     fn prepare_primary_for(&self, service: Service, primary_port: u16) -> Result<()> {
-        let password = self.replication_password()?;
+        let (password, _) = self.replication_password()?;
         let role = quote_ident(REPLICATION_ROLE);
         let literal = password.expose().replace('\'', "''");
         let slot = slot_name(service);
@@ -237,10 +282,10 @@ impl Native<'_> {
             .args(["-X", "stream", "-c", "fast", "-S", &slot_name(service)])
             .arg("-D")
             .arg(home.join(&partial))
-            .env("PGPASSFILE", home.join(REPLICATION_PASSFILE))
-            .env_remove("PGPASSWORD")
             .current_dir(&self.layout().postgres_home)
             .stdin(Stdio::null());
+        clear_client_env(&mut command);
+        command.env("PGPASSFILE", home.join(REPLICATION_PASSFILE));
         postgres::as_server_user(&mut command, self.layout());
         let output = command.output().map_err(RuntimeError::io(format!(
             "cannot run {}",
@@ -300,10 +345,14 @@ impl Native<'_> {
     ) -> String {
         format!(
             "host=127.0.0.1 port={primary_port} user={REPLICATION_ROLE} passfile={} application_name={}",
-            self.layout()
-                .postgres_home
-                .join(REPLICATION_PASSFILE)
-                .display(),
+            conninfo_value(
+                &self
+                    .layout()
+                    .postgres_home
+                    .join(REPLICATION_PASSFILE)
+                    .display()
+                    .to_string()
+            ),
             application_name(service)
         )
     }
@@ -378,7 +427,9 @@ impl Native<'_> {
 
     /// Promotes a replica (`to`, else the one that has received the most WAL), repoints the
     /// other replicas at it, and rejoins the old primary as a replica with `pg_rewind`. The old
-    /// primary is stopped first, whatever state it is in, so two primaries never run at once.
+    /// primary is stopped first, whatever state it is in, and marked (`standby.signal` and
+    /// [`REJOIN_MARKER`]) before anything is promoted, so two primaries never run at once: a
+    /// failover interrupted after that is finished by running it again.
     pub fn failover_postgres(
         &self,
         to: Option<Service>,
@@ -398,23 +449,20 @@ impl Native<'_> {
         let _lock = self.state.lock(progress)?;
         let bins = crate::native::binaries::find_postgres(&self.search)?;
         let nodes = self.postgres_nodes();
+        let home = self.layout().open_postgres_home()?;
         // The data directories say which node is the primary even when it is down: every
         // replica's has `standby.signal`.
-        let home = self.layout().open_postgres_home()?;
-        let is_standby = |node: Service| -> Result<bool> {
-            Ok(home
-                .open_dir(&data_dir_name(node))?
-                .map(|d| d.kind("standby.signal"))
-                .transpose()?
-                .is_some_and(|k| k != crate::native::safe_fs::Kind::Missing))
-        };
         let mut primaries = Vec::new();
+        let mut unfinished = Vec::new();
         for node in &nodes {
-            if !is_standby(*node)? {
+            if !data_has(&home, *node, "standby.signal")? {
                 primaries.push(*node);
             }
+            if data_has(&home, *node, REJOIN_MARKER)? {
+                unfinished.push(*node);
+            }
         }
-        let [old] = primaries[..] else {
+        let [primary] = primaries[..] else {
             return Err(RuntimeError::Other(format!(
                 "expected one PostgreSQL node without standby.signal, found {}: {}",
                 primaries.len(),
@@ -426,6 +474,43 @@ impl Native<'_> {
             )));
         };
         let prober = Prober::new().map_err(RuntimeError::io("cannot start the health checks"))?;
+        if let [old] = unfinished[..] {
+            // An earlier failover stopped here: the promotion is done, the old primary waits
+            // to be rewound.
+            progress.note(&format!(
+                "finishing the failover that made {primary} the primary: {old} rejoins as a replica"
+            ));
+            let others: Vec<Service> = nodes
+                .iter()
+                .copied()
+                .filter(|n| *n != old && *n != primary)
+                .collect();
+            let rewind = self.follow_and_rejoin(primary, old, &others, &nodes, &bins, progress)?;
+            return Ok(PostgresFailover {
+                old_primary: old,
+                new_primary: primary,
+                repointed: others,
+                rewind,
+            });
+        }
+        let old = primary;
+        if let Some(node) = to {
+            if node == old {
+                return Err(RuntimeError::Other(format!(
+                    "{node} is the primary already"
+                )));
+            }
+            if !nodes.contains(&node) {
+                return Err(RuntimeError::Other(format!(
+                    "{node} is not a PostgreSQL node of this project ({})",
+                    nodes
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
         let received = |node: Service| -> Option<u64> {
             let rows = prober
                 .text_rows(
@@ -437,42 +522,12 @@ impl Native<'_> {
                 .ok()?;
             rows.first()?.first()?.as_deref()?.parse().ok()
         };
-        let target = match to {
-            Some(node) if node == old => {
-                return Err(RuntimeError::Other(format!(
-                    "{node} is the primary already"
-                )));
-            }
-            Some(node) if !nodes.contains(&node) => {
-                return Err(RuntimeError::Other(format!(
-                    "{node} is not a PostgreSQL node of this project ({})",
-                    nodes
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
-            Some(node) => {
-                received(node).ok_or_else(|| {
-                    RuntimeError::Other(format!(
-                        "{node} does not answer; start it with `nanika up`"
-                    ))
-                })?;
-                node
-            }
-            None => nodes
-                .iter()
-                .copied()
-                .filter(|n| *n != old)
-                .filter_map(|n| received(n).map(|lsn| (lsn, n)))
-                .max_by_key(|(lsn, n)| (*lsn, std::cmp::Reverse(*n)))
-                .map(|(_, n)| n)
-                .ok_or_else(|| {
-                    RuntimeError::Other("no replica answers, so none can be promoted".into())
-                })?,
-        };
-        let new_port = self.port(target);
+        let replicas: Vec<Service> = nodes.iter().copied().filter(|n| *n != old).collect();
+        if replicas.iter().all(|n| received(*n).is_none()) {
+            return Err(RuntimeError::Other(
+                "no replica answers, so none can be promoted; start them with `nanika up`".into(),
+            ));
+        }
 
         progress.step(old, "stopping the old primary");
         match self.stop_locked(old, progress) {
@@ -480,16 +535,65 @@ impl Native<'_> {
             Err(error) => return Err(error),
         }
         self.wait_postmaster_gone(old)?;
+        // With the old primary gone no more WAL arrives: the replicas' positions are final.
+        let positions: Vec<(Service, u64)> = replicas
+            .iter()
+            .filter_map(|n| received(*n).map(|lsn| (*n, lsn)))
+            .collect();
+        let best = positions.iter().map(|(_, lsn)| *lsn).max().unwrap_or(0);
+        let target = match to {
+            Some(node) => match positions.iter().find(|(n, _)| *n == node) {
+                Some((_, lsn)) if *lsn >= best => node,
+                found => {
+                    let why = match found {
+                        Some((_, lsn)) => format!(
+                            "it has received {} bytes less WAL than {}, which could then never follow it",
+                            best - lsn,
+                            positions
+                                .iter()
+                                .find(|(_, l)| *l == best)
+                                .map_or("another replica", |(n, _)| n.as_str())
+                        ),
+                        None => "it does not answer; start it with `nanika up`".into(),
+                    };
+                    self.restart_node(old, &bins, progress)?;
+                    return Err(RuntimeError::Other(format!(
+                        "{node} cannot be promoted: {why}. Nothing was changed: {old} runs as the primary again"
+                    )));
+                }
+            },
+            None => positions
+                .iter()
+                .filter(|(_, lsn)| *lsn == best)
+                .map(|(n, _)| *n)
+                .min()
+                .expect("one replica answered above"),
+        };
+        // From here the old primary must never start as a primary again.
+        let data = home
+            .open_dir(&data_dir_name(old))?
+            .ok_or_else(|| RuntimeError::Other(format!("{old}'s data directory is gone")))?;
+        write_server_file(self, &data, "standby.signal", "")?;
+        write_server_file(
+            self,
+            &data,
+            REJOIN_MARKER,
+            "This node was the primary when `nanika failover postgres` began; it runs again once rewound (run `nanika failover postgres` to finish).\n",
+        )?;
 
         progress.step(target, "promoting (pg_promote)");
         let promoted = prober
             .text_rows(
-                &self.superuser_on(new_port),
+                &self.superuser_on(self.port(target)),
                 "postgres",
                 "SELECT pg_promote(true, 60)::text",
                 Duration::from_secs(70),
             )
-            .map_err(|e| RuntimeError::Other(format!("{target} could not be promoted: {e}")))?;
+            .map_err(|e| {
+                RuntimeError::Other(format!(
+                    "{target} could not be promoted: {e}. {old} is stopped and marked for rejoining; when {target} takes writes, `nanika failover postgres` finishes the failover"
+                ))
+            })?;
         if promoted
             .first()
             .and_then(|r| r.first().cloned())
@@ -498,32 +602,66 @@ impl Native<'_> {
             != Some("true")
         {
             return Err(RuntimeError::Other(format!(
-                "{target} did not finish its promotion within 60 s; see {}",
+                "{target} did not finish its promotion within 60 s (it goes on; see {}). {old} is stopped and marked for rejoining; once {target} takes writes, `nanika failover postgres` finishes the failover",
                 self.log_path(target).display()
             )));
         }
+        let others: Vec<Service> = replicas.iter().copied().filter(|n| *n != target).collect();
+        let rewind = self.follow_and_rejoin(target, old, &others, &nodes, &bins, progress)?;
+        Ok(PostgresFailover {
+            old_primary: old,
+            new_primary: target,
+            repointed: others,
+            rewind,
+        })
+    }
 
-        let others: Vec<Service> = nodes
-            .iter()
-            .copied()
-            .filter(|n| *n != old && *n != target)
-            .collect();
-        // The passfile the repointed and rejoined nodes read.
-        self.replication_password()?;
+    /// After `primary`'s promotion: the replication role's password and the slots on it, the
+    /// `others` repointed at it, `old` rewound, made its replica and started; then waits until
+    /// every node streams. Each error says that running the failover again finishes it.
+    fn follow_and_rejoin(
+        &self,
+        primary: Service,
+        old: Service,
+        others: &[Service],
+        nodes: &[Service],
+        bins: &PostgresBinaries,
+        progress: &dyn Progress,
+    ) -> Result<String> {
+        let again = |what: String| {
+            RuntimeError::Other(format!(
+                "{what}. {primary} is the primary; {old} is stopped and marked for rejoining: `nanika failover postgres` finishes the failover"
+            ))
+        };
+        let prober = Prober::new().map_err(RuntimeError::io("cannot start the health checks"))?;
+        let new_port = self.port(primary);
+        // The role's password as nanika knows it, set on the new primary whatever happened to
+        // the old one's.
+        let (password, _) = self.replication_password()?;
+        let literal = password.expose().replace('\'', "''");
+        let mut statements = vec![format!(
+            "ALTER ROLE {} WITH REPLICATION LOGIN PASSWORD '{literal}'",
+            quote_ident(REPLICATION_ROLE)
+        )];
         for node in others.iter().chain(std::iter::once(&old)) {
             let slot = slot_name(*node);
-            prober
-                .execute_quietly(
-                    &self.superuser_on(new_port),
-                    "postgres",
-                    &[format!(
-                        "SELECT pg_create_physical_replication_slot('{slot}', true) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}')"
-                    )],
-                    Duration::from_secs(10),
-                )
-                .map_err(|e| RuntimeError::Other(format!("the new primary refused a replication slot for {node}: {e}")))?;
+            statements.push(format!(
+                "SELECT pg_create_physical_replication_slot('{slot}', true) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}')"
+            ));
         }
-        for node in &others {
+        prober
+            .execute_quietly(
+                &self.superuser_on(new_port),
+                "postgres",
+                &statements,
+                Duration::from_secs(10),
+            )
+            .map_err(|e| {
+                again(format!(
+                    "the new primary refused the replication role or a slot: {e}"
+                ))
+            })?;
+        for node in others {
             progress.step(*node, "following the new primary");
             let conninfo = self.conninfo(*node, new_port).replace('\'', "''");
             prober
@@ -540,7 +678,7 @@ impl Native<'_> {
                     ],
                     Duration::from_secs(10),
                 )
-                .map_err(|e| RuntimeError::Other(format!("{node} could not be repointed: {e}")))?;
+                .map_err(|e| again(format!("{node} could not be repointed: {e}")))?;
         }
 
         progress.step(old, "rejoining as a replica (pg_rewind)");
@@ -554,30 +692,17 @@ impl Native<'_> {
                 &["CHECKPOINT".into()],
                 Duration::from_secs(60),
             )
-            .map_err(|e| RuntimeError::Other(format!("{target} could not checkpoint: {e}")))?;
-        let rewind = self.rewind(old, &bins, new_port)?;
+            .map_err(|e| again(format!("{primary} could not checkpoint: {e}")))?;
+        let rewind = self
+            .rewind(old, bins, new_port)
+            .map_err(|e| again(e.to_string()))?;
+        let home = self.layout().open_postgres_home()?;
         let data = home
             .open_dir(&data_dir_name(old))?
             .ok_or_else(|| RuntimeError::Other(format!("{old}'s data directory is gone")))?;
         self.make_standby(old, &data, new_port)?;
-        let mut plan: super::super::Plan = super::super::supervisor::read_json(
-            &super::super::supervisor::plan_file(self.layout()),
-        )
-        .unwrap_or_default();
-        let old_plan = if old == Service::Postgres {
-            let mut report = super::super::UpReport::default();
-            self.prepare_postgres(&bins, progress, &mut report)?
-        } else {
-            self.prepare_postgres_replica(old, &bins, progress)?
-        };
-        plan.services.insert(old, old_plan);
-        super::super::supervisor::write_json(
-            &super::super::supervisor::plan_file(self.layout()),
-            &plan,
-        )?;
-        self.state
-            .signal_supervisor(nix::sys::signal::Signal::SIGHUP)?;
-        self.wait_healthy(&[old], None, progress)?;
+        data.remove_file(REJOIN_MARKER)?;
+        self.restart_node(old, bins, progress)?;
         // The slots it kept as the primary would pin WAL on it now that nobody streams from it.
         let _ = prober.execute_quietly(
             &self.superuser_on(self.port(old)),
@@ -585,13 +710,36 @@ impl Native<'_> {
             &["SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'nanika\\_%' AND NOT active".into()],
             Duration::from_secs(10),
         );
-        self.wait_streaming(target, &nodes)?;
-        Ok(PostgresFailover {
-            old_primary: old,
-            new_primary: target,
-            repointed: others,
-            rewind,
-        })
+        self.wait_streaming(primary, nodes)?;
+        Ok(rewind)
+    }
+
+    /// Puts `node` back into the supervisor's plan and waits until it answers.
+    fn restart_node(
+        &self,
+        node: Service,
+        bins: &PostgresBinaries,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let plan_file = super::super::supervisor::plan_file(self.layout());
+        let mut plan: super::super::Plan = super::super::supervisor::read_json(&plan_file)
+            .ok_or_else(|| {
+                RuntimeError::Other(format!(
+                    "cannot read the supervisor's plan {}; `nanika down` then `nanika up` starts everything again",
+                    plan_file.display()
+                ))
+            })?;
+        let node_plan = if node == Service::Postgres {
+            let mut report = super::super::UpReport::default();
+            self.prepare_postgres(bins, progress, &mut report)?
+        } else {
+            self.prepare_postgres_replica(node, bins, progress)?
+        };
+        plan.services.insert(node, node_plan);
+        super::super::supervisor::write_json(&plan_file, &plan)?;
+        self.state
+            .signal_supervisor(nix::sys::signal::Signal::SIGHUP)?;
+        self.wait_healthy(&[node], None, progress)
     }
 
     /// Waits until no postmaster runs on `node`'s data directory (the supervisor may have been
@@ -630,13 +778,26 @@ impl Native<'_> {
             .find(|n| self.port(*n) == new_port)
             .map_or("the new primary", |n| n.as_str());
         let source = self.superuser_on(new_port);
+        // The superuser's password in an owner-only passfile of the server user's, for this
+        // run only: never in argv or the environment of a process others may read.
+        let home = self.layout().open_postgres_home()?;
+        write_server_file(
+            self,
+            &home,
+            REWIND_PASSFILE,
+            &format!(
+                "*:*:*:{}:{}\n",
+                pgpass_escape(&source.user),
+                pgpass_escape(source.password.expose())
+            ),
+        )?;
         let mut command = Command::new(bins.tool("pg_rewind"));
         command
             .arg("--target-pgdata")
             .arg(self.layout().postgres_home.join(data_dir_name(old)))
             .arg(format!(
                 "--source-server=host=127.0.0.1 port={new_port} user={} dbname=postgres",
-                source.user
+                conninfo_value(&source.user)
             ))
             // The configuration the node runs with, for the single-user run that finishes the
             // crash recovery of an old primary that was killed.
@@ -644,12 +805,15 @@ impl Native<'_> {
                 "--config-file={}",
                 self.layout().postgres_conf().display()
             ))
-            .env("PGPASSWORD", source.password.expose())
-            .env_remove("PGPASSFILE")
+            .env("PGPASSFILE", home.join(REWIND_PASSFILE))
             .current_dir(&self.layout().postgres_home)
             .stdin(Stdio::null());
+        clear_client_env(&mut command);
+        command.env("PGPASSFILE", home.join(REWIND_PASSFILE));
         postgres::as_server_user(&mut command, self.layout());
-        let output = command.output().map_err(RuntimeError::io(format!(
+        let output = command.output();
+        home.remove_file(REWIND_PASSFILE)?;
+        let output = output.map_err(RuntimeError::io(format!(
             "cannot run {}",
             bins.tool("pg_rewind").display()
         )))?;
@@ -786,5 +950,40 @@ impl Native<'_> {
                     })
             })
             .collect()
+    }
+
+    /// Whether `node` waits to be rewound after a failover that stopped halfway (its data
+    /// directory holds [`REJOIN_MARKER`]); false before PostgreSQL's home exists.
+    pub(in crate::native::control) fn awaiting_rejoin(&self, node: Service) -> Result<bool> {
+        if crate::native::safe_fs::kind(&self.layout().postgres_home)
+            == crate::native::safe_fs::Kind::Missing
+        {
+            return Ok(false);
+        }
+        let home = self.layout().open_postgres_home()?;
+        data_has(&home, node, REJOIN_MARKER)
+    }
+
+    /// Refuses to start `node` while it waits to be rewound after a failover that stopped
+    /// halfway: started as it is, it would be a second primary, or a replica of nothing.
+    pub(in crate::native::control) fn refuse_if_awaiting_rejoin(
+        &self,
+        node: Service,
+    ) -> Result<()> {
+        if self.awaiting_rejoin(node)? {
+            return Err(RuntimeError::Other(format!(
+                "{node} was the primary when a failover began, and has not been rewound to follow the new primary; nothing was started. `nanika failover postgres` finishes the failover"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether `node`'s data directory is a primary's (no `standby.signal`), whether or not it
+    /// runs.
+    pub(in crate::native::control) fn is_postgres_primary_by_data(&self, node: Service) -> bool {
+        self.layout().open_postgres_home().is_ok_and(|home| {
+            home.open_dir(&data_dir_name(node)).ok().flatten().is_some()
+                && !data_has(&home, node, "standby.signal").unwrap_or(true)
+        })
     }
 }
