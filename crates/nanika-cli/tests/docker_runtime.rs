@@ -498,3 +498,232 @@ fn a_second_checkout_never_starts_on_the_volumes_the_first_one_left() {
     assert!(up.status.success(), "{}", text(&up));
     assert_eq!(first.psql("SELECT note FROM first_marker"), "mine");
 }
+
+/// A project's compose file run under a project name of its own, with every profile service on a
+/// free port. The committed file fixes the base containers' names and the subnet, which another
+/// test or checkout on this engine may hold, so a file laid over it renames them and lets Docker
+/// pick the subnet, as the docker runtime does for `COMPOSE_PROJECT_NAME`.
+struct HaProject<'a> {
+    stack: &'a Stack,
+    name: String,
+    override_file: PathBuf,
+    ports: Vec<(&'static str, u16)>,
+}
+
+impl<'a> HaProject<'a> {
+    fn new(stack: &'a Stack) -> Self {
+        let name = format!("nanika-ha-test-{}", std::process::id());
+        let override_file = stack.root.join("compose.ha-test.yaml");
+        std::fs::write(
+            &override_file,
+            format!(
+                "services:\n  postgres:\n    container_name: {name}-db\n  redis:\n    container_name: {name}-redis\n\
+                 networks:\n  nanika-network:\n    ipam: !reset {{}}\n"
+            ),
+        )
+        .unwrap();
+        let ports = [
+            "POSTGRES_REPLICA_PORT",
+            "REDIS_REPLICA_PORT",
+            "SENTINEL_PORT_1",
+            "SENTINEL_PORT_2",
+            "SENTINEL_PORT_3",
+        ]
+        .into_iter()
+        .map(|var| (var, nanika_testkit::free_port()))
+        .collect();
+        HaProject {
+            stack,
+            name,
+            override_file,
+            ports,
+        }
+    }
+
+    fn port(&self, var: &str) -> u16 {
+        self.ports.iter().find(|(v, _)| *v == var).unwrap().1
+    }
+
+    /// `docker compose --profile ha ARGS` for this project (its `.env` gives the spec's ports).
+    fn compose(&self, profile: Option<&str>, args: &[&str]) -> std::process::Output {
+        let mut command = std::process::Command::new("docker");
+        command
+            .args([
+                "compose",
+                "--project-name",
+                &self.name,
+                "--project-directory",
+            ])
+            .arg(&self.stack.root)
+            .arg("-f")
+            .arg(self.stack.root.join("compose.yaml"))
+            .arg("-f")
+            .arg(&self.override_file);
+        if let Some(profile) = profile {
+            command.args(["--profile", profile]);
+        }
+        for var in common::foreign_env() {
+            command.env_remove(var);
+        }
+        for (var, port) in &self.ports {
+            command.env(var, port.to_string());
+        }
+        command.args(args).stdin(std::process::Stdio::null());
+        command.output().unwrap()
+    }
+
+    /// Objects of `kind` (`ps -a`, `volume ls`) that carry this compose project's label.
+    fn leftovers(&self, kind: &[&str]) -> String {
+        let output = std::process::Command::new("docker")
+            .args(kind)
+            .args(["-q", "--filter"])
+            .arg(format!("label=com.docker.compose.project={}", self.name))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+}
+
+/// Takes every profile's containers and the volumes down however the test ends.
+struct HaDown<'a>(&'a HaProject<'a>);
+
+impl Drop for HaDown<'_> {
+    fn drop(&mut self) {
+        let down = self
+            .0
+            .compose(Some("ha"), &["down", "--volumes", "--remove-orphans"]);
+        if !down.status.success() {
+            eprintln!("docker compose down failed: {}", text(&down));
+        }
+    }
+}
+
+/// A command's trimmed stdout, once it succeeded.
+fn stdout_of(mut command: std::process::Command) -> String {
+    let output = command.output().unwrap();
+    assert!(output.status.success(), "{command:?}: {}", text(&output));
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let mut command = std::process::Command::new("redis-cli");
+    command.args(["-p", &port.to_string()]).args(args);
+    stdout_of(command)
+}
+
+fn psql_on(port: u16, sql: &str) -> String {
+    let mut command = std::process::Command::new(format!("{}/psql", common::PG_BIN));
+    command
+        .args(["-X", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-U", "nanika_user", "-d", "nanika_game", "-Atc", sql])
+        .env("PGPASSWORD", common::PASSWORD);
+    stdout_of(command)
+}
+
+#[test]
+fn the_ha_profile_adds_replicas_and_sentinels_that_follow_the_primaries() {
+    let _engine = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    if !engine_ready() {
+        return;
+    }
+    let stack = Stack::new();
+    let ha = HaProject::new(&stack);
+    let _down = HaDown(&ha);
+
+    // Without the profile, the spec's two services only.
+    let services = |profile| {
+        let output = ha.compose(profile, &["config", "--services"]);
+        assert!(output.status.success(), "{}", text(&output));
+        let mut names: Vec<String> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(services(None), ["postgres", "redis"]);
+    assert_eq!(
+        services(Some("ha")),
+        [
+            "postgres",
+            "postgres-replica-1",
+            "redis",
+            "redis-replica-1",
+            "sentinel-1",
+            "sentinel-2",
+            "sentinel-3"
+        ]
+    );
+
+    let started = std::time::Instant::now();
+    let up = ha.compose(Some("ha"), &["up", "-d", "--wait"]);
+    assert!(up.status.success(), "{}", text(&up));
+    eprintln!("ha profile up and healthy in {:?}", started.elapsed());
+
+    // PostgreSQL: a row written on the primary is read on the hot standby.
+    let replica = ha.port("POSTGRES_REPLICA_PORT");
+    assert_eq!(psql_on(replica, "SELECT pg_is_in_recovery()"), "t");
+    stack.psql("CREATE TABLE ha_marker (note text); INSERT INTO ha_marker VALUES ('streamed')");
+    let streamed = common::eventually(std::time::Duration::from_secs(20), || {
+        psql_on(replica, "SELECT to_regclass('ha_marker') IS NOT NULL") == "t"
+            && psql_on(replica, "SELECT note FROM ha_marker") == "streamed"
+    });
+    assert!(streamed, "the replica never saw the primary's row");
+
+    // Redis: a key set on the master is read on its replica.
+    let redis_replica = ha.port("REDIS_REPLICA_PORT");
+    assert!(redis_cli(redis_replica, &["INFO", "replication"]).contains("role:slave"));
+    redis_cli(stack.redis_port, &["SET", "ha:marker", "replicated"]);
+    let replicated = common::eventually(std::time::Duration::from_secs(20), || {
+        redis_cli(redis_replica, &["GET", "ha:marker"]) == "replicated"
+    });
+    assert!(replicated, "the Redis replica never saw the master's key");
+
+    // The three sentinels agree on the master and know each other (so quorum 2 can be reached).
+    let sentinels: Vec<u16> = (1..=3)
+        .map(|n| ha.port(&format!("SENTINEL_PORT_{n}")))
+        .collect();
+    for port in &sentinels {
+        assert_eq!(
+            redis_cli(*port, &["SENTINEL", "get-master-addr-by-name", "nanika"]),
+            "redis\n6379",
+            "sentinel on {port}"
+        );
+    }
+    let acquainted = common::eventually(std::time::Duration::from_secs(30), || {
+        sentinels.iter().all(|port| {
+            let master = redis_cli(*port, &["SENTINEL", "master", "nanika"]);
+            let fields: Vec<&str> = master.lines().collect();
+            let value = |key: &str| {
+                fields
+                    .iter()
+                    .position(|f| *f == key)
+                    .and_then(|i| fields.get(i + 1).copied())
+            };
+            value("num-other-sentinels") == Some("2")
+                && value("num-slaves") == Some("1")
+                && value("quorum") == Some("2")
+        })
+    });
+    assert!(
+        acquainted,
+        "the sentinels never found each other and the replica"
+    );
+
+    // A failover: with the master stopped, the sentinels promote the replica, by its name.
+    let stop = ha.compose(Some("ha"), &["stop", "redis"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    let promoted = common::eventually(std::time::Duration::from_secs(30), || {
+        sentinels.iter().all(|port| {
+            redis_cli(*port, &["SENTINEL", "get-master-addr-by-name", "nanika"])
+                == "redis-replica-1\n6379"
+        })
+    });
+    assert!(promoted, "the sentinels never promoted redis-replica-1");
+    assert!(redis_cli(redis_replica, &["INFO", "replication"]).contains("role:master"));
+
+    let down = ha.compose(Some("ha"), &["down", "--volumes", "--remove-orphans"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert_eq!(ha.leftovers(&["ps", "-a"]), "", "containers left behind");
+    assert_eq!(ha.leftovers(&["volume", "ls"]), "", "volumes left behind");
+}

@@ -19,6 +19,13 @@ pub const COMPOSE_SCHEMA: &str = include_str!("../data/compose-spec.json");
 pub const POSTGRES_CONF_IN_CONTAINER: &str = "/etc/postgresql/postgresql.conf";
 /// Where the committed Redis config is mounted inside its container.
 pub const REDIS_CONF_IN_CONTAINER: &str = "/usr/local/etc/redis/redis.conf";
+/// The compose profile that adds the replicas and sentinels (`docker compose --profile ha up`).
+pub const HA_PROFILE: &str = "ha";
+/// The master name the sentinels watch, as in the native runtime.
+pub const SENTINEL_MASTER: &str = "nanika";
+/// Where the primary's init script for replication is mounted: the image runs it once, on the
+/// first start of an empty volume.
+pub const REPLICATION_SCRIPT_IN_CONTAINER: &str = "/docker-entrypoint-initdb.d/replication.sh";
 
 /// Renders the compose file: the spec's two services, volumes and network, host ports on
 /// 127.0.0.1 only, and credentials taken from `.env` rather than written here.
@@ -48,6 +55,8 @@ services:
     volumes:
       - {pg_volume}:/var/lib/postgresql/data
       - ./docker/postgres/postgresql.conf:{pg_conf}:ro
+      # Lets the `ha` profile's replica copy and follow this server (run on an empty volume only).
+      - ./{replication_script}:{replication_script_in_container}:ro
     networks:
       - {network}
     # Over TCP, so the image's temporary initdb server (socket only) never counts as healthy.
@@ -66,6 +75,7 @@ services:
     # The image's entrypoint runs Redis as its own `redis` user, from the committed config. A
     # password from .env (REDIS_PASSWORD) goes into a private copy inside the container only:
     # never onto a command line (every user of the host can read those) or into a committed file.
+    # masterauth: after a failover of the `ha` profile's sentinels this server rejoins as a replica.
     command:
       - sh
       - -c
@@ -74,7 +84,8 @@ services:
         if [ -n "$$REDIS_PASSWORD" ]; then
           umask 077
           cp "$$conf" /tmp/redis.conf
-          printf '\nrequirepass "%s"\n' "$$(printf '%s' "$$REDIS_PASSWORD" | sed 's/[\\"]/\\&/g')" >> /tmp/redis.conf
+          {quote}
+          printf '\nrequirepass "%s"\nmasterauth "%s"\n' "$$quoted" "$$quoted" >> /tmp/redis.conf
           chown redis /tmp/redis.conf
           conf=/tmp/redis.conf
         fi
@@ -94,12 +105,15 @@ services:
       timeout: 3s
       retries: 30
     restart: unless-stopped
-
+{ha_services}
 volumes:
   # PostgreSQLデータ永続化
   {pg_volume}:
   # Redisデータ永続化
   {redis_volume}:
+  # Replicas of the `ha` profile
+  {pg_volume_replica}:
+  {redis_volume_replica}:
 
 networks:
   {network}:
@@ -117,9 +131,252 @@ networks:
         redis_container = c.redis.container_name,
         redis_volume = c.redis.volume,
         redis_conf = REDIS_CONF_IN_CONTAINER,
+        quote = QUOTE_REDIS_PASSWORD,
         network = c.network,
         subnet = c.subnet,
+        replication_script = crate::project::POSTGRES_REPLICATION_SCRIPT,
+        replication_script_in_container = REPLICATION_SCRIPT_IN_CONTAINER,
+        ha_services = render_ha_services(infra),
+        pg_volume_replica = replica_volume(&c.postgres.volume),
+        redis_volume_replica = replica_volume(&c.redis.volume),
     )
+}
+
+/// The named volume of a service's first replica: `postgres_data` → `postgres_replica_1_data`.
+fn replica_volume(volume: &str) -> String {
+    match volume.strip_suffix("_data") {
+        Some(stem) => format!("{stem}_replica_1_data"),
+        None => format!("{volume}_replica_1"),
+    }
+}
+
+/// The `ha` profile's services, the docker runtime's counterpart of the native `[topology]`
+/// (one PostgreSQL streaming replica; Redis Sentinel with one replica and three sentinels).
+/// Behind `profiles:`, so a plain `docker compose up` runs the spec's two services only.
+fn render_ha_services(infra: &Infrastructure) -> String {
+    let mut text = postgres_replica(infra);
+    text += &redis_replica(infra);
+    for number in 1..=3 {
+        text += &sentinel(infra, number);
+    }
+    text
+}
+
+/// `postgres-replica-1`: `pg_basebackup` of the primary on an empty volume, then a hot standby.
+fn postgres_replica(infra: &Infrastructure) -> String {
+    let c = &infra.compose;
+    format!(
+        r#"
+  # PostgreSQLストリーミングレプリカ (profile: {profile})
+  postgres-replica-1:
+    image: {pg_image}
+    profiles: ["{profile}"]
+    # On an empty volume: a copy of the primary by pg_basebackup as POSTGRES_USER (a superuser,
+    # which docker/postgres/replication.sh lets replicate over this network), and -R makes it a
+    # standby that streams from `postgres`. Then the image's entrypoint (which hands the files
+    # to the postgres user) runs it as a hot standby with the committed config.
+    command:
+      - sh
+      - -c
+      - |
+        if [ ! -s "$$PGDATA/PG_VERSION" ]; then
+          tries=0
+          until PGPASSWORD="$$POSTGRES_PASSWORD" pg_basebackup -h postgres -p {pg_port} -U "$$POSTGRES_USER" -D "$$PGDATA" -X stream -R; do
+            tries=$$((tries + 1))
+            if [ "$$tries" -ge 30 ]; then
+              echo "pg_basebackup from postgres failed; a volume made before docker/postgres/replication.sh existed lacks its pg_hba.conf line: run that script in the postgres container, or start from new volumes" >&2
+              exit 1
+            fi
+            find "$$PGDATA" -mindepth 1 -delete
+            sleep 1
+          done
+        fi
+        exec docker-entrypoint.sh postgres -c config_file={pg_conf}
+    environment:
+      POSTGRES_DB: ${{POSTGRES_DB:?set POSTGRES_DB in .env}}
+      POSTGRES_USER: ${{POSTGRES_USER:?set POSTGRES_USER in .env}}
+      POSTGRES_PASSWORD: ${{POSTGRES_PASSWORD:?set POSTGRES_PASSWORD in .env}}
+    ports:
+      - "127.0.0.1:${{POSTGRES_REPLICA_PORT:-5433}}:{pg_port}"
+    volumes:
+      - {volume}:/var/lib/postgresql/data
+      - ./docker/postgres/postgresql.conf:{pg_conf}:ro
+    networks:
+      - {network}
+    depends_on:
+      postgres:
+        condition: service_healthy
+    healthcheck:
+      test: ["CMD", "pg_isready", "-h", "127.0.0.1", "-p", "{pg_port}", "-U", "${{POSTGRES_USER}}", "-d", "${{POSTGRES_DB}}"]
+      interval: 1s
+      timeout: 3s
+      retries: 30
+      start_period: 60s
+    restart: unless-stopped
+"#,
+        profile = HA_PROFILE,
+        pg_image = c.postgres.image,
+        pg_port = infra.postgres.port,
+        pg_conf = POSTGRES_CONF_IN_CONTAINER,
+        volume = replica_volume(&c.postgres.volume),
+        network = c.network,
+    )
+}
+
+/// The shell that puts `REDIS_PASSWORD` into `$$quoted`, escaped for a redis.conf string.
+const QUOTE_REDIS_PASSWORD: &str =
+    r#"quoted="$$(printf '%s' "$$REDIS_PASSWORD" | sed 's/[\\"]/\\&/g')""#;
+
+/// The healthcheck of a Redis node on `port`: PONG, and for a replica a live link to its master.
+fn redis_healthcheck(port: u16, replica: bool) -> String {
+    let check = if replica {
+        format!(
+            "redis-cli -p {port} info replication | grep -Eq 'role:master|master_link_status:up'"
+        )
+    } else {
+        format!("redis-cli -p {port} ping | grep -q PONG")
+    };
+    format!(
+        r#"    healthcheck:
+      test: ["CMD-SHELL", "[ -z \"$$REDIS_PASSWORD\" ] || export REDISCLI_AUTH=\"$$REDIS_PASSWORD\"; {check}"]
+      interval: 1s
+      timeout: 3s
+      retries: 30
+"#
+    )
+}
+
+/// `redis-replica-1`: the committed config, following `redis`; with a password, a private copy
+/// that also has `masterauth`.
+fn redis_replica(infra: &Infrastructure) -> String {
+    let c = &infra.compose;
+    let port = infra.redis.port;
+    format!(
+        r#"
+  # Redisレプリカ (profile: {profile})
+  redis-replica-1:
+    image: {redis_image}
+    profiles: ["{profile}"]
+    # As `redis`, plus `--replicaof`; with REDIS_PASSWORD the private copy also gets masterauth.
+    # It announces its service name, not its address, so that after a failover the sentinels
+    # name the new master as they named the old one (`redis-replica-1 6379`).
+    command:
+      - sh
+      - -c
+      - |
+        conf={redis_conf}
+        if [ -n "$$REDIS_PASSWORD" ]; then
+          umask 077
+          cp "$$conf" /tmp/redis.conf
+          {quote}
+          printf '\nrequirepass "%s"\nmasterauth "%s"\n' "$$quoted" "$$quoted" >> /tmp/redis.conf
+          chown redis /tmp/redis.conf
+          conf=/tmp/redis.conf
+        fi
+        exec docker-entrypoint.sh redis-server "$$conf" --replicaof redis {port} --replica-announce-ip redis-replica-1
+    environment:
+      REDIS_PASSWORD: ${{REDIS_PASSWORD:-}}
+    ports:
+      - "127.0.0.1:${{REDIS_REPLICA_PORT:-6380}}:{port}"
+    volumes:
+      - {volume}:/data
+      - ./docker/redis/redis.conf:{redis_conf}:ro
+    networks:
+      - {network}
+    depends_on:
+      redis:
+        condition: service_healthy
+{healthcheck}    restart: unless-stopped
+"#,
+        profile = HA_PROFILE,
+        redis_image = c.redis.image,
+        redis_conf = REDIS_CONF_IN_CONTAINER,
+        quote = QUOTE_REDIS_PASSWORD,
+        volume = replica_volume(&c.redis.volume),
+        network = c.network,
+        healthcheck = redis_healthcheck(port, true),
+    )
+}
+
+/// `sentinel-N`: `redis-server --sentinel` on a config it writes itself on its first start, in
+/// the container's own /tmp: Sentinel rewrites its file (what it learns, failovers), which the
+/// read-only committed mounts could not take, and a restart keeps what it learnt.
+fn sentinel(infra: &Infrastructure, number: u16) -> String {
+    let c = &infra.compose;
+    let settings = crate::settings::RedisTopology::default();
+    format!(
+        r#"
+  # Redis Sentinel {number}/3 (profile: {profile})
+  sentinel-{number}:
+    image: {redis_image}
+    profiles: ["{profile}"]
+    # Service names, not addresses: resolve-hostnames lets `monitor` name `redis`, and
+    # announce-hostnames makes the sentinels answer with that name too.
+    command:
+      - sh
+      - -c
+      - |
+        conf=/tmp/sentinel.conf
+        if [ ! -f "$$conf" ]; then
+          umask 077
+          cat > "$$conf" <<EOF
+        port 26379
+        sentinel resolve-hostnames yes
+        sentinel announce-hostnames yes
+        sentinel monitor {master} redis {port} 2
+        sentinel down-after-milliseconds {master} {down_after}
+        sentinel failover-timeout {master} {failover_timeout}
+        sentinel parallel-syncs {master} 1
+        EOF
+          if [ -n "$$REDIS_PASSWORD" ]; then
+            {quote}
+            printf 'sentinel auth-pass {master} "%s"\nrequirepass "%s"\nsentinel sentinel-pass "%s"\n' "$$quoted" "$$quoted" "$$quoted" >> "$$conf"
+          fi
+          chown redis "$$conf"
+        fi
+        exec docker-entrypoint.sh redis-server "$$conf" --sentinel
+    environment:
+      REDIS_PASSWORD: ${{REDIS_PASSWORD:-}}
+    ports:
+      - "127.0.0.1:${{SENTINEL_PORT_{number}:-{host_port}}}:26379"
+    # A sentinel keeps no data: without this the image's `VOLUME /data` would leave an anonymous
+    # volume behind at every `docker compose down` without -v.
+    tmpfs:
+      - /data
+    networks:
+      - {network}
+    depends_on:
+      redis:
+        condition: service_healthy
+{healthcheck}    restart: unless-stopped
+"#,
+        profile = HA_PROFILE,
+        redis_image = c.redis.image,
+        master = SENTINEL_MASTER,
+        port = infra.redis.port,
+        down_after = settings.down_after_ms,
+        failover_timeout = settings.failover_timeout_ms,
+        quote = QUOTE_REDIS_PASSWORD,
+        host_port = 26378 + number,
+        network = c.network,
+        healthcheck = redis_healthcheck(26379, false),
+    )
+}
+
+/// `docker/postgres/replication.sh`, which the image runs once on the primary's empty volume:
+/// physical replication for `POSTGRES_USER`, from the compose network only, with its password.
+pub fn render_replication_script() -> String {
+    r#"# Rendered by `nanika init` for compose.yaml's `ha` profile. The postgres image runs it once, when it
+# initialises an empty volume. The image's own rule (`host all all all`) does not cover physical
+# replication, which pg_basebackup and a standby need: this adds it for POSTGRES_USER only (the
+# superuser, who can already read everything over the same network), from the compose network
+# only (`samenet`), with its scram-sha-256 password. Running it again adds nothing.
+rule="host replication \"$POSTGRES_USER\" samenet scram-sha-256"
+if ! grep -qxF "$rule" "$PGDATA/pg_hba.conf"; then
+    printf '\n# compose.yaml profile ha: the replica copies and follows this server.\n%s\n' "$rule" >>"$PGDATA/pg_hba.conf"
+fi
+"#
+    .to_string()
 }
 
 /// A YAML document read into JSON, with the line of every node by its JSON pointer.

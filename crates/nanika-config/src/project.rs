@@ -17,6 +17,8 @@ pub const POSTGRES_CONF: &str = "docker/postgres/postgresql.conf";
 pub const REDIS_CONF: &str = "docker/redis/redis.conf";
 /// The compose file, relative to the project root (spec S12).
 pub const COMPOSE_FILE: &str = "compose.yaml";
+/// The primary's init script for the compose `ha` profile's replica, relative to the root.
+pub const POSTGRES_REPLICATION_SCRIPT: &str = "docker/postgres/replication.sh";
 /// The committed example environment (spec S13).
 pub const ENV_EXAMPLE: &str = ".env.example";
 /// The developer's own environment, created from the example and never committed.
@@ -33,6 +35,10 @@ pub fn render_files(infra: &Infrastructure) -> Vec<(&'static str, String)> {
         (POSTGRES_CONF, pgconf::render(&infra.postgres)),
         (REDIS_CONF, redisconf::render(&infra.redis)),
         (COMPOSE_FILE, compose::render(infra)),
+        (
+            POSTGRES_REPLICATION_SCRIPT,
+            compose::render_replication_script(),
+        ),
         (ENV_EXAMPLE, dotenv::render_example(&infra.env)),
     ]
 }

@@ -289,8 +289,37 @@ fn committed_compose_is_valid_against_the_compose_specification() {
     assert!(errors.is_empty(), "{errors:#?}");
 
     let value = &doc.value;
-    let services: Vec<&String> = value["services"].as_object().unwrap().keys().collect();
-    assert_eq!(services, ["postgres", "redis"]);
+    // `docker compose up` runs the spec's two services; the rest are the `ha` profile's.
+    let services = value["services"].as_object().unwrap();
+    let (base, profiled): (Vec<&String>, Vec<&String>) = services
+        .keys()
+        .partition(|name| services[*name].get("profiles").is_none());
+    assert_eq!(base, ["postgres", "redis"]);
+    assert_eq!(
+        profiled,
+        [
+            "postgres-replica-1",
+            "redis-replica-1",
+            "sentinel-1",
+            "sentinel-2",
+            "sentinel-3"
+        ]
+    );
+    for name in profiled {
+        let service = &services[name];
+        assert_eq!(service["profiles"], serde_json::json!(["ha"]), "{name}");
+        assert_eq!(service["restart"], "unless-stopped", "{name}");
+        assert_eq!(service["networks"][0], "nanika-network", "{name}");
+        assert!(
+            service["ports"][0]
+                .as_str()
+                .unwrap()
+                .starts_with("127.0.0.1:${"),
+            "{name}"
+        );
+        // No fixed container_name: the compose project's name keeps two projects apart.
+        assert!(service.get("container_name").is_none(), "{name}");
+    }
     assert_eq!(value["services"]["postgres"]["image"], "postgres:15-alpine");
     assert_eq!(
         value["services"]["postgres"]["container_name"],

@@ -441,8 +441,11 @@ impl RuntimeState for DockerState {
         RuntimeKind::Docker
     }
 
+    // `--profile "*"` on every `down`: compose leaves the containers of a profile it was not
+    // given running (and the network with them), so the `ha` profile's replicas and sentinels
+    // would outlive `nanika down`.
     fn down(&self, progress: &dyn Progress) -> Result<Vec<String>> {
-        self.run_reporting(&["down"], progress)?;
+        self.run_reporting(&["--profile", "*", "down"], progress)?;
         Ok(Vec::new())
     }
 
@@ -459,7 +462,7 @@ impl RuntimeState for DockerState {
     fn remove_state(&self, progress: &dyn Progress) -> Result<Deleted> {
         self.check_volumes()?;
         let before = self.existing_volumes()?;
-        self.run_reporting(&["down", "--volumes"], progress)?;
+        self.run_reporting(&["--profile", "*", "down", "--volumes"], progress)?;
         let after = self.existing_volumes()?;
         if !after.is_empty() {
             let names: Vec<&str> = after.iter().map(|(n, _)| n.as_str()).collect();

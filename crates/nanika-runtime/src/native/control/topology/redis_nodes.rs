@@ -360,31 +360,43 @@ impl Native<'_> {
         Ok(ids)
     }
 
-    /// The master Sentinel mode runs with: what the first sentinel's own config says after a
-    /// failover, else the spec's server.
+    /// The master Sentinel mode runs with: what the sentinel files with the highest config
+    /// epoch say after a failover, else the spec's server.
     pub(in crate::native::control) fn sentinel_master(&self) -> (Service, u16) {
         let spec = (Service::Redis, self.port(Service::Redis));
         let Ok(redis_dir) = self.layout().open_redis_dir() else {
             return spec;
         };
-        let text = redis_dir
-            .open_dir(&data_dir_name(Service::Sentinel(1)))
-            .ok()
-            .flatten()
-            .and_then(|d| d.read_small_file("sentinel.conf", 1 << 20).ok().flatten())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
-        let port = text.lines().find_map(|line| {
-            let mut words = line.split_whitespace();
-            (words.next() == Some("sentinel")
-                && words.next() == Some("monitor")
-                && words.next() == Some(SENTINEL_MASTER))
-            .then(|| words.nth(1).and_then(|p| p.parse::<u16>().ok()))
-            .flatten()
-        });
-        match port {
-            Some(port) if port == spec.1 => spec,
-            Some(port) => self
+        // Every sentinel's own file, the newest view winning: a sentinel that was down during a
+        // failover keeps the old master and a lower config epoch. Trusting it alone would make
+        // the real master a replica of the old one, and its full resync would wipe the newer
+        // data.
+        let newest = (1..=nanika_config::settings::SENTINELS)
+            .filter_map(|n| {
+                let text = redis_dir
+                    .open_dir(&data_dir_name(Service::Sentinel(n)))
+                    .ok()
+                    .flatten()
+                    .and_then(|d| d.read_small_file("sentinel.conf", 1 << 20).ok().flatten())
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())?;
+                let value = |key: &str, index: usize| {
+                    text.lines().find_map(|line| {
+                        let words: Vec<&str> = line.split_whitespace().collect();
+                        (words.len() > index
+                            && words[0] == "sentinel"
+                            && words[1] == key
+                            && words[2] == SENTINEL_MASTER)
+                            .then(|| words[index].parse::<u64>().ok())
+                            .flatten()
+                    })
+                };
+                let port = value("monitor", 4).and_then(|p| u16::try_from(p).ok())?;
+                Some((value("config-epoch", 3).unwrap_or(0), port))
+            })
+            .max();
+        match newest {
+            Some((_, port)) if port == spec.1 => spec,
+            Some((_, port)) => self
                 .redis_nodes()
                 .into_iter()
                 .find(|s| self.port(*s) == port)
@@ -392,7 +404,6 @@ impl Native<'_> {
             None => spec,
         }
     }
-
     /// Whether a Redis topology node has bound its port, learnt as for the spec's Redis
     /// ([`redis::listening`]): its Unix socket, opened right after the port, accepts.
     pub(in crate::native::control) fn redis_node_listening(&self, service: Service) -> bool {
