@@ -95,15 +95,22 @@ pub fn due(status: &ScheduleStatus, plan: &BackupPlan, now: u64) -> Option<&'sta
     (since(any) >= plan.incr_every).then_some("incr")
 }
 
-/// The scheduler's loop, until `stop` is raised.
+/// The scheduler's loop, until `stop` is raised. It parks between ticks: whoever raises `stop`
+/// unparks it, so a stopping supervisor does not wait out a sleep.
 pub fn run(layout: StateLayout, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::SeqCst) {
         tick(&layout, &stop);
-        for _ in 0..10 {
+        let next = std::time::Instant::now() + Duration::from_secs(1);
+        loop {
             if stop.load(Ordering::SeqCst) {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            let left = next.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            // Wakes early when unparked (or spuriously): the flag is checked again.
+            std::thread::park_timeout(left);
         }
     }
 }

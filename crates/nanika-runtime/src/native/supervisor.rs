@@ -323,7 +323,9 @@ pub fn run(layout: &StateLayout) -> Result<()> {
         while matches!(wake_read.read(&mut drain), Ok(n) if n > 0) {}
         reap(&mut running);
         if stop.load(Ordering::SeqCst) {
-            // A backup in progress is stopped first: it needs the server.
+            // A backup in progress is stopped first: it needs the server. The scheduler is
+            // woken from its pause between ticks rather than waited for.
+            scheduler.thread().unpark();
             let _ = scheduler.join();
             stop_all(&mut running);
             write_status(&run_dir, me.as_ref(), &running, &mut written);

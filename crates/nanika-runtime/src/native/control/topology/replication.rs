@@ -455,10 +455,13 @@ impl Native<'_> {
         let mut primaries = Vec::new();
         let mut unfinished = Vec::new();
         for node in &nodes {
-            if !data_has(&home, *node, "standby.signal")? {
+            // A node marked for rejoining is no primary, with or without standby.signal (it is
+            // taken away while pg_rewind runs).
+            let marked = data_has(&home, *node, REJOIN_MARKER)?;
+            if !marked && !data_has(&home, *node, "standby.signal")? {
                 primaries.push(*node);
             }
-            if data_has(&home, *node, REJOIN_MARKER)? {
+            if marked {
                 unfinished.push(*node);
             }
         }
@@ -693,13 +696,17 @@ impl Native<'_> {
                 Duration::from_secs(60),
             )
             .map_err(|e| again(format!("{primary} could not checkpoint: {e}")))?;
-        let rewind = self
-            .rewind(old, bins, new_port)
-            .map_err(|e| again(e.to_string()))?;
         let home = self.layout().open_postgres_home()?;
         let data = home
             .open_dir(&data_dir_name(old))?
             .ok_or_else(|| RuntimeError::Other(format!("{old}'s data directory is gone")))?;
+        // pg_rewind finishes a killed server's crash recovery in single-user mode, which
+        // refuses to run with standby.signal; the rejoin marker keeps `up` from starting the
+        // node meanwhile, and make_standby writes the signal again.
+        data.remove_file("standby.signal")?;
+        let rewind = self
+            .rewind(old, bins, new_port)
+            .map_err(|e| again(e.to_string()))?;
         self.make_standby(old, &data, new_port)?;
         data.remove_file(REJOIN_MARKER)?;
         self.restart_node(old, bins, progress)?;
