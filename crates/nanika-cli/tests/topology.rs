@@ -44,6 +44,15 @@ fn node(stack: &Stack, service: &str) -> Value {
     stack.service(service)
 }
 
+/// SIGKILL to `pid`, as a crash would.
+fn sigkill(pid: i32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.partial_cmp(b).unwrap());
     values[values.len() / 2]
@@ -278,11 +287,7 @@ fn failover_under_writers(synchronous: bool) -> (usize, usize) {
         "the writers did not get going"
     );
     let primary_pid = node(&stack, "postgres")["pid"].as_u64().unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(primary_pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    sigkill(primary_pid as i32);
     let killed = Instant::now();
     let failover = stack.run(&["failover", "postgres"]);
     assert!(failover.status.success(), "{}", text(&failover));
@@ -447,11 +452,7 @@ fn sentinel_fails_the_master_over_and_the_losses_are_counted() {
             "redis-replica-1"
         };
         let pid = node(&stack, name)["pid"].as_u64().unwrap();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
+        sigkill(pid as i32);
         let killed = Instant::now();
         assert!(
             common::eventually(Duration::from_secs(30), || {
@@ -583,11 +584,7 @@ fn a_cluster_serves_every_slot_and_fails_a_dead_master_over() {
         .unwrap();
     let name = format!("redis-cluster-{}", victim - first + 1);
     let pid = node(&stack, &name)["pid"].as_u64().unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    sigkill(pid as i32);
     let killed = Instant::now();
     assert!(
         common::eventually(Duration::from_secs(30), || {
@@ -667,11 +664,7 @@ fn a_killed_supervisors_nodes_are_found_restarted_and_stopped() {
         .trim()
         .parse()
         .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(supervisor),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    sigkill(supervisor);
     assert!(common::eventually(Duration::from_secs(10), || {
         stack
             .status()

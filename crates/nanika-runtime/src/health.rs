@@ -157,22 +157,7 @@ impl Prober {
             let mut conn = PgConnection::connect_with(&admin.options("postgres"))
                 .await
                 .map_err(classify)?;
-            // log_statement = 'mod' would write `CREATE ROLE … PASSWORD '…'` into the log, and
-            // log_min_error_statement would write it there too if it failed; the session's
-            // statements are kept out of the log either way (and log_min_duration_statement's).
-            // nanika's own statements do not wait for a synchronous replica: the first one is
-            // made by them.
-            for setting in [
-                "SET log_statement = 'none'",
-                "SET log_min_error_statement = 'panic'",
-                "SET log_min_duration_statement = -1",
-                "SET synchronous_commit = 'local'",
-            ] {
-                sqlx::query(setting)
-                    .execute(&mut conn)
-                    .await
-                    .map_err(classify)?;
-            }
+            quiet_session(&mut conn).await?;
             let role: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_roles WHERE rolname = $1")
                 .bind(&app.user)
                 .fetch_optional(&mut conn)
@@ -212,19 +197,7 @@ impl Prober {
             let mut conn = PgConnection::connect_with(&target.options(database))
                 .await
                 .map_err(classify)?;
-            // nanika's own statements do not wait for a synchronous replica: the first one is
-            // made by them.
-            for setting in [
-                "SET log_statement = 'none'",
-                "SET log_min_error_statement = 'panic'",
-                "SET log_min_duration_statement = -1",
-                "SET synchronous_commit = 'local'",
-            ] {
-                sqlx::query(setting)
-                    .execute(&mut conn)
-                    .await
-                    .map_err(classify)?;
-            }
+            quiet_session(&mut conn).await?;
             for statement in statements {
                 sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
                     .execute(&mut conn)
@@ -277,6 +250,25 @@ impl Prober {
                 .unwrap_or_else(|_| Err(ProbeError::Other("timed out".into())))
         })
     }
+}
+
+/// Makes a session of nanika's own statements quiet and local: `log_statement = 'mod'` would
+/// write `CREATE ROLE … PASSWORD '…'` into the log, and `log_min_error_statement` would write it
+/// there too if it failed (and `log_min_duration_statement` if slow); and they commit without
+/// waiting for a synchronous replica, since the first replica is made by them.
+async fn quiet_session(conn: &mut PgConnection) -> Result<(), ProbeError> {
+    for setting in [
+        "SET log_statement = 'none'",
+        "SET log_min_error_statement = 'panic'",
+        "SET log_min_duration_statement = -1",
+        "SET synchronous_commit = 'local'",
+    ] {
+        sqlx::query(setting)
+            .execute(&mut *conn)
+            .await
+            .map_err(classify)?;
+    }
+    Ok(())
 }
 
 /// Creates `database` (owned by the quoted role `owner`, else by the connected one) unless it

@@ -122,9 +122,24 @@ pub fn slot_name(service: Service) -> String {
     format!("nanika_{}", application_name(service))
 }
 
-/// Writes `name` in `dir` as a new owner-only file given to the server user, renamed over the
-/// old one: never through a link.
-fn write_server_file(native: &Native<'_>, dir: &Dir, name: &str, text: &str) -> Result<()> {
+/// Whose a file written into a node's state is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// PostgreSQL's server user.
+    Postgres,
+    /// Redis's user.
+    Redis,
+}
+
+/// Writes `name` in `dir` as a new owner-only file given to `owner`, renamed over the old one:
+/// never through a link.
+fn write_owned_file(
+    native: &Native<'_>,
+    owner: Owner,
+    dir: &Dir,
+    name: &str,
+    text: &str,
+) -> Result<()> {
     let temp = format!("{name}.nanika-tmp");
     dir.remove_file(&temp)?;
     let file = dir.create_file(&temp, 0o600)?;
@@ -132,25 +147,22 @@ fn write_server_file(native: &Native<'_>, dir: &Dir, name: &str, text: &str) -> 
         "cannot write {}",
         dir.join(&temp).display()
     )))?;
-    native
-        .layout()
-        .give_file_to_server(&file, &dir.join(&temp))?;
+    let layout = native.layout();
+    match owner {
+        Owner::Postgres => layout.give_file_to_server(&file, &dir.join(&temp))?,
+        Owner::Redis => layout.give_file_to_redis(&file, &dir.join(&temp))?,
+    }
     dir.rename_over(&temp, name)
 }
 
-/// [`write_server_file`] for Redis's user.
+/// [`write_owned_file`] for PostgreSQL's server user.
+fn write_server_file(native: &Native<'_>, dir: &Dir, name: &str, text: &str) -> Result<()> {
+    write_owned_file(native, Owner::Postgres, dir, name, text)
+}
+
+/// [`write_owned_file`] for Redis's user.
 fn write_redis_file(native: &Native<'_>, dir: &Dir, name: &str, text: &str) -> Result<()> {
-    let temp = format!("{name}.nanika-tmp");
-    dir.remove_file(&temp)?;
-    let file = dir.create_file(&temp, 0o600)?;
-    std::io::Write::write_all(&mut &file, text.as_bytes()).map_err(RuntimeError::io(format!(
-        "cannot write {}",
-        dir.join(&temp).display()
-    )))?;
-    native
-        .layout()
-        .give_file_to_redis(&file, &dir.join(&temp))?;
-    dir.rename_over(&temp, name)
+    write_owned_file(native, Owner::Redis, dir, name, text)
 }
 
 impl Native<'_> {
