@@ -21,6 +21,7 @@ pub mod env_vars;
 pub mod finding;
 pub mod lint;
 pub mod model;
+pub mod monitoring;
 pub mod parsed;
 pub mod pgconf;
 pub mod ports;

@@ -22,6 +22,14 @@
 //! down_after_ms = 1000  # Sentinel: a master silent this long is down
 //! failover_timeout_ms = 5000
 //! node_timeout_ms = 1000  # Cluster: a master silent this long is failed over
+//!
+//! [monitoring]
+//! enabled = true        # Prometheus, postgres_exporter and redis_exporter beside the servers
+//! prometheus_port = 9090
+//! postgres_exporter_port = 9187
+//! redis_exporter_port = 9121
+//! scrape_interval = "15s"  # also how often the alert rules are evaluated
+//! retention = "7d"      # how long Prometheus keeps its samples
 //! ```
 
 use crate::finding::Finding;
@@ -43,6 +51,92 @@ pub struct Settings {
     /// Replicas, Sentinel or Cluster: the spec's roadmap topologies, off by default.
     #[serde(default)]
     pub topology: TopologySettings,
+    /// Prometheus and the standard exporters, off by default.
+    #[serde(default)]
+    pub monitoring: MonitoringSettings,
+}
+
+/// `[monitoring]`: Prometheus with the project's alert rules, scraping `postgres_exporter` and
+/// `redis_exporter`, all on loopback and run by the supervisor. Absent, none of them runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitoringSettings {
+    /// Run the monitoring stack.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Prometheus's port (its own default, 9090).
+    #[serde(default = "default_prometheus_port")]
+    pub prometheus_port: u16,
+    /// postgres_exporter's port (its own default, 9187).
+    #[serde(default = "default_postgres_exporter_port")]
+    pub postgres_exporter_port: u16,
+    /// redis_exporter's port (its own default, 9121).
+    #[serde(default = "default_redis_exporter_port")]
+    pub redis_exporter_port: u16,
+    /// How often Prometheus scrapes the exporters and evaluates the alert rules (`15s`).
+    #[serde(default = "default_scrape_interval")]
+    pub scrape_interval: String,
+    /// How long Prometheus keeps samples (`7d`).
+    #[serde(default = "default_monitoring_retention")]
+    pub retention: String,
+}
+
+impl MonitoringSettings {
+    /// Each port with the key that sets it.
+    pub fn ports(&self) -> [(&'static str, &'static str, u16); 3] {
+        [
+            (
+                "monitoring.postgres_exporter_port",
+                "postgres_exporter",
+                self.postgres_exporter_port,
+            ),
+            (
+                "monitoring.redis_exporter_port",
+                "redis_exporter",
+                self.redis_exporter_port,
+            ),
+            (
+                "monitoring.prometheus_port",
+                "Prometheus",
+                self.prometheus_port,
+            ),
+        ]
+    }
+}
+
+impl Default for MonitoringSettings {
+    fn default() -> Self {
+        MonitoringSettings {
+            enabled: false,
+            prometheus_port: default_prometheus_port(),
+            postgres_exporter_port: default_postgres_exporter_port(),
+            redis_exporter_port: default_redis_exporter_port(),
+            scrape_interval: default_scrape_interval(),
+            retention: default_monitoring_retention(),
+        }
+    }
+}
+
+fn default_prometheus_port() -> u16 {
+    9090
+}
+
+fn default_postgres_exporter_port() -> u16 {
+    9187
+}
+
+fn default_redis_exporter_port() -> u16 {
+    9121
+}
+
+// Prometheus's own default: the `for:` clauses of the alert rules (1m at the shortest) stay
+// several samples long.
+fn default_scrape_interval() -> String {
+    "15s".into()
+}
+
+fn default_monitoring_retention() -> String {
+    "7d".into()
 }
 
 /// `[topology]`: nodes beside the spec's two servers. Absent, nanika runs exactly the spec.
@@ -346,7 +440,7 @@ pub fn parse(text: &str, file: &Path) -> Parsed<Settings> {
                 Finding::error("invalid-settings", file, error.message().trim().to_string())
                     .at_optional_line(line)
                     .with_hint(
-                        "the keys are [backups] enabled, retention_full, retention_diff, schedule, full_every, diff_every, incr_every; [topology.postgres] replicas, synchronous, ports_from; [topology.redis] mode, ports_from, sentinel_ports_from, down_after_ms, failover_timeout_ms, node_timeout_ms; see the README",
+                        "the keys are [backups] enabled, retention_full, retention_diff, schedule, full_every, diff_every, incr_every; [topology.postgres] replicas, synchronous, ports_from; [topology.redis] mode, ports_from, sentinel_ports_from, down_after_ms, failover_timeout_ms, node_timeout_ms; [monitoring] enabled, prometheus_port, postgres_exporter_port, redis_exporter_port, scrape_interval, retention; see the README",
                     ),
             );
             Settings::default()
@@ -429,6 +523,11 @@ pub fn parse(text: &str, file: &Path) -> Parsed<Settings> {
         ("backups.full_every", &value.backups.full_every),
         ("backups.diff_every", &value.backups.diff_every),
         ("backups.incr_every", &value.backups.incr_every),
+        (
+            "monitoring.scrape_interval",
+            &value.monitoring.scrape_interval,
+        ),
+        ("monitoring.retention", &value.monitoring.retention),
     ] {
         if interval_secs(text).is_none() {
             findings.push(
@@ -570,6 +669,22 @@ mod tests {
         // Ports past 65535 are said, not wrapped.
         let parsed = read("[topology.redis]\nmode = \"cluster\"\nports_from = 65533\n");
         assert!(parsed.value.topology.ports(5432, 6379).is_err());
+    }
+
+    #[test]
+    fn monitoring_is_off_by_default_and_read_with_its_ports() {
+        assert!(!Settings::default().monitoring.enabled);
+        let parsed = read(
+            "[monitoring]\nenabled = true\nprometheus_port = 19090\nscrape_interval = \"1s\"\n",
+        );
+        assert!(parsed.findings.is_empty(), "{:?}", parsed.findings);
+        let monitoring = &parsed.value.monitoring;
+        assert!(monitoring.enabled);
+        assert_eq!(monitoring.prometheus_port, 19090);
+        assert_eq!(monitoring.postgres_exporter_port, 9187);
+        let parsed = read("[monitoring]\nscrape_interval = \"often\"\n");
+        assert_eq!(parsed.findings[0].code, "invalid-interval");
+        assert_eq!(parsed.findings[0].line, Some(2));
     }
 
     #[test]

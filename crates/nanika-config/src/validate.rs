@@ -27,8 +27,8 @@ pub fn cross_checks(loaded: &LoadedProject) -> Vec<Finding> {
 /// How far above its port a Redis Cluster node listens for the other nodes.
 pub const CLUSTER_BUS_OFFSET: u16 = 10_000;
 
-/// The topology's nodes need ports of their own: none past 65535, none shared with another
-/// node or with the spec's two servers.
+/// The topology's nodes and the monitoring stack need ports of their own: none past 65535, none
+/// shared with another node or with the spec's two servers.
 fn topology_ports(loaded: &LoadedProject) -> Vec<Finding> {
     let file = crate::settings::SETTINGS_FILE;
     let line = |key: &str| loaded.line_of(file, key);
@@ -95,16 +95,28 @@ fn topology_ports(loaded: &LoadedProject) -> Vec<Finding> {
             .with_hint(format!("choose a first port below {}", 65535 - CLUSTER_BUS_OFFSET - 5)),
         );
     }
-    let named = [
-        named[0],
-        named[1],
-        named[2],
-        named[3],
-        ("topology.redis.ports_from", "cluster bus of node", &buses),
-    ];
+    let monitoring = &loaded.settings.monitoring;
+    let monitors: Vec<(&str, &str, Vec<u16>)> = if monitoring.enabled {
+        monitoring
+            .ports()
+            .into_iter()
+            .map(|(key, what, port)| (key, what, vec![port]))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let named: Vec<(&str, &str, &Vec<u16>)> = named
+        .into_iter()
+        .chain([("topology.redis.ports_from", "cluster bus of node", &buses)])
+        .chain(monitors.iter().map(|(key, what, list)| (*key, *what, list)))
+        .collect();
     for (key, what, list) in named {
         for (index, port) in list.iter().enumerate() {
-            let name = format!("{what} {}", index + 1);
+            let name = if key.starts_with("monitoring.") {
+                what.to_string()
+            } else {
+                format!("{what} {}", index + 1)
+            };
             if *port == 0 {
                 findings.push(
                     Finding::error(

@@ -313,6 +313,9 @@ fn port_variable(service: Service) -> &'static str {
         Service::RedisReplica(_) | Service::ClusterNode(_) => {
             "[topology.redis] ports_from in nanika.toml"
         }
+        Service::PostgresExporter => "[monitoring] postgres_exporter_port in nanika.toml",
+        Service::RedisExporter => "[monitoring] redis_exporter_port in nanika.toml",
+        Service::Prometheus => "[monitoring] prometheus_port in nanika.toml",
     }
 }
 

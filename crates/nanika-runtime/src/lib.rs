@@ -43,6 +43,12 @@ pub enum Service {
     Sentinel(u8),
     /// A Redis Cluster node.
     ClusterNode(u8),
+    /// postgres_exporter, which `[monitoring]` runs for Prometheus.
+    PostgresExporter,
+    /// redis_exporter, which `[monitoring]` runs for Prometheus.
+    RedisExporter,
+    /// Prometheus, which `[monitoring]` runs with the project's alert rules.
+    Prometheus,
 }
 
 /// The names of numbered nodes, so that every [`Service`] has a `&'static str` name. The
@@ -111,15 +117,45 @@ impl Service {
             Service::RedisReplica(n) => numbered(&REDIS_REPLICA_NAMES, n),
             Service::Sentinel(n) => numbered(&SENTINEL_NAMES, n),
             Service::ClusterNode(n) => numbered(&CLUSTER_NAMES, n),
+            Service::PostgresExporter => "postgres-exporter",
+            Service::RedisExporter => "redis-exporter",
+            Service::Prometheus => "prometheus",
         }
     }
 
     /// The server program behind it: [`Service::Postgres`] for every PostgreSQL node,
-    /// [`Service::Redis`] for every `redis-server` (sentinels included).
+    /// [`Service::Redis`] for every `redis-server` (sentinels included); a monitoring
+    /// service is a kind of its own.
     pub fn kind(self) -> Service {
         match self {
             Service::Postgres | Service::PostgresReplica(_) => Service::Postgres,
-            _ => Service::Redis,
+            Service::Redis
+            | Service::RedisReplica(_)
+            | Service::Sentinel(_)
+            | Service::ClusterNode(_) => Service::Redis,
+            monitor => monitor,
+        }
+    }
+
+    /// Whether it is part of the monitoring stack rather than a server.
+    pub fn is_monitor(self) -> bool {
+        matches!(
+            self,
+            Service::PostgresExporter | Service::RedisExporter | Service::Prometheus
+        )
+    }
+
+    /// The monitoring stack `settings` ask for, in start order: the exporters before the
+    /// Prometheus that scrapes them.
+    pub fn monitoring(settings: &nanika_config::settings::MonitoringSettings) -> Vec<Service> {
+        if settings.enabled {
+            vec![
+                Service::PostgresExporter,
+                Service::RedisExporter,
+                Service::Prometheus,
+            ]
+        } else {
+            Vec::new()
         }
     }
 
@@ -156,6 +192,9 @@ impl Service {
         match name {
             "postgres" => Some(Service::Postgres),
             "redis" => Some(Service::Redis),
+            "postgres-exporter" => Some(Service::PostgresExporter),
+            "redis-exporter" => Some(Service::RedisExporter),
+            "prometheus" => Some(Service::Prometheus),
             _ => find(&POSTGRES_REPLICA_NAMES, Service::PostgresReplica)
                 .or_else(|| find(&REDIS_REPLICA_NAMES, Service::RedisReplica))
                 .or_else(|| find(&SENTINEL_NAMES, Service::Sentinel))

@@ -24,12 +24,23 @@ pub enum Source {
     Redis,
     /// nanika's supervisor (a remark in a server's log: a restart, a hard stop).
     Supervisor,
+    /// Prometheus (`[monitoring]`).
+    Prometheus,
+    /// postgres_exporter (`[monitoring]`).
+    #[serde(rename = "postgres-exporter")]
+    PostgresExporter,
+    /// redis_exporter (`[monitoring]`).
+    #[serde(rename = "redis-exporter")]
+    RedisExporter,
 }
 
 impl From<Service> for Source {
     fn from(service: Service) -> Self {
         match service.kind() {
             Service::Postgres => Source::Postgres,
+            Service::Prometheus => Source::Prometheus,
+            Service::PostgresExporter => Source::PostgresExporter,
+            Service::RedisExporter => Source::RedisExporter,
             _ => Source::Redis,
         }
     }
@@ -494,6 +505,84 @@ fn parse_redis(line: &str, zone: LocalZone) -> Option<LogRecord> {
     Some(record)
 }
 
+/// A line of a Go program of the monitoring stack, in logfmt: `ts=… level=info msg="…" k=v`
+/// (Prometheus, postgres_exporter) or `time="…" level=info msg="…"` (redis_exporter). The
+/// message is `msg`, with the other fields after it as they were written.
+fn parse_logfmt(source: Source, line: &str) -> Option<LogRecord> {
+    let fields = logfmt_fields(line)?;
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let level = match field("level")? {
+        "debug" => Level::Debug,
+        "info" => Level::Info,
+        "warn" | "warning" => Level::Warning,
+        "error" => Level::Error,
+        "fatal" | "panic" => Level::Fatal,
+        _ => Level::Unknown,
+    };
+    let mut message = field("msg").unwrap_or_default().to_string();
+    for (key, value) in &fields {
+        if !["ts", "time", "level", "msg", "caller"].contains(&key.as_str()) {
+            message.push_str(&format!(" {key}={value}"));
+        }
+    }
+    let mut record = LogRecord::new(source, level, message.trim().to_string());
+    if let Some(time) = field("ts").or_else(|| field("time")) {
+        match time.strip_suffix('Z') {
+            // UTC already: written with milliseconds, as every record's timestamp is.
+            Some(utc) if utc.len() >= 19 => {
+                let (seconds, fraction) = utc.split_once('.').unwrap_or((utc, ""));
+                let millis: String = fraction.chars().chain("000".chars()).take(3).collect();
+                record.timestamp = Some(format!("{seconds}.{millis}Z"));
+            }
+            _ => record.source_timestamp = Some(time.to_string()),
+        }
+    }
+    Some(record)
+}
+
+/// `key=value` pairs of a logfmt line, values unquoted; `None` when the line is not logfmt.
+fn logfmt_fields(line: &str) -> Option<Vec<(String, String)>> {
+    let mut fields = Vec::new();
+    let mut rest = line.trim();
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once('=')?;
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            return None;
+        }
+        let (value, after) = if let Some(quoted) = after.strip_prefix('"') {
+            let mut value = String::new();
+            let mut chars = quoted.char_indices();
+            let mut end = None;
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, next)) = chars.next() {
+                            value.push(next);
+                        }
+                    }
+                    '"' => {
+                        end = Some(i + 1);
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            (value, &quoted[end?..])
+        } else {
+            let end = after.find(' ').unwrap_or(after.len());
+            (after[..end].to_string(), &after[end..])
+        };
+        fields.push((key.to_string(), value));
+        rest = after.trim_start();
+    }
+    Some(fields)
+}
+
 /// A remark the supervisor wrote into `service`'s log (`nanika: postgres killed by SIGKILL;
 /// restarting`). It carries no time of its own.
 fn parse_supervisor(service: Service, line: &str) -> Option<LogRecord> {
@@ -574,6 +663,9 @@ impl Records {
         }
         let parsed = match self.service.kind() {
             Service::Postgres => parse_postgres(line),
+            monitor if monitor.is_monitor() => {
+                parse_logfmt(monitor.into(), line).map(|r| (r, Slot::Message))
+            }
             _ => parse_redis(line, self.zone).map(|r| (r, Slot::Message)),
         };
         parsed.unwrap_or_else(|| (LogRecord::unknown(self.service, line), Slot::Message))
@@ -721,6 +813,36 @@ fn masked_literal(literal: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_monitoring_stacks_logfmt_lines_are_records() {
+        let record = parse_logfmt(
+            Source::Prometheus,
+            r#"ts=2026-11-30T02:01:52.123Z caller=main.go:512 level=info msg="Starting Prometheus Server" mode=server"#,
+        )
+        .unwrap();
+        assert_eq!(
+            record.timestamp.as_deref(),
+            Some("2026-11-30T02:01:52.123Z")
+        );
+        assert_eq!(record.level, Level::Info);
+        assert_eq!(record.message, "Starting Prometheus Server mode=server");
+        let record = parse_logfmt(
+            Source::RedisExporter,
+            r#"time="2026-11-30T02:01:52Z" level=error msg="Couldn't connect to redis instance (\"x\")""#,
+        )
+        .unwrap();
+        assert_eq!(
+            record.timestamp.as_deref(),
+            Some("2026-11-30T02:01:52.000Z")
+        );
+        assert_eq!(record.level, Level::Error);
+        assert_eq!(
+            record.message,
+            r#"Couldn't connect to redis instance ("x")"#
+        );
+        assert!(parse_logfmt(Source::Prometheus, "not logfmt at all").is_none());
+    }
 
     fn pg(lines: &[&str]) -> Vec<LogRecord> {
         parse_lines(Service::Postgres, LocalZone::Unknown, lines.iter().copied())

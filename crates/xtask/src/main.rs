@@ -85,6 +85,9 @@ fn bench(options: Options) -> Result<()> {
     if options.runs("topology") {
         bench::topology::run_all(&ctx, &mut report)?;
     }
+    if options.runs("monitoring") {
+        bench::monitoring::run_all(&ctx, &mut report)?;
+    }
     if options.runs("docker") {
         bench::docker::run_all(&ctx, &mut report)?;
     }

@@ -10,16 +10,17 @@ pub const FAST_PAIRS_MIN: usize = 7;
 const DEFAULT_PAIRS: usize = 5;
 
 /// The usage line, for errors.
-pub const USAGE: &str = "usage: cargo xtask bench [--quick] [--pairs N] [--only GROUP,…] [--out PATH]\n  groups: lifecycle, data, supervisor, scale, backups, topology, docker";
+pub const USAGE: &str = "usage: cargo xtask bench [--quick] [--pairs N] [--only GROUP,…] [--out PATH]\n  groups: lifecycle, data, supervisor, scale, backups, topology, monitoring, docker";
 
 /// The groups of benchmarks, in the order they run.
-pub const GROUPS: [&str; 7] = [
+pub const GROUPS: [&str; 8] = [
     "lifecycle",
     "data",
     "supervisor",
     "scale",
     "backups",
     "topology",
+    "monitoring",
     "docker",
 ];
 

@@ -52,6 +52,14 @@ fn app_env(loaded: &LoadedProject) -> Vec<Var> {
         vars.push(var(name, value, name == "PGPASSWORD"));
     }
     vars.extend(topology_env(loaded));
+    let monitoring = &loaded.settings.monitoring;
+    if monitoring.enabled {
+        vars.push(var(
+            "PROMETHEUS_URL",
+            format!("http://127.0.0.1:{}", monitoring.prometheus_port),
+            false,
+        ));
+    }
     vars
 }
 

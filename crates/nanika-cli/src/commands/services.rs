@@ -55,15 +55,23 @@ fn runtime_for(loaded: &LoadedProject, arg: RuntimeArg, starting: bool) -> CliRe
     let recorded = compose::recorded_runtime(root);
     let compose = Compose::new(root, &loaded.infra.compose.project_name);
     let topology = !loaded.settings.topology.is_single();
-    // `auto` never picks docker for a topology: compose runs the spec's two servers only.
+    let monitoring = loaded.settings.monitoring.enabled;
+    // `auto` never picks docker for a topology or the monitoring stack: `nanika up` under
+    // compose runs the spec's two servers only.
     let (kind, note) = compose::choose(choice(arg), recorded, || {
-        starting && !topology && compose.available().is_ok()
+        starting && !topology && !monitoring && compose.available().is_ok()
     });
     if topology && kind == RuntimeKind::Docker {
         return Err(CliError::usage(
             "nanika.toml's [topology] (replicas, Sentinel, Cluster) runs with the native runtime only; nothing was done",
         )
         .hint("run with --runtime native (after `nanika down` of the docker runtime), or remove [topology] from nanika.toml"));
+    }
+    if monitoring && starting && kind == RuntimeKind::Docker {
+        return Err(CliError::usage(
+            "nanika.toml's [monitoring] runs with the native runtime only; nothing was done",
+        )
+        .hint("run with --runtime native (after `nanika down` of the docker runtime), or set [monitoring] enabled = false"));
     }
     match (note, recorded) {
         // Only `up` switches (it records the runtime); the others just look elsewhere.
@@ -454,7 +462,8 @@ fn print_log_line(service: Service, line: &str) {
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let code = match service.kind() {
         Service::Postgres => "36",
-        _ => "35",
+        Service::Redis => "35",
+        _ => "33",
     };
     if colour {
         crate::say!("\x1b[{code}m{:8}|\x1b[0m {line}", service.as_str());

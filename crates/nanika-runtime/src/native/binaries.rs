@@ -198,6 +198,66 @@ pub fn find_pgbackrest(search: &BinarySearch) -> Result<PathBuf> {
         })
 }
 
+const MONITORING_INSTALL: &str =
+    "apt-get install -y prometheus prometheus-postgres-exporter prometheus-redis-exporter";
+
+/// A monitoring program (`[monitoring]`) and its version, when it says one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorBinary {
+    /// The program.
+    pub program: PathBuf,
+    /// Its version, e.g. `2.42.0`.
+    pub version: Option<String>,
+}
+
+/// Finds the program of a monitoring service in the `PATH`, under Debian's name or the
+/// upstream one (`prometheus-postgres-exporter` or `postgres_exporter`).
+pub fn find_monitor(search: &BinarySearch, service: crate::Service) -> Result<MonitorBinary> {
+    let (names, what): (&[&str], &'static str) = match service {
+        crate::Service::PostgresExporter => (
+            &["prometheus-postgres-exporter", "postgres_exporter"],
+            "postgres_exporter (prometheus-postgres-exporter), which nanika.toml's [monitoring] needs",
+        ),
+        crate::Service::RedisExporter => (
+            &["prometheus-redis-exporter", "redis_exporter"],
+            "redis_exporter (prometheus-redis-exporter), which nanika.toml's [monitoring] needs",
+        ),
+        _ => (
+            &["prometheus"],
+            "Prometheus (prometheus), which nanika.toml's [monitoring] needs",
+        ),
+    };
+    let dirs = path_dirs(search);
+    let program = names
+        .iter()
+        .flat_map(|name| dirs.iter().map(move |d| d.join(name)))
+        .find(|p| p.is_file())
+        .ok_or(RuntimeError::MissingBinary {
+            what,
+            searched: vec![PathBuf::from("$PATH")],
+            install: MONITORING_INSTALL,
+        })?;
+    // redis_exporter takes Go's single-dash flags; both spellings print the version.
+    let flag = if service == crate::Service::RedisExporter {
+        "-version"
+    } else {
+        "--version"
+    };
+    let version = Command::new(&program)
+        .arg(flag)
+        .output()
+        .ok()
+        .map(|o| {
+            let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&o.stderr));
+            text
+        })
+        .and_then(|text| {
+            parse_version(&text, "version").or_else(|| parse_version(&text, "Exporter"))
+        });
+    Ok(MonitorBinary { program, version })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

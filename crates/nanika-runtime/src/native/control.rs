@@ -25,8 +25,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod identity;
+mod monitoring;
 mod status;
 mod topology;
+pub use monitoring::http_ok;
 pub use topology::{
     ClusterState, NodeRole, PostgresFailover, REPLICATION_ROLE, RedisFailover, SENTINEL_MASTER,
     SlotReport, application_name, data_dir_name, slot_name,
@@ -278,6 +280,7 @@ impl<'a> Native<'a> {
         match service {
             Service::Postgres => self.loaded.infra.env.postgres_port,
             Service::Redis => self.loaded.infra.env.redis_port,
+            monitor if monitor.is_monitor() => self.monitor_port(monitor),
             node => self.topology_port(node),
         }
     }
@@ -342,6 +345,7 @@ impl<'a> Native<'a> {
             Service::ALL
                 .into_iter()
                 .chain(self.topology_nodes())
+                .chain(self.monitoring_nodes())
                 .collect()
         } else {
             services.to_vec()
@@ -468,6 +472,11 @@ impl<'a> Native<'a> {
             }
         }
         self.state.layout.create()?;
+        // The monitoring stack last: it watches everything else.
+        let (monitors_to_start, to_start): (Vec<Service>, Vec<Service>) =
+            to_start.into_iter().partition(|s| s.is_monitor());
+        let (monitors_wanted, wanted): (Vec<Service>, Vec<Service>) =
+            wanted.into_iter().partition(|s| s.is_monitor());
         // The spec's servers first: the topology's nodes are copied from them or watch them.
         let (nodes_to_start, to_start): (Vec<Service>, Vec<Service>) =
             to_start.into_iter().partition(|s| !s.is_primary_service());
@@ -543,6 +552,16 @@ impl<'a> Native<'a> {
                     .filter(|s| !nodes_to_start.contains(s)),
             );
             report.started.extend(nodes_to_start);
+        }
+        if !monitors_wanted.is_empty() {
+            self.up_monitoring(&monitors_wanted, &monitors_to_start, &mut plan, progress)?;
+            report.already_up.extend(
+                monitors_wanted
+                    .iter()
+                    .copied()
+                    .filter(|s| !monitors_to_start.contains(s)),
+            );
+            report.started.extend(monitors_to_start);
         }
         crate::compose::record_runtime(
             &self.state.layout.project,
@@ -622,6 +641,7 @@ impl<'a> Native<'a> {
             version: Some(bins.version.clone()),
             port,
             restart_hold_ms: 0,
+            env: Default::default(),
         })
     }
 
@@ -701,6 +721,7 @@ impl<'a> Native<'a> {
             } else {
                 0
             },
+            env: Default::default(),
         })
     }
 
@@ -715,6 +736,13 @@ impl<'a> Native<'a> {
     ) -> std::result::Result<(), ProbeError> {
         let timeout = Duration::from_secs(2);
         match service {
+            monitor if monitor.is_monitor() => {
+                if self.monitor_answers(monitor, port) {
+                    Ok(())
+                } else {
+                    Err(ProbeError::Starting)
+                }
+            }
             _ if service.kind() == Service::Postgres => {
                 let target = PostgresTarget {
                     port,
@@ -737,6 +765,7 @@ impl<'a> Native<'a> {
             Service::PostgresReplica(_) => {
                 postgres::accepting_in(self.layout(), &data_dir_name(service), port)
             }
+            monitor if monitor.is_monitor() => procfs::is_listening(port),
             node => self.redis_node_listening(node),
         }
     }

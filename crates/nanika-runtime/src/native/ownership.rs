@@ -11,6 +11,8 @@
 //! - a topology node: a postmaster of a replica's data directory (`replica-N` in PostgreSQL's
 //!   home), a `redis-server` working in a node's directory (`replica-N`, `sentinel-N`,
 //!   `cluster-N` in Redis's).
+//! - a monitoring service: a Prometheus or exporter program working in its directory of
+//!   PostgreSQL's home (`prometheus`, `postgres-exporter`, `redis-exporter`).
 //!
 //! A process found so is recorded as it runs ([`ProcessRecord::observe`]); every later signal
 //! proves that record again, so a pid reused meanwhile is never signalled.
@@ -126,6 +128,29 @@ fn topology_node_of(pid: u32, args: &[String], places: &Places) -> Option<Servic
         .flatten()
 }
 
+/// The programs a monitoring service may run, by file name (Debian's and upstream's).
+const MONITOR_PROGRAMS: [&str; 5] = [
+    "prometheus",
+    "prometheus-postgres-exporter",
+    "postgres_exporter",
+    "prometheus-redis-exporter",
+    "redis_exporter",
+];
+
+/// The monitoring service `pid` is: one of [`MONITOR_PROGRAMS`] working in a monitoring
+/// service's directory of PostgreSQL's home.
+fn monitor_of(pid: u32, args: &[String], places: &Places) -> Option<Service> {
+    let program = args.first().and_then(|p| Path::new(p).file_name())?;
+    if !MONITOR_PROGRAMS.iter().any(|name| program == *name) {
+        return None;
+    }
+    let cwd = procfs::cwd(pid)?;
+    if cwd.parent() != places.postgres_home.as_deref() {
+        return None;
+    }
+    Service::from_name(cwd.file_name()?.to_str()?).filter(|s| s.is_monitor())
+}
+
 /// Whether `record`, which has just passed [`ProcessRecord::check`], is this project's `role`:
 /// a record read from a file proves a process is the one recorded, this proves that process is
 /// this project's (a forged record naming some other program is refused).
@@ -135,6 +160,9 @@ pub fn is_this_projects(layout: &StateLayout, role: Role, record: &ProcessRecord
         Role::Supervisor => is_supervisor_of(record.pid, &record.cmdline, &places),
         Role::Server(Service::Postgres) => is_postmaster_of(record.pid, &record.cmdline, &places),
         Role::Server(Service::Redis) => is_redis_of(record.pid, &places),
+        Role::Server(monitor) if monitor.is_monitor() => {
+            monitor_of(record.pid, &record.cmdline, &places) == Some(monitor)
+        }
         // A topology node runs in its own directory of the project's state.
         Role::Server(node) => {
             let (program, dir) = if node.kind() == Service::Postgres {
@@ -274,6 +302,8 @@ pub fn discover(layout: &StateLayout) -> Found {
             found.redis = ProcessRecord::observe(pid);
         } else if let Some(node) = topology_node_of(pid, &args, &places) {
             node_processes.push((node, pid));
+        } else if let Some(monitor) = monitor_of(pid, &args, &places) {
+            node_processes.push((monitor, pid));
         } else if let Some(comm) = procfs::comm(pid)
             && (comm == "postgres" || comm.starts_with("redis-server"))
             && procfs::cwd(pid).is_some_and(|cwd| {

@@ -450,6 +450,12 @@ fn listening_inodes(port: u16) -> Vec<String> {
         .collect()
 }
 
+/// Whether something listens on TCP `port` now, read from the kernel's tables: unlike a test
+/// bind, the look cannot take the port from a server about to bind it.
+pub fn is_listening(port: u16) -> bool {
+    !listening_inodes(port).is_empty()
+}
+
 /// A closed connection the kernel keeps in TIME-WAIT on a port: it holds the port against a
 /// server's bind until it expires, and no process owns it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -218,7 +218,16 @@ pub(crate) fn stop_unsupervised(layout: &StateLayout, then: Then) -> Result<Vec<
         } else {
             let proof = match service.kind() {
                 Service::Postgres => format!("`postgres -D {}`", layout.postgres_data().display()),
-                _ => format!("`redis-server` working in {}", layout.redis_dir.display()),
+                Service::Redis => {
+                    format!("`redis-server` working in {}", layout.redis_dir.display())
+                }
+                monitor => format!(
+                    "its program working in {}",
+                    layout
+                        .postgres_home
+                        .join(super::control::data_dir_name(monitor))
+                        .display()
+                ),
             };
             format!(
                 "{service} (pid {pid}) was running although {run} had been removed; nanika proved it is this project's from the process itself ({proof})"

@@ -59,6 +59,9 @@ pub struct ServicePlan {
     /// Sentinel or Cluster data node is left to be failed over first, as a dead host would be.
     #[serde(default)]
     pub restart_hold_ms: u64,
+    /// Variables set in its environment (names of files, never secrets: the plan is a file).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
 }
 
 /// What the supervisor runs.
@@ -413,6 +416,7 @@ fn start(service: Service, entry: &mut Running) {
             command.env_remove(&name);
         }
     }
+    command.envs(&plan.env);
     if let Some((uid, gid)) = plan.run_as {
         command.uid(uid).gid(gid);
     }

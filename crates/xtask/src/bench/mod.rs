@@ -5,6 +5,7 @@ pub mod backups;
 pub mod data;
 pub mod docker;
 pub mod lifecycle;
+pub mod monitoring;
 pub mod scale;
 pub mod supervisor;
 pub mod topology;

@@ -47,6 +47,7 @@ impl Native<'_> {
         let services: Vec<Service> = Service::ALL
             .into_iter()
             .chain(self.topology_nodes())
+            .chain(self.monitoring_nodes())
             .collect();
         let mut statuses: Vec<ServiceStatus> = std::thread::scope(|scope| {
             let handles: Vec<_> = services
@@ -85,7 +86,12 @@ impl Native<'_> {
                                 Service::Postgres => binaries::find_postgres(&self.search)
                                     .ok()
                                     .map(|b| b.version),
-                                _ => binaries::find_redis(&self.search).ok().map(|b| b.version),
+                                Service::Redis => {
+                                    binaries::find_redis(&self.search).ok().map(|b| b.version)
+                                }
+                                monitor => binaries::find_monitor(&self.search, monitor)
+                                    .ok()
+                                    .and_then(|b| b.version),
                             }
                         });
                         ServiceStatus {

@@ -77,7 +77,7 @@ impl Native<'_> {
             Service::RedisReplica(n) => pick(&ports.redis_replicas, n),
             Service::Sentinel(n) => pick(&ports.sentinels, n),
             Service::ClusterNode(n) => pick(&ports.cluster_nodes, n),
-            Service::Postgres | Service::Redis => None,
+            _ => None,
         }
         .unwrap_or(0)
     }
@@ -108,6 +108,7 @@ pub fn data_dir_name(service: Service) -> String {
         Service::RedisReplica(n) => format!("replica-{n}"),
         Service::Sentinel(n) => format!("sentinel-{n}"),
         Service::ClusterNode(n) => format!("cluster-{n}"),
+        monitor => monitor.as_str().into(),
     }
 }
 
@@ -156,7 +157,12 @@ fn write_owned_file(
 }
 
 /// [`write_owned_file`] for PostgreSQL's server user.
-fn write_server_file(native: &Native<'_>, dir: &Dir, name: &str, text: &str) -> Result<()> {
+pub(super) fn write_server_file(
+    native: &Native<'_>,
+    dir: &Dir,
+    name: &str,
+    text: &str,
+) -> Result<()> {
     write_owned_file(native, Owner::Postgres, dir, name, text)
 }
 

@@ -297,6 +297,7 @@ impl Native<'_> {
             version: Some(bins.version.clone()),
             port,
             restart_hold_ms,
+            env: Default::default(),
         })
     }
 

@@ -227,6 +227,7 @@ impl Native<'_> {
             version: Some(bins.version.clone()),
             port,
             restart_hold_ms: 0,
+            env: Default::default(),
         })
     }
 

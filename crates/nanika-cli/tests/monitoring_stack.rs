@@ -1,0 +1,384 @@
+//! `[monitoring]` with real processes: nanika runs postgres_exporter, redis_exporter and
+//! Prometheus beside the servers; Prometheus scrapes both, every query of the committed Grafana
+//! dashboard returns data under load, and the alert rules go pending when Redis keeps dying and
+//! when connections pass 80 % of max_connections.
+
+mod common;
+
+use common::{PASSWORD, PG_BIN, Stack, eventually, text};
+use serde_json::Value;
+use sqlx::{Connection, PgConnection, postgres::PgConnectOptions};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Whether the monitoring programs are installed (Debian: `prometheus`,
+/// `prometheus-postgres-exporter`, `prometheus-redis-exporter`; `scripts/install-deps --tests`
+/// installs them). Without them the test is skipped with a printed reason, and fails under CI.
+fn monitoring_installed() -> bool {
+    let installed = [
+        "prometheus",
+        "prometheus-postgres-exporter",
+        "prometheus-redis-exporter",
+    ]
+    .iter()
+    .all(|program| {
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .any(|dir| dir.join(program).is_file())
+    });
+    if !installed {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the monitoring programs are missing: run `scripts/install-deps --tests`"
+        );
+        eprintln!("skipped: the monitoring programs are missing (`scripts/install-deps --tests`)");
+    }
+    installed
+}
+
+/// `text` percent-encoded for a URL's query string.
+fn encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// GET `path` from Prometheus's HTTP API on `port`, its JSON body.
+fn api(port: u16, path: &str) -> Value {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.0 200"), "{path}: {head}\n{body}");
+    serde_json::from_str(body).unwrap()
+}
+
+/// An instant query's result vector.
+fn query(port: u16, promql: &str) -> Vec<Value> {
+    let answer = api(port, &format!("/api/v1/query?query={}", encoded(promql)));
+    assert_eq!(answer["status"], "success", "{promql}: {answer}");
+    answer["data"]["result"].as_array().unwrap().clone()
+}
+
+/// The state (`pending`, `firing`) of the alert `name`, when it is active.
+fn alert_state(port: u16, name: &str) -> Option<String> {
+    api(port, "/api/v1/alerts")["data"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["labels"]["alertname"] == name)
+        .map(|a| a["state"].as_str().unwrap().to_string())
+}
+
+/// Every query of the committed dashboard as (panel title, expr).
+fn dashboard_queries() -> Vec<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap()
+        .join("monitoring/grafana/nanika-overview.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    fn walk(panels: &Value, out: &mut Vec<(String, String)>) {
+        for panel in panels.as_array().into_iter().flatten() {
+            let title = panel["title"].as_str().unwrap_or_default();
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                out.push((title.into(), target["expr"].as_str().unwrap().into()));
+            }
+            walk(&panel["panels"], out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dashboard["panels"], &mut out);
+    out
+}
+
+/// The Redis password of the first test.
+const REDIS_PASSWORD: &str = "redis-Secret-0815";
+
+fn app_options(port: u16) -> PgConnectOptions {
+    PgConnectOptions::new_without_pgpass()
+        .host("127.0.0.1")
+        .port(port)
+        .username("nanika_user")
+        .password(PASSWORD)
+        .database("nanika_game")
+}
+
+#[test]
+fn prometheus_scrapes_both_servers_the_dashboard_has_data_and_alerts_go_pending() {
+    if !monitoring_installed() {
+        return;
+    }
+    let stack = Stack::new();
+    let (prometheus, pg_exporter, redis_exporter) = (
+        nanika_testkit::free_port(),
+        nanika_testkit::free_port(),
+        nanika_testkit::free_port(),
+    );
+    stack.project.write(
+        "nanika.toml",
+        &format!(
+            "[monitoring]\nenabled = true\nprometheus_port = {prometheus}\npostgres_exporter_port = {pg_exporter}\nredis_exporter_port = {redis_exporter}\nscrape_interval = \"1s\"\n"
+        ),
+    );
+    // A Redis password, which redis_exporter reads from its password file.
+    stack.project.replace(
+        ".env",
+        "# REDIS_PASSWORD=",
+        &format!("REDIS_PASSWORD={REDIS_PASSWORD}"),
+    );
+    stack.project.replace(
+        ".env",
+        "redis://localhost",
+        &format!("redis://:{REDIS_PASSWORD}@localhost"),
+    );
+    stack.up();
+
+    // ps lists the stack, env names Prometheus.
+    for (name, port) in [
+        ("postgres-exporter", pg_exporter),
+        ("redis-exporter", redis_exporter),
+        ("prometheus", prometheus),
+    ] {
+        let row = stack.service(name);
+        assert_eq!(row["state"], "healthy", "{row}");
+        assert_eq!(row["port"], port, "{row}");
+        assert!(row["version"].is_string(), "{row}");
+    }
+    let env = text(&stack.run(&["env", "--format", "json"]));
+    assert!(
+        env.contains(&format!(
+            "\"PROMETHEUS_URL\": \"http://127.0.0.1:{prometheus}\""
+        )),
+        "{env}"
+    );
+
+    // The exporter's role reads statistics and nothing else; its password is in no plan file.
+    assert_eq!(
+        stack.psql("SELECT rolsuper, pg_has_role('nanika_monitor', 'pg_monitor', 'member') FROM pg_roles WHERE rolname = 'nanika_monitor'"),
+        "f|t"
+    );
+    let plan = std::fs::read_to_string(stack.root.join(".nanika/run/plan.json")).unwrap();
+    assert!(plan.contains("DATA_SOURCE_PASS_FILE"), "{plan}");
+    assert!(!plan.contains(PASSWORD), "{plan}");
+    assert!(!plan.contains(REDIS_PASSWORD), "{plan}");
+
+    // Every target up: both exporters reach their servers (pg_up and redis_up read 1).
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            let targets = api(prometheus, "/api/v1/targets");
+            let active = targets["data"]["activeTargets"].as_array().unwrap().clone();
+            active.len() == 3 && active.iter().all(|t| t["health"] == "up")
+        }),
+        "not every target came up: {}",
+        api(prometheus, "/api/v1/targets")
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            query(prometheus, "pg_up == 1").len() == 1
+                && query(prometheus, "redis_up == 1").len() == 1
+        }),
+        "the exporters do not reach the servers"
+    );
+
+    // Load on both servers, then every query of the dashboard returns data.
+    let pg_port = stack.pg_port.to_string();
+    let bench = |args: &[&str]| {
+        let output = Command::new(format!("{PG_BIN}/pgbench"))
+            .args(args)
+            .args(["-h", "127.0.0.1", "-p", &pg_port, "-U", "nanika_user"])
+            .arg("nanika_game")
+            .env("PGPASSWORD", PASSWORD)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output));
+    };
+    bench(&["-i", "-s", "1", "-q"]);
+    bench(&["-n", "-c", "4", "-T", "3"]);
+    let redis = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &stack.redis_port.to_string()])
+        .args([
+            "-a",
+            REDIS_PASSWORD,
+            "-n",
+            "20000",
+            "-r",
+            "1000",
+            "-t",
+            "set,get",
+            "-q",
+        ])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(redis.status.success(), "{}", text(&redis));
+    for (panel, expr) in dashboard_queries() {
+        let expr = expr.replace("$__rate_interval", "1m");
+        assert!(
+            eventually(Duration::from_secs(30), || !query(prometheus, &expr)
+                .is_empty()),
+            "panel {panel:?}: {expr} returns no data"
+        );
+    }
+
+    // More than 80 % of max_connections (100): PostgresConnectionsHigh goes pending.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let held: Vec<PgConnection> = runtime.block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..85 {
+            held.push(
+                PgConnection::connect_with(&app_options(stack.pg_port))
+                    .await
+                    .unwrap(),
+            );
+        }
+        held
+    });
+    assert!(
+        eventually(Duration::from_secs(30), || alert_state(
+            prometheus,
+            "PostgresConnectionsHigh"
+        )
+        .is_some()),
+        "85 of 100 connections raised no alert: {}",
+        api(prometheus, "/api/v1/alerts")
+    );
+    runtime.block_on(async {
+        for connection in held {
+            let _ = connection.close().await;
+        }
+    });
+
+    // Redis killed whenever it is back: the supervisor's backoff leaves it down for seconds,
+    // and RedisDown goes pending.
+    let mut state = None;
+    let pending = eventually(Duration::from_secs(60), || {
+        if let Some(pid) = stack.service("redis")["pid"].as_i64() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        state = alert_state(prometheus, "RedisDown");
+        state.is_some()
+    });
+    assert!(
+        pending,
+        "RedisDown never went pending: {}",
+        api(prometheus, "/api/v1/alerts")
+    );
+    assert!(
+        matches!(state.as_deref(), Some("pending" | "firing")),
+        "{state:?}"
+    );
+
+    // The stack's own logs are records too.
+    let logs = stack.run(&["logs", "prometheus", "--json", "-n", "50"]);
+    assert!(logs.status.success(), "{}", text(&logs));
+    let records: Vec<Value> = String::from_utf8_lossy(&logs.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert!(
+        records.iter().any(|r| r["service"] == "prometheus"
+            && r["level"] == "info"
+            && r["timestamp"].is_string()),
+        "{records:?}"
+    );
+}
+
+#[test]
+fn turning_monitoring_off_stops_the_stack_and_down_leaves_nothing() {
+    if !monitoring_installed() {
+        return;
+    }
+    let stack = Stack::new();
+    let (prometheus, pg_exporter, redis_exporter) = (
+        nanika_testkit::free_port(),
+        nanika_testkit::free_port(),
+        nanika_testkit::free_port(),
+    );
+    let settings = format!(
+        "[monitoring]\nenabled = true\nprometheus_port = {prometheus}\npostgres_exporter_port = {pg_exporter}\nredis_exporter_port = {redis_exporter}\n"
+    );
+    stack.project.write("nanika.toml", &settings);
+    stack.up();
+    let pid = stack.service("prometheus")["pid"].as_i64().unwrap();
+
+    stack.project.write(
+        "nanika.toml",
+        &settings.replace("enabled = true", "enabled = false"),
+    );
+    let output = stack.up();
+    assert!(
+        text(&output).contains("stopped prometheus: nanika.toml no longer asks for it"),
+        "{}",
+        text(&output)
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || !Path::new(&format!(
+            "/proc/{pid}"
+        ))
+        .exists()),
+        "Prometheus (pid {pid}) still runs"
+    );
+    let rows = stack.status();
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["service"] != "prometheus"),
+        "{rows}"
+    );
+
+    // On again, then `down`: nothing of the stack outlives it.
+    stack.project.write("nanika.toml", &settings);
+    stack.up();
+    let pids: Vec<i64> = ["postgres-exporter", "redis-exporter", "prometheus"]
+        .iter()
+        .map(|name| stack.service(name)["pid"].as_i64().unwrap())
+        .collect();
+    let down = stack.run(&["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} outlived `nanika down`"
+        );
+    }
+}
+
+#[test]
+fn a_monitoring_port_taken_by_a_server_is_refused_with_its_key() {
+    let stack = Stack::new();
+    stack.project.write(
+        "nanika.toml",
+        &format!(
+            "[monitoring]\nenabled = true\nprometheus_port = {}\n",
+            stack.redis_port
+        ),
+    );
+    let output = stack.run(&["up"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let said = text(&output);
+    assert!(
+        said.contains("nanika.toml:3")
+            && said.contains("monitoring.prometheus_port")
+            && said.contains("REDIS_PORT"),
+        "{said}"
+    );
+}

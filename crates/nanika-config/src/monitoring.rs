@@ -1,0 +1,104 @@
+//! The monitoring stack's files for one project (`[monitoring]` in `nanika.toml`): Prometheus's
+//! scrape configuration with the project's ports, the alert rules it evaluates, and the extra
+//! query postgres_exporter runs. nanika writes them into its state when it starts the stack;
+//! the committed `monitoring/` files are their documented, tested source.
+
+use crate::settings::{MonitoringSettings, interval_secs};
+
+/// Where a project keeps its alert rules, relative to its root. When the project has no such
+/// file, nanika uses [`ALERT_RULES`], the rules it ships.
+pub const RULES_FILE: &str = "monitoring/prometheus/alerts.yml";
+
+/// The alert rules nanika ships (`monitoring/prometheus/alerts.yml`, with its unit tests).
+pub const ALERT_RULES: &str = include_str!("../../../monitoring/prometheus/alerts.yml");
+
+/// The name of the role postgres_exporter connects as: a member of `pg_monitor`, nothing more.
+pub const MONITOR_ROLE: &str = "nanika_monitor";
+
+/// postgres_exporter's `--extend.query-path` file: the replication lag the
+/// `PostgresReplicationLag` rule reads (`pg_replication_lag`, 0 on a primary), from the
+/// exporter's own examples.
+pub const EXPORTER_QUERIES: &str = "\
+# Written by nanika for postgres_exporter's --extend.query-path.
+pg_replication:
+  query: \"SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0 ELSE GREATEST (0, EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))) END AS lag\"
+  master: true
+  metrics:
+    - lag:
+        usage: \"GAUGE\"
+        description: \"Replication lag behind master in seconds\"
+";
+
+/// Prometheus's configuration: every target on loopback at the project's ports, the rules in
+/// `rules_file`, the job names the rules match on (`postgres`, `redis`).
+pub fn prometheus_config(settings: &MonitoringSettings, rules_file: &str) -> String {
+    // Both were checked when nanika.toml was read; a rule is evaluated as often as it is fed.
+    let interval = interval_secs(&settings.scrape_interval).unwrap_or(15);
+    // A scrape must end before the next begins.
+    let timeout = interval.min(10);
+    format!(
+        "# Written by nanika from nanika.toml's [monitoring]; rewritten at every `nanika up`.\n\
+         global:\n  scrape_interval: {interval}s\n  scrape_timeout: {timeout}s\n  evaluation_interval: {interval}s\n\
+         \nrule_files:\n  - {rules}\n\
+         \nscrape_configs:\n\
+         \x20 - job_name: prometheus\n    static_configs:\n      - targets: [\"127.0.0.1:{prometheus}\"]\n\
+         \x20 - job_name: postgres\n    static_configs:\n      - targets: [\"127.0.0.1:{postgres}\"]\n\
+         \x20 - job_name: redis\n    static_configs:\n      - targets: [\"127.0.0.1:{redis}\"]\n",
+        rules = yaml_string(rules_file),
+        prometheus = settings.prometheus_port,
+        postgres = settings.postgres_exporter_port,
+        redis = settings.redis_exporter_port,
+    )
+}
+
+/// `text` as a double-quoted YAML string.
+fn yaml_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// redis_exporter's `--redis.password-file`: a JSON object from the Redis address it is given
+/// to that Redis's password.
+pub fn redis_exporter_passwords(address: &str, password: &str) -> String {
+    let mut map = serde_json::Map::new();
+    map.insert(address.into(), password.into());
+    serde_json::Value::Object(map).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scrape_configuration_names_the_projects_ports_and_rules() {
+        let settings = MonitoringSettings {
+            enabled: true,
+            prometheus_port: 19090,
+            postgres_exporter_port: 19187,
+            redis_exporter_port: 19121,
+            scrape_interval: "1s".into(),
+            ..MonitoringSettings::default()
+        };
+        let text = prometheus_config(&settings, "/state/prometheus/alerts.yml");
+        for expected in [
+            "scrape_interval: 1s",
+            "scrape_timeout: 1s",
+            "evaluation_interval: 1s",
+            "- \"/state/prometheus/alerts.yml\"",
+            "job_name: postgres",
+            "127.0.0.1:19187",
+            "127.0.0.1:19121",
+            "127.0.0.1:19090",
+        ] {
+            assert!(text.contains(expected), "{expected} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_rules_are_the_committed_file() {
+        assert!(ALERT_RULES.contains("alert: RedisDown"));
+        assert_eq!(
+            redis_exporter_passwords("redis://127.0.0.1:6380", "p\"w"),
+            r#"{"redis://127.0.0.1:6380":"p\"w"}"#
+        );
+    }
+}

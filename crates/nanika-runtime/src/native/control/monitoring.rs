@@ -1,0 +1,338 @@
+//! The monitoring stack of `[monitoring]`: postgres_exporter, redis_exporter and Prometheus run
+//! by the supervisor beside the servers, on loopback, as PostgreSQL's unprivileged server user,
+//! each in its own directory of PostgreSQL's home (which is how nanika proves them its own).
+//! postgres_exporter connects as [`MONITOR_ROLE`], a member of `pg_monitor` and nothing else.
+
+use super::Native;
+use super::topology::write_server_file;
+use crate::error::{Result, RuntimeError};
+use crate::health::{Prober, quote_ident};
+use crate::native::binaries::{self, MonitorBinary};
+use crate::native::safe_fs::{Dir, Expect};
+use crate::native::supervisor::ServicePlan;
+use crate::{Progress, Service};
+use nanika_config::Secret;
+use nanika_config::monitoring::{
+    ALERT_RULES, EXPORTER_QUERIES, MONITOR_ROLE, RULES_FILE, prometheus_config,
+    redis_exporter_passwords,
+};
+use nix::unistd::Uid;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// The file in postgres_exporter's directory holding [`MONITOR_ROLE`]'s password.
+const MONITOR_PASSWORD_FILE: &str = "password";
+
+/// Whether the HTTP server on `port` answers `path` with 200 within `timeout`.
+pub fn http_ok(port: u16, path: &str, timeout: Duration) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), timeout) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = stream.set_write_timeout(Some(timeout));
+    if stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 16];
+    let mut read = 0;
+    while read < head.len() {
+        match stream.read(&mut head[read..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => read += n,
+        }
+    }
+    let head = String::from_utf8_lossy(&head[..read]);
+    head.starts_with("HTTP/") && head.split_whitespace().nth(1) == Some("200")
+}
+
+impl Native<'_> {
+    /// The monitoring services `nanika.toml` asks for.
+    pub fn monitoring_nodes(&self) -> Vec<Service> {
+        Service::monitoring(&self.loaded.settings.monitoring)
+    }
+
+    /// The port the settings give a monitoring service.
+    pub(super) fn monitor_port(&self, service: Service) -> u16 {
+        let settings = &self.loaded.settings.monitoring;
+        match service {
+            Service::PostgresExporter => settings.postgres_exporter_port,
+            Service::RedisExporter => settings.redis_exporter_port,
+            _ => settings.prometheus_port,
+        }
+    }
+
+    /// Whether a monitoring service answers: Prometheus when it is ready to serve queries, an
+    /// exporter when its HTTP server answers (its landing page, which queries nothing).
+    pub(super) fn monitor_answers(&self, service: Service, port: u16) -> bool {
+        let path = if service == Service::Prometheus {
+            "/-/ready"
+        } else {
+            "/"
+        };
+        http_ok(port, path, Duration::from_secs(2))
+    }
+
+    /// The Prometheus URL the app and the user query (`PROMETHEUS_URL`).
+    pub fn prometheus_url(&self) -> Option<String> {
+        self.loaded.settings.monitoring.enabled.then(|| {
+            format!(
+                "http://127.0.0.1:{}",
+                self.loaded.settings.monitoring.prometheus_port
+            )
+        })
+    }
+
+    /// A monitoring service's directory in PostgreSQL's home, made owner-only for the server
+    /// user (or opened, when it is already a real directory of theirs or nanika's).
+    fn monitor_dir(&self, service: Service) -> Result<Dir> {
+        let layout = self.layout();
+        let home = layout.open_postgres_home()?;
+        let server = layout
+            .server_user
+            .as_ref()
+            .map_or(Uid::effective().as_raw(), |u| u.uid);
+        let (dir, _) = home.make_dir_expecting(
+            &super::data_dir_name(service),
+            0o700,
+            Expect {
+                owners: &[Uid::effective().as_raw(), server],
+                mode: None,
+            },
+        )?;
+        dir.set_mode(0o700)?;
+        if let Some(user) = &layout.server_user {
+            dir.set_owner(user.uid, user.gid)?;
+        }
+        Ok(dir)
+    }
+
+    /// Makes sure PostgreSQL has [`MONITOR_ROLE`] with the password postgres_exporter reads,
+    /// and returns that password's file. The role can read statistics (`pg_monitor`), not data.
+    fn prepare_monitor_role(&self, dir: &Dir) -> Result<std::path::PathBuf> {
+        let existing = dir
+            .read_small_file(MONITOR_PASSWORD_FILE, 4096)?
+            .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
+            .filter(|text| !text.is_empty());
+        let password = match existing {
+            Some(text) => Secret::new(text),
+            None => super::random_password()?,
+        };
+        let role = quote_ident(MONITOR_ROLE);
+        let literal = password.expose().replace('\'', "''");
+        let statements = vec![
+            format!(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{MONITOR_ROLE}') THEN CREATE ROLE {role} LOGIN; END IF; END $$"
+            ),
+            format!(
+                "ALTER ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION CONNECTION LIMIT 3 PASSWORD '{literal}'"
+            ),
+            format!("GRANT pg_monitor TO {role}"),
+        ];
+        let port = self.port(Service::Postgres);
+        Prober::new()
+            .map_err(RuntimeError::io("cannot start the health checks"))?
+            .execute_quietly(
+                &self.superuser_on(port),
+                "postgres",
+                &statements,
+                Duration::from_secs(10),
+            )
+            .map_err(|e| {
+                self.start_failed(
+                    Service::PostgresExporter,
+                    format!(
+                        "PostgreSQL refused to prepare the monitoring role {MONITOR_ROLE}: {e}"
+                    ),
+                )
+            })?;
+        write_server_file(self, dir, MONITOR_PASSWORD_FILE, password.expose())?;
+        Ok(dir.join(MONITOR_PASSWORD_FILE))
+    }
+
+    /// The alert rules Prometheus evaluates: the project's `monitoring/prometheus/alerts.yml`
+    /// when it has one, else the rules nanika ships.
+    fn alert_rules(&self) -> Result<String> {
+        let path = self.loaded.project.path(RULES_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ALERT_RULES.to_string()),
+            Err(e) => Err(RuntimeError::io(format!("cannot read {}", path.display()))(
+                e,
+            )),
+        }
+    }
+
+    /// How to run the monitoring service `service`, its files written into its directory.
+    pub(super) fn prepare_monitor(&self, service: Service) -> Result<ServicePlan> {
+        let MonitorBinary { program, version } = binaries::find_monitor(&self.search, service)?;
+        let layout = self.layout();
+        let dir = self.monitor_dir(service)?;
+        let port = self.monitor_port(service);
+        let listen = format!("127.0.0.1:{port}");
+        let mut env = BTreeMap::new();
+        let args: Vec<String> = match service {
+            Service::PostgresExporter => {
+                let password_file = self.prepare_monitor_role(&dir)?;
+                write_server_file(self, &dir, "queries.yaml", EXPORTER_QUERIES)?;
+                let app = &self.loaded.infra.env;
+                env.insert(
+                    "DATA_SOURCE_URI".into(),
+                    format!(
+                        "127.0.0.1:{}/{}?sslmode=disable",
+                        self.port(Service::Postgres),
+                        app.postgres_db
+                    ),
+                );
+                env.insert("DATA_SOURCE_USER".into(), MONITOR_ROLE.into());
+                env.insert(
+                    "DATA_SOURCE_PASS_FILE".into(),
+                    password_file.display().to_string(),
+                );
+                vec![
+                    format!("--web.listen-address={listen}"),
+                    format!("--extend.query-path={}", dir.join("queries.yaml").display()),
+                ]
+            }
+            Service::RedisExporter => {
+                let address = format!("redis://127.0.0.1:{}", self.port(Service::Redis));
+                let mut args = vec![
+                    format!("-redis.addr={address}"),
+                    format!("-web.listen-address={listen}"),
+                ];
+                if let Some(password) = self.loaded.infra.redis_password() {
+                    write_server_file(
+                        self,
+                        &dir,
+                        "passwords.json",
+                        &redis_exporter_passwords(&address, password.expose()),
+                    )?;
+                    args.push(format!(
+                        "-redis.password-file={}",
+                        dir.join("passwords.json").display()
+                    ));
+                }
+                args
+            }
+            _ => {
+                let settings = &self.loaded.settings.monitoring;
+                write_server_file(self, &dir, "alerts.yml", &self.alert_rules()?)?;
+                let rules = dir.join("alerts.yml").display().to_string();
+                write_server_file(
+                    self,
+                    &dir,
+                    "prometheus.yml",
+                    &prometheus_config(settings, &rules),
+                )?;
+                vec![
+                    format!("--config.file={}", dir.join("prometheus.yml").display()),
+                    format!("--storage.tsdb.path={}", dir.join("data").display()),
+                    format!("--storage.tsdb.retention.time={}", settings.retention),
+                    format!("--web.listen-address={listen}"),
+                ]
+            }
+        };
+        Ok(ServicePlan {
+            program,
+            args,
+            cwd: dir.path().to_path_buf(),
+            run_as: layout.server_user.as_ref().map(|u| (u.uid, u.gid)),
+            log: self.log_path(service),
+            generation: 0,
+            version,
+            port,
+            restart_hold_ms: 0,
+            env,
+        })
+    }
+
+    /// Starts the monitoring services in `to_start` under the running supervisor and waits
+    /// until every one of `wanted` answers. A failure stops what this call started.
+    pub(super) fn up_monitoring(
+        &self,
+        wanted: &[Service],
+        to_start: &[Service],
+        plan: &mut crate::native::supervisor::Plan,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        use crate::native::supervisor;
+        use nix::sys::signal::Signal;
+        let undo = |plan: &mut crate::native::supervisor::Plan| {
+            plan.services.retain(|s, _| !to_start.contains(s));
+            let _ = supervisor::write_json(&supervisor::plan_file(self.layout()), &*plan);
+            let _ = self.state.signal_supervisor(Signal::SIGHUP);
+        };
+        for service in to_start {
+            progress.step(*service, "preparing");
+            match self.prepare_monitor(*service) {
+                Ok(service_plan) => {
+                    plan.services.insert(*service, service_plan);
+                }
+                Err(error) => {
+                    undo(plan);
+                    return Err(error);
+                }
+            }
+        }
+        if !to_start.is_empty() {
+            supervisor::write_json(&supervisor::plan_file(self.layout()), &*plan)?;
+            self.state.signal_supervisor(Signal::SIGHUP)?;
+        }
+        for service in wanted {
+            progress.step(
+                *service,
+                if to_start.contains(service) {
+                    "starting"
+                } else {
+                    "checking"
+                },
+            );
+        }
+        if let Err(error) = self.wait_healthy(wanted, None, progress) {
+            undo(plan);
+            return Err(error);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_nobody_listens_on_is_not_ok() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        assert!(!http_ok(port, "/", Duration::from_millis(200)));
+    }
+
+    #[test]
+    fn a_200_is_ok_and_anything_else_is_not() {
+        for (answer, ok) in [
+            ("HTTP/1.0 200 OK\r\n\r\n", true),
+            ("HTTP/1.1 503 Service Unavailable\r\n\r\n", false),
+            ("-ERR unknown command\r\n", false),
+        ] {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let server = std::thread::spawn(move || {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut request = [0u8; 64];
+                let _ = stream.read(&mut request);
+                stream.write_all(answer.as_bytes()).unwrap();
+            });
+            assert_eq!(
+                http_ok(port, "/-/ready", Duration::from_secs(2)),
+                ok,
+                "{answer}"
+            );
+            server.join().unwrap();
+        }
+    }
+}
