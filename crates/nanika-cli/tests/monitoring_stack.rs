@@ -105,6 +105,14 @@ fn dashboard_queries() -> Vec<(String, String)> {
 /// The Redis password of the first test.
 const REDIS_PASSWORD: &str = "redis-Secret-0815";
 
+/// Whether `pid` runs: a zombie (an orphan whose new parent has not reaped it yet) does not.
+fn alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
 fn app_options(port: u16) -> PgConnectOptions {
     PgConnectOptions::new_without_pgpass()
         .host("127.0.0.1")
@@ -345,20 +353,36 @@ fn turning_monitoring_off_stops_the_stack_and_down_leaves_nothing() {
         "{rows}"
     );
 
-    // On again, then `down`: nothing of the stack outlives it.
+    // On again; the supervisor is killed, so the stack runs orphaned: `ps` finds each process
+    // of it from the process itself, and `down` stops them all.
     stack.project.write("nanika.toml", &settings);
     stack.up();
     let pids: Vec<i64> = ["postgres-exporter", "redis-exporter", "prometheus"]
         .iter()
         .map(|name| stack.service(name)["pid"].as_i64().unwrap())
         .collect();
+    let supervisor: i32 = std::fs::read_to_string(stack.root.join(".nanika/run/supervisor.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(
+        eventually(
+            Duration::from_secs(10),
+            || stack.service("prometheus")["state"] == "unsupervised"
+        ),
+        "{}",
+        stack.service("prometheus")
+    );
     let down = stack.run(&["down"]);
     assert!(down.status.success(), "{}", text(&down));
     for pid in pids {
-        assert!(
-            !Path::new(&format!("/proc/{pid}")).exists(),
-            "pid {pid} outlived `nanika down`"
-        );
+        assert!(!alive(pid), "pid {pid} outlived `nanika down`");
     }
 }
 
@@ -380,5 +404,70 @@ fn a_monitoring_port_taken_by_a_server_is_refused_with_its_key() {
             && said.contains("monitoring.prometheus_port")
             && said.contains("REDIS_PORT"),
         "{said}"
+    );
+}
+
+#[test]
+fn with_scheduled_backups_prometheus_reads_the_schedule_and_backup_failing_fires() {
+    if !monitoring_installed() {
+        return;
+    }
+    let pgbackrest = Command::new("pgbackrest")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !pgbackrest {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "pgbackrest is missing: scripts/install-deps --tests installs it"
+        );
+        eprintln!("skipped: pgbackrest is missing");
+        return;
+    }
+    let stack = Stack::new();
+    let ports: Vec<u16> = (0..4).map(|_| nanika_testkit::free_port()).collect();
+    let prometheus = ports[0];
+    stack.project.write(
+        "nanika.toml",
+        &format!(
+            "[backups]\nenabled = true\nincr_every = \"3s\"\n[monitoring]\nenabled = true\nprometheus_port = {}\npostgres_exporter_port = {}\nredis_exporter_port = {}\nbackup_metrics_port = {}\nscrape_interval = \"1s\"\n",
+            ports[0], ports[1], ports[2], ports[3]
+        ),
+    );
+    stack.up();
+    let limit = Duration::from_secs(90);
+    assert!(
+        eventually(limit, || {
+            query(prometheus, "up{job=\"nanika\"} == 1").len() == 1
+                && query(prometheus, "nanika_backup_last_run_success{kind=\"postgres\"} == 1").len() == 1
+                && query(
+                    prometheus,
+                    "time() - nanika_backup_last_success_timestamp_seconds{kind=\"postgres\"} < 600",
+                )
+                .len()
+                    == 1
+        }),
+        "the schedule's first backup never showed in Prometheus: {:?}",
+        query(prometheus, "{job=\"nanika\"}")
+    );
+    assert_eq!(alert_state(prometheus, "BackupTooOld"), None);
+
+    // The repository becomes unwritable: the next scheduled backup fails, and the alert fires.
+    let repo = stack.root.join(".nanika/postgres/pgbackrest/repo/backup");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&repo, std::fs::Permissions::from_mode(0o000)).unwrap();
+    struct Restore(std::path::PathBuf);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o750));
+        }
+    }
+    let _restore = Restore(repo);
+    assert!(
+        eventually(limit, || alert_state(prometheus, "BackupFailing")
+            .as_deref()
+            == Some("firing")),
+        "BackupFailing never fired: {}",
+        api(prometheus, "/api/v1/alerts")
     );
 }

@@ -30,13 +30,18 @@ pg_replication:
 ";
 
 /// Prometheus's configuration: every target on loopback at the project's ports, the rules in
-/// `rules_file`, the job names the rules match on (`postgres`, `redis`).
-pub fn prometheus_config(settings: &MonitoringSettings, rules_file: &str) -> String {
+/// `rules_file`, the job names the rules match on (`postgres`, `redis`), and the supervisor's
+/// backup metrics (job `nanika`) at `backup_metrics` when backups are scheduled.
+pub fn prometheus_config(
+    settings: &MonitoringSettings,
+    rules_file: &str,
+    backup_metrics: Option<u16>,
+) -> String {
     // Both were checked when nanika.toml was read; a rule is evaluated as often as it is fed.
     let interval = interval_secs(&settings.scrape_interval).unwrap_or(15);
     // A scrape must end before the next begins.
     let timeout = interval.min(10);
-    format!(
+    let mut text = format!(
         "# Written by nanika from nanika.toml's [monitoring]; rewritten at every `nanika up`.\n\
          global:\n  scrape_interval: {interval}s\n  scrape_timeout: {timeout}s\n  evaluation_interval: {interval}s\n\
          \nrule_files:\n  - {rules}\n\
@@ -48,7 +53,13 @@ pub fn prometheus_config(settings: &MonitoringSettings, rules_file: &str) -> Str
         prometheus = settings.prometheus_port,
         postgres = settings.postgres_exporter_port,
         redis = settings.redis_exporter_port,
-    )
+    );
+    if let Some(port) = backup_metrics {
+        text += &format!(
+            "  - job_name: nanika\n    static_configs:\n      - targets: [\"127.0.0.1:{port}\"]\n"
+        );
+    }
+    text
 }
 
 /// `text` as a double-quoted YAML string.
@@ -78,7 +89,8 @@ mod tests {
             scrape_interval: "1s".into(),
             ..MonitoringSettings::default()
         };
-        let text = prometheus_config(&settings, "/state/prometheus/alerts.yml");
+        let text = prometheus_config(&settings, "/state/prometheus/alerts.yml", None);
+        assert!(!text.contains("job_name: nanika"));
         for expected in [
             "scrape_interval: 1s",
             "scrape_timeout: 1s",
@@ -91,6 +103,13 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected} in\n{text}");
         }
+        let text = prometheus_config(&settings, "alerts.yml", Some(19854));
+        assert!(
+            text.contains(
+                "job_name: nanika\n    static_configs:\n      - targets: [\"127.0.0.1:19854\"]"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -30,6 +30,7 @@
 //! redis_exporter_port = 9121
 //! scrape_interval = "15s"  # also how often the alert rules are evaluated
 //! retention = "7d"      # how long Prometheus keeps its samples
+//! backup_metrics_port = 9854  # with [backups]: the schedule's metrics, served by nanika
 //! ```
 
 use crate::finding::Finding;
@@ -79,12 +80,17 @@ pub struct MonitoringSettings {
     /// How long Prometheus keeps samples (`7d`).
     #[serde(default = "default_monitoring_retention")]
     pub retention: String,
+    /// Where nanika's supervisor serves the backup schedule's metrics when `[backups]` are on
+    /// too (pgbackrest_exporter's default port, 9854).
+    #[serde(default = "default_backup_metrics_port")]
+    pub backup_metrics_port: u16,
 }
 
 impl MonitoringSettings {
-    /// Each port with the key that sets it.
-    pub fn ports(&self) -> [(&'static str, &'static str, u16); 3] {
-        [
+    /// Each port with the key that sets it; the backup metrics' only when `backups` are
+    /// scheduled.
+    pub fn ports(&self, backups: &BackupSettings) -> Vec<(&'static str, &'static str, u16)> {
+        let mut ports = vec![
             (
                 "monitoring.postgres_exporter_port",
                 "postgres_exporter",
@@ -100,7 +106,20 @@ impl MonitoringSettings {
                 "Prometheus",
                 self.prometheus_port,
             ),
-        ]
+        ];
+        if backups.enabled && backups.schedule {
+            ports.push((
+                "monitoring.backup_metrics_port",
+                "the backup metrics",
+                self.backup_metrics_port,
+            ));
+        }
+        ports
+    }
+
+    /// The port of the backup metrics, when `backups` are scheduled and monitoring is on.
+    pub fn backup_metrics(&self, backups: &BackupSettings) -> Option<u16> {
+        (self.enabled && backups.enabled && backups.schedule).then_some(self.backup_metrics_port)
     }
 }
 
@@ -113,6 +132,7 @@ impl Default for MonitoringSettings {
             redis_exporter_port: default_redis_exporter_port(),
             scrape_interval: default_scrape_interval(),
             retention: default_monitoring_retention(),
+            backup_metrics_port: default_backup_metrics_port(),
         }
     }
 }
@@ -133,6 +153,10 @@ fn default_redis_exporter_port() -> u16 {
 // several samples long.
 fn default_scrape_interval() -> String {
     "15s".into()
+}
+
+fn default_backup_metrics_port() -> u16 {
+    9854
 }
 
 fn default_monitoring_retention() -> String {
@@ -440,7 +464,7 @@ pub fn parse(text: &str, file: &Path) -> Parsed<Settings> {
                 Finding::error("invalid-settings", file, error.message().trim().to_string())
                     .at_optional_line(line)
                     .with_hint(
-                        "the keys are [backups] enabled, retention_full, retention_diff, schedule, full_every, diff_every, incr_every; [topology.postgres] replicas, synchronous, ports_from; [topology.redis] mode, ports_from, sentinel_ports_from, down_after_ms, failover_timeout_ms, node_timeout_ms; [monitoring] enabled, prometheus_port, postgres_exporter_port, redis_exporter_port, scrape_interval, retention; see the README",
+                        "the keys are [backups] enabled, retention_full, retention_diff, schedule, full_every, diff_every, incr_every; [topology.postgres] replicas, synchronous, ports_from; [topology.redis] mode, ports_from, sentinel_ports_from, down_after_ms, failover_timeout_ms, node_timeout_ms; [monitoring] enabled, prometheus_port, postgres_exporter_port, redis_exporter_port, scrape_interval, retention, backup_metrics_port; see the README",
                     ),
             );
             Settings::default()

@@ -98,7 +98,7 @@ fn topology_ports(loaded: &LoadedProject) -> Vec<Finding> {
     let monitoring = &loaded.settings.monitoring;
     let monitors: Vec<(&str, &str, Vec<u16>)> = if monitoring.enabled {
         monitoring
-            .ports()
+            .ports(&loaded.settings.backups)
             .into_iter()
             .map(|(key, what, port)| (key, what, vec![port]))
             .collect()

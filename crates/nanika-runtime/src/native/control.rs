@@ -501,8 +501,27 @@ impl<'a> Native<'a> {
         report.started = to_start.clone();
 
         let backups = self.backup_plan()?;
-        let schedule_changed = plan.backups != backups;
+        let metrics_port = self
+            .loaded
+            .settings
+            .monitoring
+            .backup_metrics(&self.loaded.settings.backups);
+        if let Some(port) = metrics_port
+            && plan.backup_metrics_port != Some(port)
+            && !procfs::port_is_free(port)
+        {
+            let by = match procfs::PortUser::of(port) {
+                procfs::PortUser::Program(program) => format!(" by {program}"),
+                procfs::PortUser::TimeWait(time_wait) => format!(" by {time_wait}"),
+                procfs::PortUser::Unknown => String::new(),
+            };
+            return Err(RuntimeError::Other(format!(
+                "port {port} ([monitoring] backup_metrics_port in nanika.toml), where nanika is to serve the backup metrics, is in use{by}; nothing was started"
+            )));
+        }
+        let schedule_changed = plan.backups != backups || plan.backup_metrics_port != metrics_port;
         plan.backups = backups;
+        plan.backup_metrics_port = metrics_port;
         let mut spawned = None;
         if !to_start.is_empty() || !retired.is_empty() || (supervised && schedule_changed) {
             supervisor::write_json(&supervisor::plan_file(&self.state.layout), &plan)?;

@@ -1,5 +1,6 @@
 //! The native runtime: the host's own servers, supervised, with their state under `.nanika/`.
 
+pub mod backup_metrics;
 pub mod backup_schedule;
 pub mod backups;
 pub mod binaries;

@@ -72,6 +72,10 @@ pub struct Plan {
     /// Scheduled backups, when `nanika.toml` asks for them.
     #[serde(default)]
     pub backups: Option<super::backup_schedule::BackupPlan>,
+    /// The loopback port the supervisor serves the backup schedule's metrics on, when
+    /// `[monitoring]` and scheduled `[backups]` are both on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_metrics_port: Option<u16>,
 }
 
 /// One service as the supervisor last saw it.
@@ -303,6 +307,11 @@ pub fn run(layout: &StateLayout) -> Result<()> {
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || super::backup_schedule::run(layout, stop))
     };
+    let metrics = {
+        let layout = layout.clone();
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || super::backup_metrics::serve(layout, stop))
+    };
     let mut running: BTreeMap<Service, Running> = BTreeMap::new();
     // Recorded before any server starts: from here on, `down` can prove who to signal.
     write_status(&run_dir, me.as_ref(), &running, &mut written);
@@ -329,7 +338,9 @@ pub fn run(layout: &StateLayout) -> Result<()> {
             // A backup in progress is stopped first: it needs the server. The scheduler is
             // woken from its pause between ticks rather than waited for.
             scheduler.thread().unpark();
+            metrics.thread().unpark();
             let _ = scheduler.join();
+            let _ = metrics.join();
             stop_all(&mut running);
             write_status(&run_dir, me.as_ref(), &running, &mut written);
             let _ = run_dir.remove_file(PID_FILE);

@@ -226,7 +226,11 @@ impl Native<'_> {
                     self,
                     &dir,
                     "prometheus.yml",
-                    &prometheus_config(settings, &rules),
+                    &prometheus_config(
+                        settings,
+                        &rules,
+                        settings.backup_metrics(&self.loaded.settings.backups),
+                    ),
                 )?;
                 vec![
                     format!("--config.file={}", dir.join("prometheus.yml").display()),
