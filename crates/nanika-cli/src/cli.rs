@@ -158,6 +158,9 @@ pub enum Command {
     /// the Redis sentinels promote theirs.
     #[command(subcommand)]
     Failover(FailoverCommand),
+    /// Write the project for another platform: manifests for a Kubernetes cluster.
+    #[command(subcommand)]
+    Export(ExportCommand),
     /// The cache of pristine PostgreSQL clusters new projects are copied from.
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -187,6 +190,53 @@ pub enum FailoverCommand {
     },
     /// Have the sentinels fail the Redis master over to its replica (SENTINEL FAILOVER).
     Redis,
+}
+
+/// `nanika export …`.
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// Manifests for CloudNativePG (PostgreSQL) and the OT-Container-Kit redis-operator (Redis)
+    /// carrying the committed settings, with a kustomization.yaml; prints the settings the
+    /// operators manage themselves, the Secrets to create and the app's environment.
+    Kubernetes(KubernetesArgs),
+}
+
+/// `nanika export kubernetes`.
+#[derive(Debug, Args)]
+pub struct KubernetesArgs {
+    /// The namespace of every object (default: the compose project name, nanika-game).
+    #[arg(long, value_name = "N")]
+    pub namespace: Option<String>,
+    /// PostgreSQL instances, a primary and its standbys (default: one more than nanika.toml's
+    /// [topology.postgres] replicas).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(nanika_config::kubernetes::MAX_INSTANCES)))]
+    pub instances: Option<u32>,
+    /// How Redis runs (default: as nanika.toml's [topology.redis] mode; the single server
+    /// becomes a replication).
+    #[arg(long, value_enum, value_name = "LAYOUT")]
+    pub redis: Option<RedisLayoutArg>,
+    /// The directory to write (default: kubernetes/ in the project). It must be new, empty, or
+    /// hold only what an earlier export wrote.
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// Also write the passwords of .env into Secret manifests (mode 0600, with a warning).
+    #[arg(long)]
+    pub include_secrets: bool,
+    /// Where CloudNativePG puts base backups and WAL, s3://BUCKET/PATH or gs://BUCKET/PATH;
+    /// needed exactly when nanika.toml sets [backups] enabled = true.
+    #[arg(long, value_name = "URL")]
+    pub backup_destination: Option<String>,
+}
+
+/// `nanika export kubernetes --redis`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RedisLayoutArg {
+    /// A master and its replica (RedisReplication).
+    Replication,
+    /// The same, with three sentinels that fail the master over (RedisSentinel).
+    Sentinel,
+    /// Three masters each with a replica (RedisCluster).
+    Cluster,
 }
 
 /// `nanika cache …`.

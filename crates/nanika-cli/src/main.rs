@@ -85,6 +85,9 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
         ),
         Command::Env(args) => commands::env::env(project_dir, &args),
         Command::Cache(command) => commands::cache::run(command),
+        Command::Export(cli::ExportCommand::Kubernetes(args)) => {
+            commands::export::kubernetes(project_dir, args)
+        }
         Command::Failover(command) => commands::failover::run(project_dir, runtime, command),
         Command::Supervise => {
             let project = context::project(project_dir)?;

@@ -11,6 +11,8 @@
 //!   [`validate`]: what must hold across them before anything acts on a server ([`ValidProject`]).
 //! - [`urls`], [`secret`], [`units`]: the value types the model is made of.
 //! - [`ports`]: the kernel's ephemeral port range, which lint and the runtime judge ports by.
+//! - [`kubernetes`]: the project as manifests for CloudNativePG and the redis-operator
+//!   (`nanika export kubernetes`).
 //!
 //! Nothing here prints, spawns or reads the process environment: callers pass it in.
 
@@ -19,6 +21,7 @@ pub mod compose;
 pub mod dotenv;
 pub mod env_vars;
 pub mod finding;
+pub mod kubernetes;
 pub mod lint;
 pub mod model;
 pub mod monitoring;

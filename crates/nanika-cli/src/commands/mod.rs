@@ -6,6 +6,7 @@ pub mod config;
 pub mod db;
 pub mod doctor;
 pub mod env;
+pub mod export;
 pub mod failover;
 pub mod init;
 pub mod redis_cmds;
