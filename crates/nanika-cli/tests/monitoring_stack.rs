@@ -471,3 +471,40 @@ fn with_scheduled_backups_prometheus_reads_the_schedule_and_backup_failing_fires
         api(prometheus, "/api/v1/alerts")
     );
 }
+
+#[test]
+fn with_replicas_the_primarys_exporter_reports_each_replicas_lag() {
+    if !monitoring_installed() {
+        return;
+    }
+    let stack = Stack::new();
+    let first = nanika_testkit::free_port_run(1, None);
+    let ports: Vec<u16> = (0..3).map(|_| nanika_testkit::free_port()).collect();
+    let prometheus = ports[0];
+    stack.project.write(
+        "nanika.toml",
+        &format!(
+            "[topology.postgres]\nreplicas = 1\nports_from = {first}\n[monitoring]\nenabled = true\nprometheus_port = {}\npostgres_exporter_port = {}\nredis_exporter_port = {}\nscrape_interval = \"1s\"\n",
+            ports[0], ports[1], ports[2]
+        ),
+    );
+    stack.up();
+    let mut seen = Vec::new();
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            seen = query(
+                prometheus,
+                "pg_replica_lag_bytes{application_name=\"postgres_replica_1\"}",
+            );
+            seen.len() == 1
+                && query(
+                    prometheus,
+                    "pg_replica_replay_lag_seconds{application_name=\"postgres_replica_1\"} < 30",
+                )
+                .len()
+                    == 1
+        }),
+        "no lag series for the replica: {seen:?}"
+    );
+    assert_eq!(alert_state(prometheus, "PostgresReplicationLag"), None);
+}

@@ -16,10 +16,25 @@ pub const ALERT_RULES: &str = include_str!("../../../monitoring/prometheus/alert
 pub const MONITOR_ROLE: &str = "nanika_monitor";
 
 /// postgres_exporter's `--extend.query-path` file: the replication lag the
-/// `PostgresReplicationLag` rule reads (`pg_replication_lag`, 0 on a primary), from the
-/// exporter's own examples.
+/// `PostgresReplicationLag` rule reads. `pg_replication_lag` (the exporter's own example, 0 on a
+/// primary) speaks for the server it watches when that is a standby; `pg_replica_*` is each
+/// standby's lag as its primary sees it in `pg_stat_replication`, so the exporter that watches
+/// the primary covers every replica (`replay_lag` is NULL, read 0, while nothing is replayed).
 pub const EXPORTER_QUERIES: &str = "\
 # Written by nanika for postgres_exporter's --extend.query-path.
+pg_replica:
+  query: \"SELECT application_name, COALESCE(EXTRACT(EPOCH FROM replay_lag), 0) AS replay_lag_seconds, COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0) AS lag_bytes FROM pg_stat_replication WHERE NOT pg_is_in_recovery()\"
+  master: true
+  metrics:
+    - application_name:
+        usage: \"LABEL\"
+        description: \"The standby's application_name\"
+    - replay_lag_seconds:
+        usage: \"GAUGE\"
+        description: \"How long ago the standby replayed the WAL it last confirmed, in seconds\"
+    - lag_bytes:
+        usage: \"GAUGE\"
+        description: \"WAL bytes written on the primary that the standby has not replayed\"
 pg_replication:
   query: \"SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0 ELSE GREATEST (0, EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))) END AS lag\"
   master: true
