@@ -508,3 +508,80 @@ fn with_replicas_the_primarys_exporter_reports_each_replicas_lag() {
     );
     assert_eq!(alert_state(prometheus, "PostgresReplicationLag"), None);
 }
+
+/// The names of the alerting rules Prometheus has loaded.
+fn loaded_rules(port: u16) -> Vec<String> {
+    api(port, "/api/v1/rules")["data"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().clone())
+        .filter_map(|r| r["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn the_projects_own_rules_are_loaded_reloaded_by_up_and_never_read_through_a_link() {
+    if !monitoring_installed() {
+        return;
+    }
+    let stack = Stack::new();
+    let ports: Vec<u16> = (0..3).map(|_| nanika_testkit::free_port()).collect();
+    let prometheus = ports[0];
+    stack.project.write(
+        "nanika.toml",
+        &format!(
+            "[monitoring]\nenabled = true\nprometheus_port = {}\npostgres_exporter_port = {}\nredis_exporter_port = {}\n",
+            ports[0], ports[1], ports[2]
+        ),
+    );
+    let rules = |name: &str| {
+        format!(
+            "groups:\n  - name: project\n    rules:\n      - alert: {name}\n        expr: vector(1)\n"
+        )
+    };
+    std::fs::create_dir_all(stack.root.join("monitoring/prometheus")).unwrap();
+    stack
+        .project
+        .write("monitoring/prometheus/alerts.yml", &rules("ProjectRule"));
+    stack.up();
+    assert!(
+        eventually(Duration::from_secs(30), || loaded_rules(prometheus)
+            == ["ProjectRule"]),
+        "{:?}",
+        loaded_rules(prometheus)
+    );
+
+    // An edited file reaches the running Prometheus with the next `up`.
+    stack
+        .project
+        .write("monitoring/prometheus/alerts.yml", &rules("ProjectRuleTwo"));
+    let output = stack.up();
+    assert!(
+        text(&output).contains("Prometheus reloaded its alert rules"),
+        "{}",
+        text(&output)
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || loaded_rules(prometheus)
+            == ["ProjectRuleTwo"]),
+        "{:?}",
+        loaded_rules(prometheus)
+    );
+
+    // A link in its place is refused: nanika, root here, never copies what it points at to the
+    // server user.
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "not for the server user").unwrap();
+    let file = stack.root.join("monitoring/prometheus/alerts.yml");
+    std::fs::remove_file(&file).unwrap();
+    std::os::unix::fs::symlink(secret.path(), &file).unwrap();
+    let refused = stack.run(&["up"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("symbolic link"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(loaded_rules(prometheus), ["ProjectRuleTwo"]);
+}

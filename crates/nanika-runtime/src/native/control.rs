@@ -573,7 +573,12 @@ impl<'a> Native<'a> {
             report.started.extend(nodes_to_start);
         }
         if !monitors_wanted.is_empty() {
-            self.up_monitoring(&monitors_wanted, &monitors_to_start, &mut plan, progress)?;
+            report.notes.extend(self.up_monitoring(
+                &monitors_wanted,
+                &monitors_to_start,
+                &mut plan,
+                progress,
+            )?);
             report.already_up.extend(
                 monitors_wanted
                     .iter()

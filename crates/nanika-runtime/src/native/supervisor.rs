@@ -420,10 +420,14 @@ fn start(service: Service, entry: &mut Running) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // The servers get nothing of the environment `nanika up` ran in that a client library
-    // reads: a replica's libpq would take an exported PGPASSWORD over its passfile.
+    // reads: a replica's libpq would take an exported PGPASSWORD over its passfile, the
+    // exporters an exported REDIS_USER or DATA_SOURCE_NAME over what nanika gives them.
     for (name, _) in std::env::vars_os() {
         let bytes = name.as_encoded_bytes();
-        if bytes.starts_with(b"PG") || bytes.starts_with(b"REDISCLI") {
+        if [&b"PG"[..], b"REDISCLI", b"REDIS_", b"DATA_SOURCE_"]
+            .iter()
+            .any(|prefix| bytes.starts_with(prefix))
+        {
             command.env_remove(&name);
         }
     }

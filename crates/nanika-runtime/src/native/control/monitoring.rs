@@ -22,6 +22,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+/// The largest alert rules file nanika copies for Prometheus.
+const MAX_RULES_BYTES: usize = 4 << 20;
+
 /// The file in postgres_exporter's directory holding [`MONITOR_ROLE`]'s password.
 const MONITOR_PASSWORD_FILE: &str = "password";
 
@@ -133,7 +136,10 @@ impl Native<'_> {
             ),
             format!("GRANT pg_monitor TO {role}"),
         ];
-        let port = self.port(Service::Postgres);
+        // The role is made on the primary (a standby refuses it) and reaches the rest by WAL.
+        let port = self
+            .postgres_primary()
+            .map_or(self.port(Service::Postgres), |(_, port)| port);
         Prober::new()
             .map_err(RuntimeError::io("cannot start the health checks"))?
             .execute_quietly(
@@ -155,14 +161,70 @@ impl Native<'_> {
     }
 
     /// The alert rules Prometheus evaluates: the project's `monitoring/prometheus/alerts.yml`
-    /// when it has one, else the rules nanika ships.
+    /// when it has one, else the rules nanika ships. The project's file is read through no link:
+    /// nanika may run as root, and the copy goes to the server user.
     fn alert_rules(&self) -> Result<String> {
-        let path = self.loaded.project.path(RULES_FILE);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Ok(text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ALERT_RULES.to_string()),
-            Err(e) => Err(RuntimeError::io(format!("cannot read {}", path.display()))(
-                e,
+        let mut dir = Some(Dir::open(self.loaded.project.root())?);
+        let (folders, name) = RULES_FILE.rsplit_once('/').unwrap_or(("", RULES_FILE));
+        for folder in folders.split('/').filter(|f| !f.is_empty()) {
+            dir = match dir {
+                Some(dir) => dir.open_dir(folder)?,
+                None => None,
+            };
+        }
+        let text = match dir {
+            Some(dir) => dir.read_small_file(name, MAX_RULES_BYTES)?,
+            None => None,
+        };
+        match text {
+            Some(bytes) => String::from_utf8(bytes).map_err(|_| {
+                RuntimeError::Other(format!(
+                    "{} is not UTF-8 text; nothing was started",
+                    self.loaded.project.path(RULES_FILE).display()
+                ))
+            }),
+            None => Ok(ALERT_RULES.to_string()),
+        }
+    }
+
+    /// Prometheus's configuration and rules, written into its directory; whether either
+    /// changed.
+    fn write_prometheus_files(&self, dir: &Dir) -> Result<bool> {
+        let settings = &self.loaded.settings.monitoring;
+        let rules = self.alert_rules()?;
+        let config = prometheus_config(
+            settings,
+            &dir.join("alerts.yml").display().to_string(),
+            settings.backup_metrics(&self.loaded.settings.backups),
+        );
+        let mut changed = false;
+        for (name, text) in [("alerts.yml", &rules), ("prometheus.yml", &config)] {
+            if dir.read_small_file(name, MAX_RULES_BYTES)?.as_deref() != Some(text.as_bytes()) {
+                write_server_file(self, dir, name, text)?;
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Brings a running Prometheus's rules and configuration up to date with the project (its
+    /// `alerts.yml`, `nanika.toml`): written anew and reloaded with SIGHUP, which Prometheus
+    /// answers by reading both again. Returns a remark when it did.
+    fn refresh_prometheus(&self) -> Result<Option<String>> {
+        let dir = self.monitor_dir(Service::Prometheus)?;
+        if !self.write_prometheus_files(&dir)? {
+            return Ok(None);
+        }
+        let record = self
+            .state
+            .read_status()
+            .and_then(|status| status.services.get(&Service::Prometheus)?.process.clone());
+        match record.map(|record| record.signal(nix::sys::signal::Signal::SIGHUP)) {
+            Some(Ok(())) => Ok(Some(
+                "Prometheus reloaded its alert rules and configuration".into(),
+            )),
+            _ => Ok(Some(
+                "Prometheus's alert rules and configuration changed; it reads them when it next starts (`nanika down`, then `nanika up`)".into(),
             )),
         }
     }
@@ -220,18 +282,7 @@ impl Native<'_> {
             }
             _ => {
                 let settings = &self.loaded.settings.monitoring;
-                write_server_file(self, &dir, "alerts.yml", &self.alert_rules()?)?;
-                let rules = dir.join("alerts.yml").display().to_string();
-                write_server_file(
-                    self,
-                    &dir,
-                    "prometheus.yml",
-                    &prometheus_config(
-                        settings,
-                        &rules,
-                        settings.backup_metrics(&self.loaded.settings.backups),
-                    ),
-                )?;
+                self.write_prometheus_files(&dir)?;
                 vec![
                     format!("--config.file={}", dir.join("prometheus.yml").display()),
                     format!("--storage.tsdb.path={}", dir.join("data").display()),
@@ -255,16 +306,21 @@ impl Native<'_> {
     }
 
     /// Starts the monitoring services in `to_start` under the running supervisor and waits
-    /// until every one of `wanted` answers. A failure stops what this call started.
+    /// until every one of `wanted` answers; a running Prometheus is brought up to date with the
+    /// project's rules and settings. A failure stops what this call started. Returns remarks.
     pub(super) fn up_monitoring(
         &self,
         wanted: &[Service],
         to_start: &[Service],
         plan: &mut crate::native::supervisor::Plan,
         progress: &dyn Progress,
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
         use crate::native::supervisor;
         use nix::sys::signal::Signal;
+        let mut notes = Vec::new();
+        if wanted.contains(&Service::Prometheus) && !to_start.contains(&Service::Prometheus) {
+            notes.extend(self.refresh_prometheus()?);
+        }
         let undo = |plan: &mut crate::native::supervisor::Plan| {
             plan.services.retain(|s, _| !to_start.contains(s));
             let _ = supervisor::write_json(&supervisor::plan_file(self.layout()), &*plan);
@@ -300,7 +356,7 @@ impl Native<'_> {
             undo(plan);
             return Err(error);
         }
-        Ok(())
+        Ok(notes)
     }
 }
 
