@@ -315,47 +315,18 @@ impl Native<'_> {
         plan: &mut crate::native::supervisor::Plan,
         progress: &dyn Progress,
     ) -> Result<Vec<String>> {
-        use crate::native::supervisor;
-        use nix::sys::signal::Signal;
         let mut notes = Vec::new();
         if wanted.contains(&Service::Prometheus) && !to_start.contains(&Service::Prometheus) {
             notes.extend(self.refresh_prometheus()?);
         }
-        let undo = |plan: &mut crate::native::supervisor::Plan| {
-            plan.services.retain(|s, _| !to_start.contains(s));
-            let _ = supervisor::write_json(&supervisor::plan_file(self.layout()), &*plan);
-            let _ = self.state.signal_supervisor(Signal::SIGHUP);
-        };
-        for service in to_start {
-            progress.step(*service, "preparing");
-            match self.prepare_monitor(*service) {
-                Ok(service_plan) => {
-                    plan.services.insert(*service, service_plan);
-                }
-                Err(error) => {
-                    undo(plan);
-                    return Err(error);
-                }
-            }
-        }
-        if !to_start.is_empty() {
-            supervisor::write_json(&supervisor::plan_file(self.layout()), &*plan)?;
-            self.state.signal_supervisor(Signal::SIGHUP)?;
-        }
-        for service in wanted {
-            progress.step(
-                *service,
-                if to_start.contains(service) {
-                    "starting"
-                } else {
-                    "checking"
-                },
-            );
-        }
-        if let Err(error) = self.wait_healthy(wanted, None, progress) {
-            undo(plan);
-            return Err(error);
-        }
+        self.start_under_supervisor(
+            wanted,
+            to_start,
+            plan,
+            progress,
+            |service| self.prepare_monitor(service),
+            || Ok(()),
+        )?;
         Ok(notes)
     }
 }

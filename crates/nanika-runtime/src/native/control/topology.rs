@@ -183,6 +183,37 @@ impl Native<'_> {
         (pg_bins, redis_bins): (Option<&PostgresBinaries>, Option<&RedisBinaries>),
         progress: &dyn Progress,
     ) -> Result<()> {
+        let prepare = |service: Service| {
+            if service.kind() == Service::Postgres {
+                self.prepare_postgres_replica(service, pg_bins.expect("found above"), progress)
+            } else {
+                self.prepare_redis_node(service, redis_bins.expect("found above"))
+            }
+        };
+        let finish = || {
+            if wanted.iter().any(|s| matches!(s, Service::ClusterNode(_))) {
+                self.finish_redis_cluster(redis_bins.expect("found above"), progress)
+            } else if wanted.iter().any(|s| matches!(s, Service::Sentinel(_))) {
+                self.finish_sentinels()
+            } else {
+                Ok(())
+            }
+        };
+        self.start_under_supervisor(wanted, to_start, plan, progress, prepare, finish)
+    }
+
+    /// Adds `to_start` to the running supervisor's plan, each as `prepare` says, and waits until
+    /// every one of `wanted` answers and `finish` is done. A failure takes what this call added
+    /// out of the plan again, which stops it.
+    pub(super) fn start_under_supervisor(
+        &self,
+        wanted: &[Service],
+        to_start: &[Service],
+        plan: &mut Plan,
+        progress: &dyn Progress,
+        prepare: impl Fn(Service) -> Result<supervisor::ServicePlan>,
+        finish: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
         let undo = |plan: &mut Plan| {
             plan.services.retain(|s, _| !to_start.contains(s));
             let _ = supervisor::write_json(&supervisor::plan_file(&self.state.layout), &*plan);
@@ -190,12 +221,7 @@ impl Native<'_> {
         };
         for service in to_start {
             progress.step(*service, "preparing");
-            let prepared = if service.kind() == Service::Postgres {
-                self.prepare_postgres_replica(*service, pg_bins.expect("found above"), progress)
-            } else {
-                self.prepare_redis_node(*service, redis_bins.expect("found above"))
-            };
-            match prepared {
+            match prepare(*service) {
                 Ok(service_plan) => {
                     plan.services.insert(*service, service_plan);
                 }
@@ -219,16 +245,10 @@ impl Native<'_> {
                 },
             );
         }
-        let waited = self.wait_healthy(wanted, None, progress).and_then(|()| {
-            if wanted.iter().any(|s| matches!(s, Service::ClusterNode(_))) {
-                self.finish_redis_cluster(redis_bins.expect("found above"), progress)
-            } else if wanted.iter().any(|s| matches!(s, Service::Sentinel(_))) {
-                self.finish_sentinels()
-            } else {
-                Ok(())
-            }
-        });
-        if let Err(error) = waited {
+        if let Err(error) = self
+            .wait_healthy(wanted, None, progress)
+            .and_then(|()| finish())
+        {
             undo(plan);
             return Err(error);
         }
