@@ -113,6 +113,18 @@ fn alive(pid: i64) -> bool {
     })
 }
 
+/// A `[monitoring]` section on free ports, with `extra` lines after them; and the ports of
+/// Prometheus, postgres_exporter and redis_exporter.
+fn monitoring_section(extra: &str) -> (String, [u16; 3]) {
+    let [prometheus, postgres, redis] = [(); 3].map(|()| nanika_testkit::free_port());
+    (
+        format!(
+            "[monitoring]\nenabled = true\nprometheus_port = {prometheus}\npostgres_exporter_port = {postgres}\nredis_exporter_port = {redis}\n{extra}"
+        ),
+        [prometheus, postgres, redis],
+    )
+}
+
 fn app_options(port: u16) -> PgConnectOptions {
     PgConnectOptions::new_without_pgpass()
         .host("127.0.0.1")
@@ -128,17 +140,9 @@ fn prometheus_scrapes_both_servers_the_dashboard_has_data_and_alerts_go_pending(
         return;
     }
     let stack = Stack::new();
-    let (prometheus, pg_exporter, redis_exporter) = (
-        nanika_testkit::free_port(),
-        nanika_testkit::free_port(),
-        nanika_testkit::free_port(),
-    );
-    stack.project.write(
-        "nanika.toml",
-        &format!(
-            "[monitoring]\nenabled = true\nprometheus_port = {prometheus}\npostgres_exporter_port = {pg_exporter}\nredis_exporter_port = {redis_exporter}\nscrape_interval = \"1s\"\n"
-        ),
-    );
+    let (settings, [prometheus, pg_exporter, redis_exporter]) =
+        monitoring_section("scrape_interval = \"1s\"\n");
+    stack.project.write("nanika.toml", &settings);
     // A Redis password, which redis_exporter reads from its password file.
     stack.project.replace(
         ".env",
@@ -315,14 +319,7 @@ fn turning_monitoring_off_stops_the_stack_and_down_leaves_nothing() {
         return;
     }
     let stack = Stack::new();
-    let (prometheus, pg_exporter, redis_exporter) = (
-        nanika_testkit::free_port(),
-        nanika_testkit::free_port(),
-        nanika_testkit::free_port(),
-    );
-    let settings = format!(
-        "[monitoring]\nenabled = true\nprometheus_port = {prometheus}\npostgres_exporter_port = {pg_exporter}\nredis_exporter_port = {redis_exporter}\n"
-    );
+    let (settings, _) = monitoring_section("");
     stack.project.write("nanika.toml", &settings);
     stack.up();
     let pid = stack.service("prometheus")["pid"].as_i64().unwrap();
@@ -425,14 +422,13 @@ fn with_scheduled_backups_prometheus_reads_the_schedule_and_backup_failing_fires
         return;
     }
     let stack = Stack::new();
-    let ports: Vec<u16> = (0..4).map(|_| nanika_testkit::free_port()).collect();
-    let prometheus = ports[0];
+    let (settings, [prometheus, ..]) = monitoring_section(&format!(
+        "backup_metrics_port = {}\nscrape_interval = \"1s\"\n",
+        nanika_testkit::free_port()
+    ));
     stack.project.write(
         "nanika.toml",
-        &format!(
-            "[backups]\nenabled = true\nincr_every = \"3s\"\n[monitoring]\nenabled = true\nprometheus_port = {}\npostgres_exporter_port = {}\nredis_exporter_port = {}\nbackup_metrics_port = {}\nscrape_interval = \"1s\"\n",
-            ports[0], ports[1], ports[2], ports[3]
-        ),
+        &format!("[backups]\nenabled = true\nincr_every = \"3s\"\n{settings}"),
     );
     stack.up();
     let limit = Duration::from_secs(90);
@@ -479,14 +475,10 @@ fn with_replicas_the_primarys_exporter_reports_each_replicas_lag() {
     }
     let stack = Stack::new();
     let first = nanika_testkit::free_port_run(1, None);
-    let ports: Vec<u16> = (0..3).map(|_| nanika_testkit::free_port()).collect();
-    let prometheus = ports[0];
+    let (settings, [prometheus, ..]) = monitoring_section("scrape_interval = \"1s\"\n");
     stack.project.write(
         "nanika.toml",
-        &format!(
-            "[topology.postgres]\nreplicas = 1\nports_from = {first}\n[monitoring]\nenabled = true\nprometheus_port = {}\npostgres_exporter_port = {}\nredis_exporter_port = {}\nscrape_interval = \"1s\"\n",
-            ports[0], ports[1], ports[2]
-        ),
+        &format!("[topology.postgres]\nreplicas = 1\nports_from = {first}\n{settings}"),
     );
     stack.up();
     let mut seen = Vec::new();
@@ -526,15 +518,8 @@ fn the_projects_own_rules_are_loaded_reloaded_by_up_and_never_read_through_a_lin
         return;
     }
     let stack = Stack::new();
-    let ports: Vec<u16> = (0..3).map(|_| nanika_testkit::free_port()).collect();
-    let prometheus = ports[0];
-    stack.project.write(
-        "nanika.toml",
-        &format!(
-            "[monitoring]\nenabled = true\nprometheus_port = {}\npostgres_exporter_port = {}\nredis_exporter_port = {}\n",
-            ports[0], ports[1], ports[2]
-        ),
-    );
+    let (settings, [prometheus, ..]) = monitoring_section("");
+    stack.project.write("nanika.toml", &settings);
     let rules = |name: &str| {
         format!(
             "groups:\n  - name: project\n    rules:\n      - alert: {name}\n        expr: vector(1)\n"
