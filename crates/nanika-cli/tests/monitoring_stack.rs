@@ -203,6 +203,32 @@ fn prometheus_scrapes_both_servers_the_dashboard_has_data_and_alerts_go_pending(
         "the exporters do not reach the servers"
     );
 
+    // redis_exporter logs in as a user that reaches no key: its open /scrape endpoint shows
+    // nothing of the data, whoever asks on loopback.
+    let set = Command::new("redis-cli")
+        .args(["-p", &stack.redis_port.to_string(), "--no-auth-warning"])
+        .args([
+            "-a",
+            REDIS_PASSWORD,
+            "SET",
+            "session:x",
+            "secret-session-value",
+        ])
+        .output()
+        .unwrap();
+    assert!(set.status.success(), "{}", text(&set));
+    let mut scrape = std::net::TcpStream::connect(("127.0.0.1", redis_exporter)).unwrap();
+    write!(
+        scrape,
+        "GET /scrape?target=redis://127.0.0.1:{}&check-keys=db0%3D* HTTP/1.0\r\n\r\n",
+        stack.redis_port
+    )
+    .unwrap();
+    let mut page = String::new();
+    scrape.read_to_string(&mut page).unwrap();
+    assert!(page.contains("redis_up 1"), "{page}");
+    assert!(!page.contains("secret-session-value"), "{page}");
+
     // Load on both servers, then every query of the dashboard returns data.
     let pg_port = stack.pg_port.to_string();
     let bench = |args: &[&str]| {
@@ -553,6 +579,19 @@ fn the_projects_own_rules_are_loaded_reloaded_by_up_and_never_read_through_a_lin
         "{:?}",
         loaded_rules(prometheus)
     );
+
+    // A setting on Prometheus's command line restarts it with the next `up`.
+    stack
+        .project
+        .write("nanika.toml", &format!("{settings}retention = \"1d\"\n"));
+    let output = stack.up();
+    assert!(
+        text(&output).contains("restarted prometheus: its settings changed"),
+        "{}",
+        text(&output)
+    );
+    let plan = std::fs::read_to_string(stack.root.join(".nanika/run/plan.json")).unwrap();
+    assert!(plan.contains("--storage.tsdb.retention.time=1d"), "{plan}");
 
     // A link in its place is refused: nanika, root here, never copies what it points at to the
     // server user.

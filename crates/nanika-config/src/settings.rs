@@ -530,6 +530,51 @@ pub fn parse(text: &str, file: &Path) -> Parsed<Settings> {
             );
         }
     }
+    // The monitoring programs run unprivileged: a port below 1024 would fail as they bind it.
+    for (key, _, port) in value.monitoring.ports(&BackupSettings {
+        enabled: true,
+        ..BackupSettings::default()
+    }) {
+        if port < 1024 {
+            findings.push(
+                Finding::error(
+                    "out-of-range",
+                    file,
+                    format!("{key} = {port}: the monitoring stack runs unprivileged and cannot listen below 1024"),
+                )
+                .for_key(key)
+                .at_optional_line(lines.get(key).copied())
+                .with_hint("choose a port from 1024 to 65535"),
+            );
+        }
+    }
+    for (key, text, most) in [
+        (
+            "monitoring.scrape_interval",
+            &value.monitoring.scrape_interval,
+            3600,
+        ),
+        (
+            "monitoring.retention",
+            &value.monitoring.retention,
+            3650 * 86_400,
+        ),
+    ] {
+        if interval_secs(text).is_some_and(|secs| secs > most) {
+            findings.push(
+                Finding::error(
+                    "out-of-range",
+                    file,
+                    format!(
+                        "{key} = {text:?} is longer than {}",
+                        if most == 3600 { "1h" } else { "3650d" }
+                    ),
+                )
+                .for_key(key)
+                .at_optional_line(lines.get(key).copied()),
+            );
+        }
+    }
     if value.backups.enabled && value.topology.postgres.replicas > 0 {
         let key = "topology.postgres.replicas";
         findings.push(
@@ -709,6 +754,16 @@ mod tests {
         let parsed = read("[monitoring]\nscrape_interval = \"often\"\n");
         assert_eq!(parsed.findings[0].code, "invalid-interval");
         assert_eq!(parsed.findings[0].line, Some(2));
+        for wrong in [
+            "[monitoring]\nprometheus_port = 80\n",
+            "[monitoring]\nbackup_metrics_port = 443\n",
+            "[monitoring]\nscrape_interval = \"2h\"\n",
+            "[monitoring]\nretention = \"20000d\"\n",
+        ] {
+            let parsed = read(wrong);
+            assert_eq!(parsed.findings[0].code, "out-of-range", "{wrong}");
+            assert_eq!(parsed.findings[0].line, Some(2), "{wrong}");
+        }
     }
 
     #[test]

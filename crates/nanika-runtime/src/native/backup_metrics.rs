@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The metrics of the record `status` (none yet: no series, rather than invented values).
 pub fn render(status: Option<&ScheduleStatus>) -> String {
@@ -38,17 +38,26 @@ pub fn render(status: Option<&ScheduleStatus>) -> String {
     text
 }
 
-/// Answers one connection with the metrics, within a second.
+/// How long one client may take to send its request's head: the server answers one client at
+/// a time, so a slow one must not keep Prometheus (or a stopping supervisor) waiting.
+const REQUEST_DEADLINE: Duration = Duration::from_millis(500);
+
+/// Answers one connection with the metrics, within [`REQUEST_DEADLINE`] and a write of the
+/// same bound, whatever the client does.
 fn answer(mut stream: TcpStream, layout: &StateLayout) {
     let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = stream.set_write_timeout(Some(REQUEST_DEADLINE));
     // The request's head, at most 4 KiB, is read so that the client is not reset mid-request.
+    let deadline = Instant::now() + REQUEST_DEADLINE;
     let mut head = Vec::new();
     let mut buffer = [0u8; 1024];
     while head.len() < 4096 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
         match stream.read(&mut buffer) {
-            Ok(0) | Err(_) => break,
+            Ok(0) | Err(_) => return,
             Ok(n) => head.extend_from_slice(&buffer[..n]),
         }
     }
@@ -76,7 +85,9 @@ pub fn serve(layout: StateLayout, stop: Arc<AtomicBool>) {
             });
         }
         if let Some((_, listener)) = &listening {
-            while let Ok((stream, _)) = listener.accept() {
+            while !stop.load(Ordering::SeqCst)
+                && let Ok((stream, _)) = listener.accept()
+            {
                 answer(stream, &layout);
             }
         }
@@ -87,6 +98,24 @@ pub fn serve(layout: StateLayout, stop: Arc<AtomicBool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_that_sends_its_request_slowly_is_dropped_at_the_deadline() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        slow.write_all(b"G").unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        answer(stream, &StateLayout::new(state.path(), None));
+        let took = started.elapsed();
+        assert!(took < REQUEST_DEADLINE * 2, "{took:?}");
+        // The slow client got nothing: the connection is closed.
+        let mut rest = Vec::new();
+        let _ = slow.read_to_end(&mut rest);
+        assert!(rest.is_empty());
+    }
 
     #[test]
     fn the_record_becomes_the_two_series_the_rules_read() {

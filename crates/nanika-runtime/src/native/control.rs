@@ -712,7 +712,7 @@ impl<'a> Native<'a> {
             &self.loaded.project.path(REDIS_CONF),
             self.loaded.infra.redis_password(),
             self.loaded.infra.redis.requirepass.is_some(),
-            &self.redis_topology_settings(),
+            &(self.redis_topology_settings() + &self.redis_monitor_acl()?),
         )
     }
 
@@ -789,7 +789,13 @@ impl<'a> Native<'a> {
             Service::PostgresReplica(_) => {
                 postgres::accepting_in(self.layout(), &data_dir_name(service), port)
             }
-            monitor if monitor.is_monitor() => procfs::is_listening(port),
+            // The listener must be the process the supervisor started: a program that took the
+            // port while the service was down would answer its HTTP check as well.
+            monitor if monitor.is_monitor() => self
+                .state
+                .read_status()
+                .and_then(|status| status.services.get(&monitor)?.pid)
+                .is_some_and(|pid| procfs::listens_on(pid, port)),
             node => self.redis_node_listening(node),
         }
     }
@@ -824,11 +830,11 @@ impl<'a> Native<'a> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut pending: Vec<Service> = services.to_vec();
         let mut pause = Duration::from_millis(5);
-        let restarts_before = self
+        let restarts_before: std::collections::BTreeMap<Service, u32> = self
             .state
             .read_status()
-            .map(|s| s.services.values().map(|r| r.restarts).sum::<u32>())
-            .unwrap_or(0);
+            .map(|s| s.services.iter().map(|(k, r)| (*k, r.restarts)).collect())
+            .unwrap_or_default();
         // The app database is made sure of first, through the `postgres` database: probing a
         // database that does not exist yet would write a FATAL line into the server's log.
         let mut database_checked = false;
@@ -899,8 +905,17 @@ impl<'a> Native<'a> {
             // A server that keeps dying while starting will not get healthy by waiting.
             if let Some(status) = self.state.read_status() {
                 let restarts: u32 = status.services.values().map(|r| r.restarts).sum();
-                if restarts >= restarts_before + 3 {
-                    let service = pending[0];
+                if restarts >= restarts_before.values().sum::<u32>() + 3 {
+                    // The one that keeps dying, not merely the first still waited for.
+                    let service = status
+                        .services
+                        .iter()
+                        .filter(|(s, _)| pending.contains(s))
+                        .max_by_key(|(s, r)| {
+                            r.restarts
+                                .saturating_sub(restarts_before.get(*s).copied().unwrap_or(0))
+                        })
+                        .map_or(pending[0], |(s, _)| *s);
                     let how = status
                         .services
                         .get(&service)

@@ -450,12 +450,6 @@ fn listening_inodes(port: u16) -> Vec<String> {
         .collect()
 }
 
-/// Whether something listens on TCP `port` now, read from the kernel's tables: unlike a test
-/// bind, the look cannot take the port from a server about to bind it.
-pub fn is_listening(port: u16) -> bool {
-    !listening_inodes(port).is_empty()
-}
-
 /// A closed connection the kernel keeps in TIME-WAIT on a port: it holds the port against a
 /// server's bind until it expires, and no process owns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -577,6 +571,26 @@ pub fn port_holder(port: u16) -> Option<String> {
     None
 }
 
+/// Whether the process `pid` holds a socket listening on TCP `port`: what proves that the
+/// server answering on a port is the one nanika started, not another program that took the
+/// port while it was down.
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let targets: Vec<String> = listening_inodes(port)
+        .into_iter()
+        .map(|inode| format!("socket:[{inode}]"))
+        .collect();
+    if targets.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|link| targets.iter().any(|t| link.as_os_str() == t.as_str()))
+    })
+}
+
 /// Whether TCP `port` on loopback can be bound now.
 pub fn port_is_free(port: u16) -> bool {
     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
@@ -585,6 +599,16 @@ pub fn port_is_free(port: u16) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn a_listener_is_proven_by_its_own_process_only() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(listens_on(std::process::id(), port));
+        assert!(!listens_on(1, port));
+        drop(listener);
+        assert!(!listens_on(std::process::id(), port));
+    }
 
     /// Waits until `pid` shows its new command line: `spawn` returns when the exec has begun,
     /// and the kernel sets up the new program's arguments a moment later.

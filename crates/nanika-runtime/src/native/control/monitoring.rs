@@ -22,6 +22,17 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+/// The Redis user redis_exporter logs in as when Redis has a password: it may run the commands
+/// the exporter reads its figures with, and reach no key, so that the exporter's open `/scrape`
+/// endpoint can show nothing of the data to whoever reaches it on loopback.
+pub const REDIS_MONITOR_USER: &str = "nanika_monitor";
+
+/// The ACL rules of [`REDIS_MONITOR_USER`], after its password.
+const REDIS_MONITOR_RULES: &str = "resetkeys resetchannels -@all +ping +info +config|get +client|list +client|setname +slowlog|get +slowlog|len +latency|latest +latency|histogram +cluster|info +memory|stats +select +hello +auth";
+
+/// The file in `.nanika/run` holding [`REDIS_MONITOR_USER`]'s password.
+const REDIS_MONITOR_PASSWORD_FILE: &str = "redis-monitor.password";
+
 /// The largest alert rules file nanika copies for Prometheus.
 const MAX_RULES_BYTES: usize = 4 << 20;
 
@@ -80,6 +91,69 @@ impl Native<'_> {
         http_ok(port, path, Duration::from_secs(2))
     }
 
+    /// [`REDIS_MONITOR_USER`]'s password, made once and kept owner-only in `.nanika/run`.
+    fn redis_monitor_password(&self) -> Result<Secret> {
+        let run = self.layout().open_run()?;
+        match run.read_small_file(REDIS_MONITOR_PASSWORD_FILE, 4096)? {
+            Some(bytes) if !bytes.is_empty() => Ok(Secret::new(
+                String::from_utf8_lossy(&bytes).trim().to_string(),
+            )),
+            _ => {
+                let password = super::random_password()?;
+                run.replace_file(
+                    REDIS_MONITOR_PASSWORD_FILE,
+                    password.expose().as_bytes(),
+                    0o600,
+                )?;
+                Ok(password)
+            }
+        }
+    }
+
+    /// The `user` line Redis's own config gets for redis_exporter, so that the user survives a
+    /// restart of Redis; empty when monitoring is off or Redis has no password (then every
+    /// client is the default user anyway).
+    pub(super) fn redis_monitor_acl(&self) -> Result<String> {
+        if !self.loaded.settings.monitoring.enabled || self.loaded.infra.redis_password().is_none()
+        {
+            return Ok(String::new());
+        }
+        let password = self.redis_monitor_password()?;
+        Ok(format!(
+            "\n# Added by nanika for nanika.toml's [monitoring]: redis_exporter's user, no keys.\nuser {REDIS_MONITOR_USER} on >{} {REDIS_MONITOR_RULES}\n",
+            password.expose()
+        ))
+    }
+
+    /// Gives the running Redis [`REDIS_MONITOR_USER`] (its config has it from its next start)
+    /// after proving the server on the port is this project's; returns the user's password.
+    fn prepare_redis_monitor_user(&self, admin: &Secret) -> Result<Secret> {
+        let password = self.redis_monitor_password()?;
+        let port = self.port(Service::Redis);
+        let timeout = Duration::from_secs(5);
+        let failed = |why: String| self.start_failed(Service::RedisExporter, why);
+        let pid = crate::health::redis_server_pid("127.0.0.1", port, "", Some(admin), timeout)
+            .map_err(|e| failed(format!("Redis on port {port} did not say its pid: {e}")))?;
+        let ours = self
+            .state
+            .read_status()
+            .and_then(|status| status.services.get(&Service::Redis)?.pid);
+        if ours != Some(pid) {
+            return Err(failed(format!(
+                "the Redis answering on port {port} (pid {pid}) is not the one this project's supervisor runs; nothing was changed in it"
+            )));
+        }
+        let secret = format!(">{}", password.expose());
+        let mut args = vec!["ACL", "SETUSER", REDIS_MONITOR_USER, "reset", "on", &secret];
+        args.extend(REDIS_MONITOR_RULES.split(' '));
+        crate::health::redis_command(port, Some(admin), &args, timeout).map_err(|e| {
+            failed(format!(
+                "Redis refused to make the user {REDIS_MONITOR_USER}: {e}"
+            ))
+        })?;
+        Ok(password)
+    }
+
     /// The Prometheus URL the app and the user query (`PROMETHEUS_URL`).
     pub fn prometheus_url(&self) -> Option<String> {
         self.loaded.settings.monitoring.enabled.then(|| {
@@ -136,6 +210,18 @@ impl Native<'_> {
             ),
             format!("GRANT pg_monitor TO {role}"),
         ];
+        // Only the cluster's superuser may make the role; the app's role is never tried instead.
+        if self.admin_target().is_none()
+            && self.loaded.infra.env.postgres_user != crate::native::postgres::ADMIN_ROLE
+        {
+            return Err(self.start_failed(
+                Service::PostgresExporter,
+                format!(
+                    "the cluster's superuser password ({}) is gone, so nanika cannot make the monitoring role {MONITOR_ROLE}; put the file back, or set [monitoring] enabled = false",
+                    self.layout().postgres_admin_password_file().display()
+                ),
+            ));
+        }
         // The role is made on the primary (a standby refuses it) and reaches the rest by WAL.
         let port = self
             .postgres_primary()
@@ -266,13 +352,15 @@ impl Native<'_> {
                     format!("-redis.addr={address}"),
                     format!("-web.listen-address={listen}"),
                 ];
-                if let Some(password) = self.loaded.infra.redis_password() {
+                if let Some(admin) = self.loaded.infra.redis_password() {
+                    let password = self.prepare_redis_monitor_user(admin)?;
                     write_server_file(
                         self,
                         &dir,
                         "passwords.json",
                         &redis_exporter_passwords(&address, password.expose()),
                     )?;
+                    args.push(format!("-redis.user={REDIS_MONITOR_USER}"));
                     args.push(format!(
                         "-redis.password-file={}",
                         dir.join("passwords.json").display()
@@ -318,6 +406,31 @@ impl Native<'_> {
         let mut notes = Vec::new();
         if wanted.contains(&Service::Prometheus) && !to_start.contains(&Service::Prometheus) {
             notes.extend(self.refresh_prometheus()?);
+        }
+        // A running service whose command line or environment the settings change now (a
+        // retention, a Redis password) restarts with the new one: the supervisor restarts
+        // whatever its plan changes.
+        let mut changed = Vec::new();
+        for service in wanted.iter().filter(|s| !to_start.contains(s)) {
+            let fresh = self.prepare_monitor(*service)?;
+            if let Some(running) = plan.services.get(service)
+                && (&running.program, &running.args, &running.env)
+                    != (&fresh.program, &fresh.args, &fresh.env)
+            {
+                plan.services.insert(*service, fresh);
+                changed.push(*service);
+            }
+        }
+        if !changed.is_empty() {
+            crate::native::supervisor::write_json(
+                &crate::native::supervisor::plan_file(self.layout()),
+                &*plan,
+            )?;
+            self.state
+                .signal_supervisor(nix::sys::signal::Signal::SIGHUP)?;
+            for service in &changed {
+                notes.push(format!("restarted {service}: its settings changed"));
+            }
         }
         self.start_under_supervisor(
             wanted,
