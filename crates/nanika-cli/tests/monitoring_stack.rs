@@ -180,6 +180,14 @@ fn prometheus_scrapes_both_servers_the_dashboard_has_data_and_alerts_go_pending(
         stack.psql("SELECT rolsuper, pg_has_role('nanika_monitor', 'pg_monitor', 'member') FROM pg_roles WHERE rolname = 'nanika_monitor'"),
         "f|t"
     );
+    // The stack starts from an empty environment, not the one `nanika up` ran in.
+    for name in ["prometheus", "postgres-exporter"] {
+        let pid = stack.service(name)["pid"].as_i64().unwrap();
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let environ = String::from_utf8_lossy(&environ);
+        assert!(!environ.contains("NANIKA_CACHE_DIR"), "{name}: {environ}");
+        assert!(environ.contains("PATH="), "{name}: {environ}");
+    }
     let plan = std::fs::read_to_string(stack.root.join(".nanika/run/plan.json")).unwrap();
     assert!(plan.contains("DATA_SOURCE_PASS_FILE"), "{plan}");
     assert!(!plan.contains(PASSWORD), "{plan}");

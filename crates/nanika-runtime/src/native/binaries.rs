@@ -198,6 +198,38 @@ pub fn find_pgbackrest(search: &BinarySearch) -> Result<PathBuf> {
         })
 }
 
+/// How long a monitoring program may take to say its version before nanika goes on without it.
+const VERSION_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What `command` prints on stdout and stderr, when it ends within `limit`; it is killed
+/// otherwise. The output is read after it ends (a version is a line or two, well within a pipe).
+fn bounded_output(command: &mut Command, limit: std::time::Duration) -> Option<String> {
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    let output = child.wait_with_output().ok()?;
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    Some(text)
+}
+
 const MONITORING_INSTALL: &str =
     "apt-get install -y prometheus prometheus-postgres-exporter prometheus-redis-exporter";
 
@@ -227,7 +259,12 @@ pub fn find_monitor(search: &BinarySearch, service: crate::Service) -> Result<Mo
             "Prometheus (prometheus), which nanika.toml's [monitoring] needs",
         ),
     };
-    let dirs = path_dirs(search);
+    // Absolute directories only: nanika may run as root, and a relative `PATH` entry would
+    // find a program in whatever directory it was started from.
+    let dirs: Vec<PathBuf> = path_dirs(search)
+        .into_iter()
+        .filter(|d| d.is_absolute())
+        .collect();
     let program = names
         .iter()
         .flat_map(|name| dirs.iter().map(move |d| d.join(name)))
@@ -243,16 +280,8 @@ pub fn find_monitor(search: &BinarySearch, service: crate::Service) -> Result<Mo
     } else {
         "--version"
     };
-    let version = Command::new(&program)
-        .arg(flag)
-        .output()
-        .ok()
-        .map(|o| {
-            let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
-            text.push_str(&String::from_utf8_lossy(&o.stderr));
-            text
-        })
-        .and_then(|text| {
+    let version =
+        bounded_output(Command::new(&program).arg(flag), VERSION_LIMIT).and_then(|text| {
             parse_version(&text, "version").or_else(|| parse_version(&text, "Exporter"))
         });
     Ok(MonitorBinary { program, version })
@@ -261,6 +290,22 @@ pub fn find_monitor(search: &BinarySearch, service: crate::Service) -> Result<Mo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_program_that_does_not_end_is_killed_at_the_limit() {
+        let started = std::time::Instant::now();
+        let said = bounded_output(
+            Command::new("sleep").arg("10"),
+            std::time::Duration::from_millis(100),
+        );
+        assert_eq!(said, None);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let said = bounded_output(
+            Command::new("sh").args(["-c", "echo x 1.2.3; echo y >&2"]),
+            std::time::Duration::from_secs(5),
+        );
+        assert_eq!(said.as_deref(), Some("x 1.2.3\ny\n"));
+    }
 
     #[test]
     fn versions_are_read_from_the_servers_own_words() {

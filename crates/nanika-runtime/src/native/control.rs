@@ -666,6 +666,7 @@ impl<'a> Native<'a> {
             port,
             restart_hold_ms: 0,
             env: Default::default(),
+            clear_env: false,
         })
     }
 
@@ -746,6 +747,7 @@ impl<'a> Native<'a> {
                 0
             },
             env: Default::default(),
+            clear_env: false,
         })
     }
 

@@ -62,6 +62,11 @@ pub struct ServicePlan {
     /// Variables set in its environment (names of files, never secrets: the plan is a file).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Whether it starts with an empty environment (plus a plain `PATH` and [`Self::env`])
+    /// rather than `nanika up`'s, less what client libraries read: for programs that take
+    /// settings from any variable (the exporters read `DATA_SOURCE_*`, `REDIS_*`, …).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clear_env: bool,
 }
 
 /// What the supervisor runs.
@@ -430,6 +435,11 @@ fn start(service: Service, entry: &mut Running) {
         {
             command.env_remove(&name);
         }
+    }
+    if plan.clear_env {
+        command
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin");
     }
     command.envs(&plan.env);
     if let Some((uid, gid)) = plan.run_as {

@@ -390,6 +390,7 @@ impl Native<'_> {
             port,
             restart_hold_ms: 0,
             env,
+            clear_env: true,
         })
     }
 

@@ -298,6 +298,7 @@ impl Native<'_> {
             port,
             restart_hold_ms,
             env: Default::default(),
+            clear_env: false,
         })
     }
 

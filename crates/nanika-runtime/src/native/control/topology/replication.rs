@@ -228,6 +228,7 @@ impl Native<'_> {
             port,
             restart_hold_ms: 0,
             env: Default::default(),
+            clear_env: false,
         })
     }
 
