@@ -21,6 +21,7 @@ fn monitoring_installed() -> bool {
         "prometheus",
         "prometheus-postgres-exporter",
         "prometheus-redis-exporter",
+        "prometheus-alertmanager",
     ]
     .iter()
     .all(|program| {
@@ -456,8 +457,9 @@ fn with_scheduled_backups_prometheus_reads_the_schedule_and_backup_failing_fires
         return;
     }
     let stack = Stack::new();
+    let alertmanager = nanika_testkit::free_port();
     let (settings, [prometheus, ..]) = monitoring_section(&format!(
-        "backup_metrics_port = {}\nscrape_interval = \"1s\"\n",
+        "backup_metrics_port = {}\nscrape_interval = \"1s\"\nalertmanager = true\nalertmanager_port = {alertmanager}\n",
         nanika_testkit::free_port()
     ));
     stack.project.write(
@@ -499,6 +501,28 @@ fn with_scheduled_backups_prometheus_reads_the_schedule_and_backup_failing_fires
             == Some("firing")),
         "BackupFailing never fired: {}",
         api(prometheus, "/api/v1/alerts")
+    );
+    // Prometheus sends the firing alert on to Alertmanager.
+    assert_eq!(stack.service("alertmanager")["state"], "healthy");
+    let env = text(&stack.run(&["env", "--format", "json"]));
+    assert!(
+        env.contains(&format!(
+            "\"ALERTMANAGER_URL\": \"http://127.0.0.1:{alertmanager}\""
+        )),
+        "{env}"
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            api(alertmanager, "/api/v2/alerts")
+                .as_array()
+                .is_some_and(|alerts| {
+                    alerts
+                        .iter()
+                        .any(|a| a["labels"]["alertname"] == "BackupFailing")
+                })
+        }),
+        "Alertmanager never received BackupFailing: {}",
+        api(alertmanager, "/api/v2/alerts")
     );
 }
 

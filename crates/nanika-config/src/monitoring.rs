@@ -69,9 +69,16 @@ pub fn prometheus_config(
         postgres = settings.postgres_exporter_port,
         redis = settings.redis_exporter_port,
     );
+    // The backup job is the last of scrape_configs; `alerting` is a key of its own after it.
     if let Some(port) = backup_metrics {
         text += &format!(
             "  - job_name: nanika\n    static_configs:\n      - targets: [\"127.0.0.1:{port}\"]\n"
+        );
+    }
+    if settings.alertmanager {
+        text += &format!(
+            "\nalerting:\n  alertmanagers:\n    - static_configs:\n        - targets: [\"127.0.0.1:{}\"]\n",
+            settings.alertmanager_port
         );
     }
     text
@@ -81,6 +88,26 @@ pub fn prometheus_config(
 fn yaml_string(text: &str) -> String {
     serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into())
 }
+
+/// Where a project keeps its own Alertmanager configuration (receivers, routes), relative to its
+/// root; without it, nanika's [`ALERTMANAGER_CONFIG`].
+pub const ALERTMANAGER_FILE: &str = "monitoring/alertmanager/alertmanager.yml";
+
+/// Alertmanager's configuration when the project has none: every alert to one receiver that
+/// sends nothing, so alerts are grouped, silenced and shown (`$ALERTMANAGER_URL`, `amtool`)
+/// until the project adds a receiver of its own (e-mail, Slack, a webhook).
+pub const ALERTMANAGER_CONFIG: &str = "\
+# Written by nanika: no receiver sends anywhere until the project's
+# monitoring/alertmanager/alertmanager.yml says where.
+route:
+  receiver: nanika
+  group_by: [alertname, instance]
+  group_wait: 10s
+  group_interval: 1m
+  repeat_interval: 4h
+receivers:
+  - name: nanika
+";
 
 /// redis_exporter's `--redis.password-file`: a JSON object from the Redis address it is given
 /// to that Redis's password.

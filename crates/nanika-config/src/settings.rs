@@ -31,6 +31,8 @@
 //! scrape_interval = "15s"  # also how often the alert rules are evaluated
 //! retention = "7d"      # how long Prometheus keeps its samples
 //! backup_metrics_port = 9854  # with [backups]: the schedule's metrics, served by nanika
+//! alertmanager = false  # also run Alertmanager, which Prometheus sends firing alerts to
+//! alertmanager_port = 9093
 //! ```
 
 use crate::finding::Finding;
@@ -84,6 +86,12 @@ pub struct MonitoringSettings {
     /// too (pgbackrest_exporter's default port, 9854).
     #[serde(default = "default_backup_metrics_port")]
     pub backup_metrics_port: u16,
+    /// Also run Alertmanager, which Prometheus sends its firing alerts to.
+    #[serde(default)]
+    pub alertmanager: bool,
+    /// Alertmanager's port (its own default, 9093).
+    #[serde(default = "default_alertmanager_port")]
+    pub alertmanager_port: u16,
 }
 
 impl MonitoringSettings {
@@ -107,6 +115,13 @@ impl MonitoringSettings {
                 self.prometheus_port,
             ),
         ];
+        if self.alertmanager {
+            ports.push((
+                "monitoring.alertmanager_port",
+                "Alertmanager",
+                self.alertmanager_port,
+            ));
+        }
         if backups.enabled && backups.schedule {
             ports.push((
                 "monitoring.backup_metrics_port",
@@ -133,6 +148,8 @@ impl Default for MonitoringSettings {
             scrape_interval: default_scrape_interval(),
             retention: default_monitoring_retention(),
             backup_metrics_port: default_backup_metrics_port(),
+            alertmanager: false,
+            alertmanager_port: default_alertmanager_port(),
         }
     }
 }
@@ -153,6 +170,10 @@ fn default_redis_exporter_port() -> u16 {
 // several samples long.
 fn default_scrape_interval() -> String {
     "15s".into()
+}
+
+fn default_alertmanager_port() -> u16 {
+    9093
 }
 
 fn default_backup_metrics_port() -> u16 {
@@ -464,7 +485,7 @@ pub fn parse(text: &str, file: &Path) -> Parsed<Settings> {
                 Finding::error("invalid-settings", file, error.message().trim().to_string())
                     .at_optional_line(line)
                     .with_hint(
-                        "the keys are [backups] enabled, retention_full, retention_diff, schedule, full_every, diff_every, incr_every; [topology.postgres] replicas, synchronous, ports_from; [topology.redis] mode, ports_from, sentinel_ports_from, down_after_ms, failover_timeout_ms, node_timeout_ms; [monitoring] enabled, prometheus_port, postgres_exporter_port, redis_exporter_port, scrape_interval, retention, backup_metrics_port; see the README",
+                        "the keys are [backups] enabled, retention_full, retention_diff, schedule, full_every, diff_every, incr_every; [topology.postgres] replicas, synchronous, ports_from; [topology.redis] mode, ports_from, sentinel_ports_from, down_after_ms, failover_timeout_ms, node_timeout_ms; [monitoring] enabled, prometheus_port, postgres_exporter_port, redis_exporter_port, scrape_interval, retention, backup_metrics_port, alertmanager, alertmanager_port; see the README",
                     ),
             );
             Settings::default()

@@ -87,6 +87,36 @@ fn scrape_config_passes_promtool_check() {
     }
 }
 
+/// The configurations nanika renders for a project (every combination of the backup job and
+/// Alertmanager) pass promtool, with the committed rules.
+#[test]
+fn rendered_scrape_configs_pass_promtool_check() {
+    if !promtool_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rules = monitoring().join("prometheus/alerts.yml");
+    for (alertmanager, backups) in [
+        (false, None),
+        (true, None),
+        (false, Some(9854)),
+        (true, Some(9854)),
+    ] {
+        let settings = nanika_config::settings::MonitoringSettings {
+            enabled: true,
+            alertmanager,
+            ..Default::default()
+        };
+        let text = nanika_config::monitoring::prometheus_config(
+            &settings,
+            &rules.display().to_string(),
+            backups,
+        );
+        fs_err::write(dir.path().join("prometheus.yml"), &text).unwrap();
+        promtool(dir.path(), &["check", "config", "prometheus.yml"], &text);
+    }
+}
+
 /// Grafana's own interval variables, which it replaces before a query reaches Prometheus;
 /// promtool sees the duration instead. Any other `$` is a dashboard variable promtool cannot
 /// parse, and the test says so rather than guess a value.

@@ -316,6 +316,7 @@ fn port_variable(service: Service) -> &'static str {
         Service::PostgresExporter => "[monitoring] postgres_exporter_port in nanika.toml",
         Service::RedisExporter => "[monitoring] redis_exporter_port in nanika.toml",
         Service::Prometheus => "[monitoring] prometheus_port in nanika.toml",
+        Service::Alertmanager => "[monitoring] alertmanager_port in nanika.toml",
     }
 }
 

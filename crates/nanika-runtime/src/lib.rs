@@ -49,6 +49,8 @@ pub enum Service {
     RedisExporter,
     /// Prometheus, which `[monitoring]` runs with the project's alert rules.
     Prometheus,
+    /// Alertmanager, which `[monitoring] alertmanager = true` runs for Prometheus's alerts.
+    Alertmanager,
 }
 
 /// The names of numbered nodes, so that every [`Service`] has a `&'static str` name. The
@@ -120,6 +122,7 @@ impl Service {
             Service::PostgresExporter => "postgres-exporter",
             Service::RedisExporter => "redis-exporter",
             Service::Prometheus => "prometheus",
+            Service::Alertmanager => "alertmanager",
         }
     }
 
@@ -141,22 +144,25 @@ impl Service {
     pub fn is_monitor(self) -> bool {
         matches!(
             self,
-            Service::PostgresExporter | Service::RedisExporter | Service::Prometheus
+            Service::PostgresExporter
+                | Service::RedisExporter
+                | Service::Prometheus
+                | Service::Alertmanager
         )
     }
 
-    /// The monitoring stack `settings` ask for, in start order: the exporters before the
-    /// Prometheus that scrapes them.
+    /// The monitoring stack `settings` ask for, in start order: the exporters and Alertmanager
+    /// before the Prometheus that scrapes them and sends to it.
     pub fn monitoring(settings: &nanika_config::settings::MonitoringSettings) -> Vec<Service> {
-        if settings.enabled {
-            vec![
-                Service::PostgresExporter,
-                Service::RedisExporter,
-                Service::Prometheus,
-            ]
-        } else {
-            Vec::new()
+        if !settings.enabled {
+            return Vec::new();
         }
+        let mut stack = vec![Service::PostgresExporter, Service::RedisExporter];
+        if settings.alertmanager {
+            stack.push(Service::Alertmanager);
+        }
+        stack.push(Service::Prometheus);
+        stack
     }
 
     /// Whether it is one of the spec's two servers rather than a topology node.
@@ -195,6 +201,7 @@ impl Service {
             "postgres-exporter" => Some(Service::PostgresExporter),
             "redis-exporter" => Some(Service::RedisExporter),
             "prometheus" => Some(Service::Prometheus),
+            "alertmanager" => Some(Service::Alertmanager),
             _ => find(&POSTGRES_REPLICA_NAMES, Service::PostgresReplica)
                 .or_else(|| find(&REDIS_REPLICA_NAMES, Service::RedisReplica))
                 .or_else(|| find(&SENTINEL_NAMES, Service::Sentinel))

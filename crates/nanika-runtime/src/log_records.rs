@@ -32,6 +32,8 @@ pub enum Source {
     /// redis_exporter (`[monitoring]`).
     #[serde(rename = "redis-exporter")]
     RedisExporter,
+    /// Alertmanager (`[monitoring]`).
+    Alertmanager,
 }
 
 impl From<Service> for Source {
@@ -41,6 +43,7 @@ impl From<Service> for Source {
             Service::Prometheus => Source::Prometheus,
             Service::PostgresExporter => Source::PostgresExporter,
             Service::RedisExporter => Source::RedisExporter,
+            Service::Alertmanager => Source::Alertmanager,
             _ => Source::Redis,
         }
     }

@@ -59,6 +59,13 @@ fn app_env(loaded: &LoadedProject) -> Vec<Var> {
             format!("http://127.0.0.1:{}", monitoring.prometheus_port),
             false,
         ));
+        if monitoring.alertmanager {
+            vars.push(var(
+                "ALERTMANAGER_URL",
+                format!("http://127.0.0.1:{}", monitoring.alertmanager_port),
+                false,
+            ));
+        }
     }
     vars
 }

@@ -254,6 +254,10 @@ pub fn find_monitor(search: &BinarySearch, service: crate::Service) -> Result<Mo
             &["prometheus-redis-exporter", "redis_exporter"],
             "redis_exporter (prometheus-redis-exporter), which nanika.toml's [monitoring] needs",
         ),
+        crate::Service::Alertmanager => (
+            &["prometheus-alertmanager", "alertmanager"],
+            "Alertmanager (prometheus-alertmanager), which nanika.toml's [monitoring] alertmanager = true needs",
+        ),
         _ => (
             &["prometheus"],
             "Prometheus (prometheus), which nanika.toml's [monitoring] needs",
@@ -272,7 +276,11 @@ pub fn find_monitor(search: &BinarySearch, service: crate::Service) -> Result<Mo
         .ok_or(RuntimeError::MissingBinary {
             what,
             searched: vec![PathBuf::from("$PATH")],
-            install: MONITORING_INSTALL,
+            install: if service == crate::Service::Alertmanager {
+                "apt-get install -y prometheus-alertmanager"
+            } else {
+                MONITORING_INSTALL
+            },
         })?;
     // redis_exporter takes Go's single-dash flags; both spellings print the version.
     let flag = if service == crate::Service::RedisExporter {

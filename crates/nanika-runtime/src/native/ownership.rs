@@ -129,8 +129,10 @@ fn topology_node_of(pid: u32, args: &[String], places: &Places) -> Option<Servic
 }
 
 /// The programs a monitoring service may run, by file name (Debian's and upstream's).
-const MONITOR_PROGRAMS: [&str; 5] = [
+const MONITOR_PROGRAMS: [&str; 7] = [
     "prometheus",
+    "prometheus-alertmanager",
+    "alertmanager",
     "prometheus-postgres-exporter",
     "postgres_exporter",
     "prometheus-redis-exporter",

@@ -13,8 +13,8 @@ use crate::native::supervisor::ServicePlan;
 use crate::{Progress, Service};
 use nanika_config::Secret;
 use nanika_config::monitoring::{
-    ALERT_RULES, EXPORTER_QUERIES, MONITOR_ROLE, RULES_FILE, prometheus_config,
-    redis_exporter_passwords,
+    ALERT_RULES, ALERTMANAGER_CONFIG, ALERTMANAGER_FILE, EXPORTER_QUERIES, MONITOR_ROLE,
+    RULES_FILE, prometheus_config, redis_exporter_passwords,
 };
 use nix::unistd::Uid;
 use std::collections::BTreeMap;
@@ -76,6 +76,7 @@ impl Native<'_> {
         match service {
             Service::PostgresExporter => settings.postgres_exporter_port,
             Service::RedisExporter => settings.redis_exporter_port,
+            Service::Alertmanager => settings.alertmanager_port,
             _ => settings.prometheus_port,
         }
     }
@@ -83,7 +84,7 @@ impl Native<'_> {
     /// Whether a monitoring service answers: Prometheus when it is ready to serve queries, an
     /// exporter when its HTTP server answers (its landing page, which queries nothing).
     pub(super) fn monitor_answers(&self, service: Service, port: u16) -> bool {
-        let path = if service == Service::Prometheus {
+        let path = if matches!(service, Service::Prometheus | Service::Alertmanager) {
             "/-/ready"
         } else {
             "/"
@@ -250,8 +251,14 @@ impl Native<'_> {
     /// when it has one, else the rules nanika ships. The project's file is read through no link:
     /// nanika may run as root, and the copy goes to the server user.
     fn alert_rules(&self) -> Result<String> {
+        self.project_file(RULES_FILE, ALERT_RULES)
+    }
+
+    /// The project's file at `relative` (read through no link, at most [`MAX_RULES_BYTES`]), or
+    /// `default` when the project has none.
+    fn project_file(&self, relative: &str, default: &str) -> Result<String> {
         let mut dir = Some(Dir::open(self.loaded.project.root())?);
-        let (folders, name) = RULES_FILE.rsplit_once('/').unwrap_or(("", RULES_FILE));
+        let (folders, name) = relative.rsplit_once('/').unwrap_or(("", relative));
         for folder in folders.split('/').filter(|f| !f.is_empty()) {
             dir = match dir {
                 Some(dir) => dir.open_dir(folder)?,
@@ -266,10 +273,10 @@ impl Native<'_> {
             Some(bytes) => String::from_utf8(bytes).map_err(|_| {
                 RuntimeError::Other(format!(
                     "{} is not UTF-8 text; nothing was started",
-                    self.loaded.project.path(RULES_FILE).display()
+                    self.loaded.project.path(relative).display()
                 ))
             }),
-            None => Ok(ALERT_RULES.to_string()),
+            None => Ok(default.to_string()),
         }
     }
 
@@ -367,6 +374,22 @@ impl Native<'_> {
                     ));
                 }
                 args
+            }
+            Service::Alertmanager => {
+                write_server_file(
+                    self,
+                    &dir,
+                    "alertmanager.yml",
+                    &self.project_file(ALERTMANAGER_FILE, ALERTMANAGER_CONFIG)?,
+                )?;
+                vec![
+                    format!("--config.file={}", dir.join("alertmanager.yml").display()),
+                    format!("--storage.path={}", dir.join("data").display()),
+                    format!("--web.listen-address={listen}"),
+                    // No cluster of Alertmanagers here: an empty address turns off its gossip
+                    // listener, which would otherwise bind port 9094 on every interface.
+                    "--cluster.listen-address=".into(),
+                ]
             }
             _ => {
                 let settings = &self.loaded.settings.monitoring;
