@@ -503,17 +503,19 @@ fn a_second_checkout_never_starts_on_the_volumes_the_first_one_left() {
 /// free port. The committed file fixes the base containers' names and the subnet, which another
 /// test or checkout on this engine may hold, so a file laid over it renames them and lets Docker
 /// pick the subnet, as the docker runtime does for `COMPOSE_PROJECT_NAME`.
-struct HaProject<'a> {
+struct ProfileProject<'a> {
     stack: &'a Stack,
     name: String,
     override_file: PathBuf,
-    ports: Vec<(&'static str, u16)>,
+    /// Variables set for every compose command: the profile's ports, and what a test adds.
+    env: Vec<(&'static str, String)>,
 }
 
-impl<'a> HaProject<'a> {
-    fn new(stack: &'a Stack) -> Self {
-        let name = format!("nanika-ha-test-{}", std::process::id());
-        let override_file = stack.root.join("compose.ha-test.yaml");
+impl<'a> ProfileProject<'a> {
+    /// The project for testing `profile`, whose published ports `port_vars` name.
+    fn new(stack: &'a Stack, profile: &str, port_vars: &[&'static str]) -> Self {
+        let name = format!("nanika-{profile}-test-{}", std::process::id());
+        let override_file = stack.root.join(format!("compose.{profile}-test.yaml"));
         std::fs::write(
             &override_file,
             format!(
@@ -522,29 +524,30 @@ impl<'a> HaProject<'a> {
             ),
         )
         .unwrap();
-        let ports = [
-            "POSTGRES_REPLICA_PORT",
-            "REDIS_REPLICA_PORT",
-            "SENTINEL_PORT_1",
-            "SENTINEL_PORT_2",
-            "SENTINEL_PORT_3",
-        ]
-        .into_iter()
-        .map(|var| (var, nanika_testkit::free_port()))
-        .collect();
-        HaProject {
+        let env = port_vars
+            .iter()
+            .map(|var| (*var, nanika_testkit::free_port().to_string()))
+            .collect();
+        ProfileProject {
             stack,
             name,
             override_file,
-            ports,
+            env,
         }
     }
 
     fn port(&self, var: &str) -> u16 {
-        self.ports.iter().find(|(v, _)| *v == var).unwrap().1
+        self.env
+            .iter()
+            .find(|(v, _)| *v == var)
+            .unwrap()
+            .1
+            .parse()
+            .unwrap()
     }
 
-    /// `docker compose --profile ha ARGS` for this project (its `.env` gives the spec's ports).
+    /// `docker compose --profile PROFILE ARGS` for this project (its `.env` gives the spec's
+    /// ports).
     fn compose(&self, profile: Option<&str>, args: &[&str]) -> std::process::Output {
         let mut command = std::process::Command::new("docker");
         command
@@ -565,8 +568,8 @@ impl<'a> HaProject<'a> {
         for var in common::foreign_env() {
             command.env_remove(var);
         }
-        for (var, port) in &self.ports {
-            command.env(var, port.to_string());
+        for (var, value) in &self.env {
+            command.env(var, value);
         }
         command.args(args).stdin(std::process::Stdio::null());
         command.output().unwrap()
@@ -585,13 +588,13 @@ impl<'a> HaProject<'a> {
 }
 
 /// Takes every profile's containers and the volumes down however the test ends.
-struct HaDown<'a>(&'a HaProject<'a>);
+struct ProfileDown<'a>(&'a ProfileProject<'a>);
 
-impl Drop for HaDown<'_> {
+impl Drop for ProfileDown<'_> {
     fn drop(&mut self) {
         let down = self
             .0
-            .compose(Some("ha"), &["down", "--volumes", "--remove-orphans"]);
+            .compose(Some("*"), &["down", "--volumes", "--remove-orphans"]);
         if !down.status.success() {
             eprintln!("docker compose down failed: {}", text(&down));
         }
@@ -627,8 +630,18 @@ fn the_ha_profile_adds_replicas_and_sentinels_that_follow_the_primaries() {
         return;
     }
     let stack = Stack::new();
-    let ha = HaProject::new(&stack);
-    let _down = HaDown(&ha);
+    let ha = ProfileProject::new(
+        &stack,
+        "ha",
+        &[
+            "POSTGRES_REPLICA_PORT",
+            "REDIS_REPLICA_PORT",
+            "SENTINEL_PORT_1",
+            "SENTINEL_PORT_2",
+            "SENTINEL_PORT_3",
+        ],
+    );
+    let _down = ProfileDown(&ha);
 
     // Without the profile, the spec's two services only.
     let services = |profile| {
@@ -726,4 +739,181 @@ fn the_ha_profile_adds_replicas_and_sentinels_that_follow_the_primaries() {
     assert!(down.status.success(), "{}", text(&down));
     assert_eq!(ha.leftovers(&["ps", "-a"]), "", "containers left behind");
     assert_eq!(ha.leftovers(&["volume", "ls"]), "", "volumes left behind");
+}
+
+/// GET `path` from Prometheus's HTTP API on `port`: its JSON body, or why there is none yet.
+fn prometheus_api(port: u16, path: &str) -> Result<serde_json::Value, String> {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .map_err(|e| e.to_string())?;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("{path}: no HTTP answer: {answer}"))?;
+    if !head.starts_with("HTTP/1.0 200") {
+        return Err(format!("{path}: {head}\n{body}"));
+    }
+    serde_json::from_str(body).map_err(|e| format!("{path}: {e}: {body}"))
+}
+
+/// The value of an instant query whose result is one sample (`pg_up`, `redis_up`).
+fn prometheus_value(port: u16, metric: &str) -> Option<String> {
+    let answer = prometheus_api(port, &format!("/api/v1/query?query={metric}")).ok()?;
+    let result = answer["data"]["result"].as_array()?;
+    match result.as_slice() {
+        [sample] => sample["value"][1].as_str().map(str::to_string),
+        _ => None,
+    }
+}
+
+#[test]
+fn the_monitoring_profile_scrapes_both_servers_through_their_exporters() {
+    let _engine = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    if !engine_ready() {
+        return;
+    }
+    let stack = Stack::new();
+    // The committed files the profile mounts; `nanika init` writes neither.
+    let prometheus_dir = stack.root.join("monitoring/prometheus");
+    std::fs::create_dir_all(&prometheus_dir).unwrap();
+    for file in ["prometheus.compose.yml", "alerts.yml"] {
+        std::fs::copy(
+            workspace().join("monitoring/prometheus").join(file),
+            prometheus_dir.join(file),
+        )
+        .unwrap();
+    }
+    let mut monitoring = ProfileProject::new(&stack, "monitoring", &["PROMETHEUS_PORT"]);
+    // A Redis password, which redis_exporter must use (from its environment) to report redis_up 1.
+    const REDIS_PASSWORD: &str = "monitoring-Redis-4711";
+    monitoring
+        .env
+        .push(("REDIS_PASSWORD", REDIS_PASSWORD.into()));
+    let monitoring = monitoring;
+    let _down = ProfileDown(&monitoring);
+
+    let output = monitoring.compose(Some("monitoring"), &["config", "--services"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let mut services: Vec<&str> = std::str::from_utf8(&output.stdout)
+        .unwrap()
+        .lines()
+        .collect();
+    services.sort();
+    assert_eq!(
+        services,
+        [
+            "postgres",
+            "postgres-exporter",
+            "prometheus",
+            "redis",
+            "redis-exporter"
+        ]
+    );
+
+    let started = std::time::Instant::now();
+    let up = monitoring.compose(Some("monitoring"), &["up", "-d", "--wait"]);
+    assert!(up.status.success(), "{}", text(&up));
+    eprintln!(
+        "monitoring profile up and healthy in {:?}",
+        started.elapsed()
+    );
+
+    // Only Prometheus is published, on loopback; the exporters are reachable on the network only.
+    let published = |service: &str, container_port: &str| {
+        let output = monitoring.compose(Some("monitoring"), &["port", service, container_port]);
+        // `port` fails, or prints nothing, for a port that is not published.
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+            .filter(|address| !address.is_empty() && !address.ends_with(":0"))
+    };
+    assert_eq!(
+        published("prometheus", "9090"),
+        Some(format!("127.0.0.1:{}", monitoring.port("PROMETHEUS_PORT")))
+    );
+    assert_eq!(published("postgres-exporter", "9187"), None);
+    assert_eq!(published("redis-exporter", "9121"), None);
+
+    // Prometheus reaches both exporters by service name (scrape_interval 15s: allow a few).
+    let port = monitoring.port("PROMETHEUS_PORT");
+    let mut last = String::new();
+    let scraped = common::eventually(std::time::Duration::from_secs(60), || {
+        let targets = match prometheus_api(port, "/api/v1/targets") {
+            Ok(answer) => answer,
+            Err(e) => {
+                last = e;
+                return false;
+            }
+        };
+        let active = targets["data"]["activeTargets"].as_array().cloned();
+        last = targets.to_string();
+        let up = |job: &str| {
+            active.iter().flatten().any(|t| {
+                t["labels"]["job"] == job
+                    && t["health"] == "up"
+                    && t["scrapeUrl"]
+                        .as_str()
+                        .is_some_and(|url| url.contains(&format!("{job}-exporter:")))
+            })
+        };
+        up("postgres") && up("redis")
+    });
+    assert!(scraped, "the postgres and redis jobs never came up: {last}");
+    let values = common::eventually(std::time::Duration::from_secs(60), || {
+        prometheus_value(port, "pg_up").as_deref() == Some("1")
+            && prometheus_value(port, "redis_up").as_deref() == Some("1")
+    });
+    assert!(
+        values,
+        "pg_up {:?}, redis_up {:?}",
+        prometheus_value(port, "pg_up"),
+        prometheus_value(port, "redis_up")
+    );
+
+    // The committed rules are loaded.
+    let rules = prometheus_api(port, "/api/v1/rules").unwrap();
+    assert!(
+        rules.to_string().contains("\"PostgresDown\""),
+        "alerts.yml not loaded: {rules}"
+    );
+
+    // The Redis password on no command line of the host (every user can read those).
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            assert!(
+                !cmdline.contains(REDIS_PASSWORD),
+                "a password on a command line: {cmdline}"
+            );
+        }
+    }
+
+    // `nanika down --volumes` (docker runtime, this compose project) takes the profile's
+    // services and Prometheus's volume with it, as it does the `ha` profile's.
+    let down = stack
+        .nanika()
+        .env("NANIKA_RUNTIME", "docker")
+        .env("COMPOSE_PROJECT_NAME", &monitoring.name)
+        .args(["down", "--volumes", "--yes"])
+        .output()
+        .unwrap();
+    assert!(down.status.success(), "{}", text(&down));
+    assert_eq!(
+        monitoring.leftovers(&["ps", "-a"]),
+        "",
+        "containers left behind"
+    );
+    assert_eq!(
+        monitoring.leftovers(&["volume", "ls"]),
+        "",
+        "volumes left behind"
+    );
 }

@@ -217,3 +217,166 @@ fn a_project_with_errors_is_refused() {
         .stderr(predicate::str::contains("nothing was done"));
     assert!(!project.path("kubernetes").exists());
 }
+
+#[test]
+fn a_list_naming_files_outside_the_directory_is_refused() {
+    let project = initialised();
+    export(&project, &["-o", "out"]).success();
+    let inside = project.path("x");
+    fs_err::write(&inside, "keep me\n").unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let absolute = outside.path().join("victim.txt");
+    fs_err::write(&absolute, "keep me too\n").unwrap();
+    let marker = project.read("out/.nanika-export");
+    for tampered in ["../x".to_string(), absolute.display().to_string()] {
+        project.write("out/.nanika-export", &format!("{marker}{tampered}\n"));
+        let before = project.read("out/namespace.yaml");
+        export(&project, &["-o", "out", "--redis", "cluster"])
+            .code(2)
+            .stderr(predicate::str::contains(
+                "lists names an export never writes",
+            ))
+            .stderr(predicate::str::contains(tampered.as_str()))
+            .stderr(predicate::str::contains("nothing was written"));
+        // Nothing written or removed: not the named files, not the directory's own.
+        assert_eq!(fs_err::read_to_string(&inside).unwrap(), "keep me\n");
+        assert_eq!(fs_err::read_to_string(&absolute).unwrap(), "keep me too\n");
+        assert_eq!(project.read("out/namespace.yaml"), before);
+        assert!(project.path("out/redis-replication.yaml").is_file());
+        assert!(!project.path("out/redis-cluster.yaml").exists());
+    }
+    for tampered in [".", "..", "sub/namespace.yaml", "notes.txt"] {
+        project.write("out/.nanika-export", &format!("{marker}{tampered}\n"));
+        export(&project, &["-o", "out"]).code(2);
+    }
+}
+
+#[test]
+fn redis_conf_passwords_and_acl_users_stay_out_of_output_and_files() {
+    let project = initialised();
+    let conf = project.read("docker/redis/redis.conf");
+    project.write(
+        "docker/redis/redis.conf",
+        &format!(
+            "{conf}masterauth repl-secret-1\nmasteruser repl-user-2\nuser game on >acl-secret-3 ~* +@all\ntls-key-file-pass tls-secret-4\ntls-client-key-file-pass tls-secret-5\n"
+        ),
+    );
+    let secrets = [
+        "repl-secret-1",
+        "repl-user-2",
+        "acl-secret-3",
+        "tls-secret-4",
+        "tls-secret-5",
+    ];
+    for layout in ["replication", "sentinel", "cluster"] {
+        let out = export(&project, &["--redis", layout]).success();
+        let output = out.get_output();
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        for key in [
+            "masterauth",
+            "masteruser",
+            "user",
+            "tls-key-file-pass",
+            "tls-client-key-file-pass",
+        ] {
+            assert!(
+                printed.contains(&format!(
+                    "docker/redis/redis.conf {key} = **** (redis-operator)"
+                )),
+                "{key} not listed as managed and masked:\n{printed}"
+            );
+        }
+        for entry in fs_err::read_dir(project.path("kubernetes")).unwrap() {
+            let path = entry.unwrap().path();
+            let text = fs_err::read_to_string(&path).unwrap();
+            for secret in secrets {
+                assert!(!text.contains(secret), "{secret} in {}", path.display());
+                assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
+            }
+        }
+    }
+    let config = project.read("kubernetes/redis-config.yaml");
+    assert!(config.contains("#   masterauth = ****: "), "{config}");
+}
+
+#[test]
+fn the_printed_commands_make_the_namespace_first_and_stop_on_an_unset_password() {
+    let project = initialised();
+    let out = export(&project, &[]).success();
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    let namespace = stdout
+        .find("kubectl apply -f ")
+        .expect("the namespace command");
+    assert!(stdout[namespace..].starts_with(&format!(
+        "kubectl apply -f {}",
+        project.path("kubernetes/namespace.yaml").display()
+    )));
+    let secret = stdout
+        .find("kubectl create secret")
+        .expect("a secret command");
+    assert!(namespace < secret, "{stdout}");
+    assert!(
+        stdout.contains("\"${POSTGRES_PASSWORD:?set it, e.g. set -a; . ./.env; set +a}\""),
+        "{stdout}"
+    );
+    // The command as printed, run by a shell without the variable, stops before kubectl.
+    let line = stdout[secret..].lines().next().unwrap();
+    let run = std::process::Command::new("bash")
+        .args(["-c", &format!("kubectl() {{ echo ran; }}; {line}")])
+        .env_remove("POSTGRES_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(!String::from_utf8_lossy(&run.stdout).contains("ran"));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("POSTGRES_PASSWORD"));
+}
+
+#[test]
+fn include_secrets_writes_a_gitignore_for_them() {
+    let project = initialised();
+    export(&project, &["--include-secrets"])
+        .success()
+        .stderr(predicate::str::contains(".gitignore"));
+    let ignore = project.read("kubernetes/.gitignore");
+    assert!(
+        ignore
+            .lines()
+            .any(|l| l == "/postgres-app-credentials.yaml"),
+        "{ignore}"
+    );
+    assert!(
+        project
+            .read("kubernetes/.nanika-export")
+            .contains(".gitignore\n")
+    );
+    // Git agrees, when it is installed.
+    if let Ok(status) = std::process::Command::new("git")
+        .args(["init", "-q"])
+        .current_dir(project.root())
+        .status()
+        && status.success()
+    {
+        let checked = std::process::Command::new("git")
+            .args([
+                "check-ignore",
+                "-q",
+                "kubernetes/postgres-app-credentials.yaml",
+            ])
+            .current_dir(project.root())
+            .status()
+            .unwrap();
+        assert!(checked.success(), "git does not ignore the Secret");
+    }
+    // Exporting again without secrets removes them and the ignore file with them.
+    export(&project, &[]).success();
+    assert!(!project.path("kubernetes/.gitignore").exists());
+    assert!(
+        !project
+            .path("kubernetes/postgres-app-credentials.yaml")
+            .exists()
+    );
+}

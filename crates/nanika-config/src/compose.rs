@@ -26,6 +26,22 @@ pub const SENTINEL_MASTER: &str = "nanika";
 /// Where the primary's init script for replication is mounted: the image runs it once, on the
 /// first start of an empty volume.
 pub const REPLICATION_SCRIPT_IN_CONTAINER: &str = "/docker-entrypoint-initdb.d/replication.sh";
+/// The compose profile that adds the exporters and Prometheus
+/// (`docker compose --profile monitoring up`), the docker runtime's counterpart of `[monitoring]`.
+pub const MONITORING_PROFILE: &str = "monitoring";
+/// The committed scrape configuration of the `monitoring` profile's Prometheus, relative to the
+/// project root: it names the exporters by service name on the compose network.
+pub const PROMETHEUS_COMPOSE_CONFIG: &str = "monitoring/prometheus/prometheus.compose.yml";
+/// The official images of the `monitoring` profile, at the versions Debian 12 ships (which the
+/// native stack runs). redis_exporter's `-alpine` variant, since the plain tag is built from
+/// `scratch` and has nothing a healthcheck could run.
+pub const PROMETHEUS_IMAGE: &str = "prom/prometheus:v2.42.0";
+/// postgres_exporter's official image (see [`PROMETHEUS_IMAGE`]).
+pub const POSTGRES_EXPORTER_IMAGE: &str = "quay.io/prometheuscommunity/postgres-exporter:v0.11.1";
+/// redis_exporter's official image (see [`PROMETHEUS_IMAGE`]).
+pub const REDIS_EXPORTER_IMAGE: &str = "oliver006/redis_exporter:v1.45.0-alpine";
+/// The named volume of the `monitoring` profile's Prometheus.
+pub const PROMETHEUS_VOLUME: &str = "prometheus_data";
 
 /// Renders the compose file: the spec's two services, volumes and network, host ports on
 /// 127.0.0.1 only, and credentials taken from `.env` rather than written here.
@@ -105,7 +121,7 @@ services:
       timeout: 3s
       retries: 30
     restart: unless-stopped
-{ha_services}
+{ha_services}{monitoring_services}
 volumes:
   # PostgreSQLデータ永続化
   {pg_volume}:
@@ -114,6 +130,8 @@ volumes:
   # Replicas of the `ha` profile
   {pg_volume_replica}:
   {redis_volume_replica}:
+  # Prometheus's samples (profile: {monitoring_profile})
+  {prometheus_volume}:
 
 networks:
   {network}:
@@ -137,6 +155,9 @@ networks:
         replication_script = crate::project::POSTGRES_REPLICATION_SCRIPT,
         replication_script_in_container = REPLICATION_SCRIPT_IN_CONTAINER,
         ha_services = render_ha_services(infra),
+        monitoring_services = render_monitoring_services(infra),
+        monitoring_profile = MONITORING_PROFILE,
+        prometheus_volume = PROMETHEUS_VOLUME,
         pg_volume_replica = replica_volume(&c.postgres.volume),
         redis_volume_replica = replica_volume(&c.redis.volume),
     )
@@ -160,6 +181,99 @@ fn render_ha_services(infra: &Infrastructure) -> String {
         text += &sentinel(infra, number);
     }
     text
+}
+
+/// The `monitoring` profile's services: the exporters, reachable on the compose network only,
+/// and Prometheus, published on loopback, scraping them by service name with the committed
+/// [`PROMETHEUS_COMPOSE_CONFIG`] and evaluating the committed alert rules.
+fn render_monitoring_services(infra: &Infrastructure) -> String {
+    let c = &infra.compose;
+    format!(
+        r#"
+  # PostgreSQLエクスポーター (profile: {profile})
+  postgres-exporter:
+    image: {pg_exporter_image}
+    profiles: ["{profile}"]
+    # As POSTGRES_USER: the image's initdb has made no other role, and a volume initialised
+    # earlier has none either. The password reaches it in its environment, never on a command
+    # line. Not published: Prometheus reaches it on the compose network.
+    environment:
+      DATA_SOURCE_URI: "postgres:{pg_port}/${{POSTGRES_DB:?set POSTGRES_DB in .env}}?sslmode=disable"
+      DATA_SOURCE_USER: ${{POSTGRES_USER:?set POSTGRES_USER in .env}}
+      DATA_SOURCE_PASS: ${{POSTGRES_PASSWORD:?set POSTGRES_PASSWORD in .env}}
+    networks:
+      - {network}
+    depends_on:
+      postgres:
+        condition: service_healthy
+    # Healthy once it reaches PostgreSQL, not merely once it listens.
+    healthcheck:
+      test: ["CMD-SHELL", "wget -q -O - http://127.0.0.1:9187/metrics | grep -q '^pg_up 1'"]
+      interval: 2s
+      timeout: 5s
+      retries: 30
+    restart: unless-stopped
+
+  # Redisエクスポーター (profile: {profile})
+  redis-exporter:
+    image: {redis_exporter_image}
+    profiles: ["{profile}"]
+    # REDIS_PASSWORD from the environment (empty: no AUTH). Not published.
+    environment:
+      REDIS_ADDR: "redis://redis:{redis_port}"
+      REDIS_PASSWORD: ${{REDIS_PASSWORD:-}}
+    networks:
+      - {network}
+    depends_on:
+      redis:
+        condition: service_healthy
+    # Healthy once it reaches Redis, not merely once it listens.
+    healthcheck:
+      test: ["CMD-SHELL", "wget -q -O - http://127.0.0.1:9121/metrics | grep -q '^redis_up 1'"]
+      interval: 2s
+      timeout: 5s
+      retries: 30
+    restart: unless-stopped
+
+  # Prometheus (profile: {profile})
+  prometheus:
+    image: {prometheus_image}
+    profiles: ["{profile}"]
+    # The committed scrape configuration and alert rules, read-only, where the image looks for
+    # its configuration; the rules file sits next to it, as `rule_files` names it.
+    command:
+      - --config.file=/etc/prometheus/prometheus.yml
+      - --storage.tsdb.path=/prometheus
+      - --storage.tsdb.retention.time=7d
+    ports:
+      - "127.0.0.1:${{PROMETHEUS_PORT:-9090}}:9090"
+    volumes:
+      - {prometheus_volume}:/prometheus
+      - ./{config}:/etc/prometheus/prometheus.yml:ro
+      - ./{rules}:/etc/prometheus/alerts.yml:ro
+    networks:
+      - {network}
+    depends_on:
+      - postgres-exporter
+      - redis-exporter
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:9090/-/ready"]
+      interval: 2s
+      timeout: 5s
+      retries: 30
+    restart: unless-stopped
+"#,
+        profile = MONITORING_PROFILE,
+        pg_exporter_image = POSTGRES_EXPORTER_IMAGE,
+        redis_exporter_image = REDIS_EXPORTER_IMAGE,
+        prometheus_image = PROMETHEUS_IMAGE,
+        pg_port = infra.postgres.port,
+        redis_port = infra.redis.port,
+        prometheus_volume = PROMETHEUS_VOLUME,
+        config = PROMETHEUS_COMPOSE_CONFIG,
+        rules = crate::monitoring::RULES_FILE,
+        network = c.network,
+    )
 }
 
 /// `postgres-replica-1`: `pg_basebackup` of the primary on an empty volume, then a hot standby.

@@ -289,7 +289,8 @@ fn committed_compose_is_valid_against_the_compose_specification() {
     assert!(errors.is_empty(), "{errors:#?}");
 
     let value = &doc.value;
-    // `docker compose up` runs the spec's two services; the rest are the `ha` profile's.
+    // `docker compose up` runs the spec's two services; the rest are the `ha` and `monitoring`
+    // profiles'.
     let services = value["services"].as_object().unwrap();
     let (base, profiled): (Vec<&String>, Vec<&String>) = services
         .keys()
@@ -298,7 +299,10 @@ fn committed_compose_is_valid_against_the_compose_specification() {
     assert_eq!(
         profiled,
         [
+            "postgres-exporter",
             "postgres-replica-1",
+            "prometheus",
+            "redis-exporter",
             "redis-replica-1",
             "sentinel-1",
             "sentinel-2",
@@ -307,16 +311,26 @@ fn committed_compose_is_valid_against_the_compose_specification() {
     );
     for name in profiled {
         let service = &services[name];
-        assert_eq!(service["profiles"], serde_json::json!(["ha"]), "{name}");
+        let monitoring =
+            ["postgres-exporter", "redis-exporter", "prometheus"].contains(&name.as_str());
+        let profile = if monitoring { "monitoring" } else { "ha" };
+        assert_eq!(service["profiles"], serde_json::json!([profile]), "{name}");
         assert_eq!(service["restart"], "unless-stopped", "{name}");
         assert_eq!(service["networks"][0], "nanika-network", "{name}");
-        assert!(
-            service["ports"][0]
-                .as_str()
-                .unwrap()
-                .starts_with("127.0.0.1:${"),
-            "{name}"
-        );
+        assert!(service.get("healthcheck").is_some(), "{name}");
+        // The exporters are reached on the compose network only; everything else on loopback.
+        if name.ends_with("-exporter") {
+            assert!(service.get("ports").is_none(), "{name}");
+        } else {
+            assert_eq!(service["ports"].as_array().unwrap().len(), 1, "{name}");
+            assert!(
+                service["ports"][0]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("127.0.0.1:${"),
+                "{name}"
+            );
+        }
         // No fixed container_name: the compose project's name keeps two projects apart.
         assert!(service.get("container_name").is_none(), "{name}");
     }

@@ -165,6 +165,12 @@ fn validate_all(export: &Export) {
     let mut core = Vec::new();
     let dir = tempfile::tempdir().unwrap();
     for manifest in &export.files {
+        // The CLI trusts an earlier export's list of files only for these names.
+        assert!(
+            kubernetes::FILE_NAMES.contains(&manifest.name.as_str()),
+            "{} is missing from FILE_NAMES",
+            manifest.name
+        );
         let value = parse(manifest);
         let api = value["apiVersion"].as_str().unwrap_or_default().to_string();
         let kind = value["kind"].as_str().unwrap_or_default().to_string();
@@ -489,7 +495,13 @@ fn passwords_are_written_only_when_asked_for() {
     let needed = &plain.secrets_needed[0];
     assert_eq!(needed.name, "nanika-game-db-app-credentials");
     assert!(!needed.command.contains("nanika_password"));
-    assert!(needed.command.contains("$POSTGRES_PASSWORD"));
+    assert!(
+        needed
+            .command
+            .contains("\"${POSTGRES_PASSWORD:?set it, e.g. set -a; . ./.env; set +a}\""),
+        "{}",
+        needed.command
+    );
 
     let options = ExportOptions {
         include_secrets: true,
@@ -522,9 +534,22 @@ fn the_topology_sets_the_defaults_and_synchronous_needs_a_standby() {
     assert_eq!(export.redis, RedisLayout::Cluster);
     let cluster = cluster(&export);
     assert_eq!(cluster["spec"]["postgresql"]["synchronous"]["number"], 1);
+    // nanika's failure-detection timings are the laptop's: left to the operator, and said.
     assert_eq!(
-        conf_value(&redis_conf(&export), "cluster-node-timeout").as_deref(),
-        Some("2000")
+        conf_value(&redis_conf(&export), "cluster-node-timeout"),
+        None
+    );
+    let timing = export
+        .managed
+        .iter()
+        .find(|m| m.key == "[topology.redis] node_timeout_ms")
+        .expect("node_timeout_ms listed as not exported");
+    assert_eq!(timing.value, "2000");
+    assert!(timing.reason.contains("loopback"), "{}", timing.reason);
+    assert!(
+        file(&export, "redis-cluster.yaml")
+            .text
+            .contains("#   [topology.redis] node_timeout_ms = 2000: loopback")
     );
     validate_all(&export);
 
@@ -623,5 +648,157 @@ fn the_scaling_guide_lists_what_the_operators_manage() {
             guide.contains(&row),
             "docs/SCALING.md lacks a row for {managed}"
         );
+    }
+}
+
+#[test]
+fn redis_pods_can_write_their_volumes_and_cluster_nodes_keep_their_identity() {
+    let dir = project(None);
+    for (layout, kinds) in [
+        (RedisLayout::Replication, &["redis-replication.yaml"][..]),
+        (
+            RedisLayout::Sentinel,
+            &["redis-replication.yaml", "redis-sentinel.yaml"][..],
+        ),
+        (RedisLayout::Cluster, &["redis-cluster.yaml"][..]),
+    ] {
+        let options = ExportOptions {
+            redis: Some(layout),
+            ..ExportOptions::new("nanika-game")
+        };
+        let export = export(dir.path(), &options);
+        validate_all(&export);
+        for name in kinds {
+            let spec = &parse(file(&export, name))["spec"];
+            assert_eq!(spec["podSecurityContext"]["runAsUser"], 1000, "{name}");
+            assert_eq!(spec["podSecurityContext"]["fsGroup"], 1000, "{name}");
+        }
+        if layout == RedisLayout::Cluster {
+            let storage = &parse(file(&export, "redis-cluster.yaml"))["spec"]["storage"];
+            assert_eq!(storage["nodeConfVolume"], true);
+            assert!(
+                storage["nodeConfVolumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"]
+                    .is_string()
+            );
+        }
+        if layout == RedisLayout::Sentinel {
+            let sentinel = parse(file(&export, "redis-sentinel.yaml"));
+            let config = &sentinel["spec"]["redisSentinelConfig"];
+            assert!(config.get("downAfterMilliseconds").is_none(), "{config}");
+            assert!(config.get("failoverTimeout").is_none(), "{config}");
+            for key in ["down_after_ms", "failover_timeout_ms"] {
+                assert!(
+                    export
+                        .managed
+                        .iter()
+                        .any(|m| m.key == format!("[topology.redis] {key}")
+                            && m.reason.contains("loopback")),
+                    "{key} not listed"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn redis_conf_secrets_are_managed_and_masked() {
+    let dir = project(None);
+    let path = dir.path().join(REDIS_CONF);
+    let text = fs_err::read_to_string(&path).unwrap();
+    fs_err::write(
+        &path,
+        format!(
+            "{text}masterauth repl-secret\nmasteruser repl-user\nuser game on >acl-secret ~* +@all\ntls-key-file-pass tls-secret\n"
+        ),
+    )
+    .unwrap();
+    let export = export(dir.path(), &ExportOptions::new("nanika-game"));
+    let conf = redis_conf(&export);
+    for key in ["masterauth", "masteruser", "user", "tls-key-file-pass"] {
+        assert_eq!(conf_value(&conf, key), None, "{key} carried:\n{conf}");
+        let managed = export
+            .managed
+            .iter()
+            .find(|m| m.key == key)
+            .unwrap_or_else(|| panic!("{key} not managed"));
+        assert_eq!(managed.value, "****");
+    }
+    for manifest in &export.files {
+        for secret in ["repl-secret", "repl-user", "acl-secret", "tls-secret"] {
+            assert!(
+                !manifest.text.contains(secret),
+                "{secret} in {}",
+                manifest.name
+            );
+        }
+    }
+    for note in &export.notes {
+        assert!(!note.contains("secret"), "{note}");
+    }
+    assert!(kubernetes::is_secret_directive("tls-client-key-file-pass"));
+    assert!(kubernetes::is_secret_directive("REQUIREPASS"));
+    assert!(!kubernetes::is_secret_directive("maxmemory"));
+}
+
+#[test]
+fn the_first_base_backup_is_taken_at_once_and_an_unscheduled_one_is_not_promised() {
+    let dir = project(Some("[backups]\nenabled = true\n"));
+    let options = ExportOptions {
+        backup_destination: Some("s3://backups/nanika".into()),
+        ..ExportOptions::new("nanika-game")
+    };
+    let scheduled = export(dir.path(), &options);
+    let backup = parse(file(&scheduled, "postgres-scheduled-backup.yaml"));
+    assert_eq!(backup["spec"]["immediate"], true);
+    validate_all(&scheduled);
+    let command = &scheduled
+        .secrets_needed
+        .iter()
+        .find(|s| s.name == "nanika-game-db-backup-credentials")
+        .unwrap()
+        .command;
+    assert!(command.contains("${AWS_ACCESS_KEY_ID:?"), "{command}");
+
+    let dir = project(Some("[backups]\nenabled = true\nschedule = false\n"));
+    let unscheduled = export(dir.path(), &options);
+    assert!(
+        !unscheduled
+            .files
+            .iter()
+            .any(|f| f.name == "postgres-scheduled-backup.yaml")
+    );
+    let note = unscheduled
+        .notes
+        .iter()
+        .find(|n| n.starts_with("backups:"))
+        .unwrap();
+    assert!(note.contains("no ScheduledBackup is written"), "{note}");
+    assert!(
+        note.contains("kubectl cnpg backup nanika-game-db -n nanika-game"),
+        "{note}"
+    );
+    assert!(!note.contains("kept"), "{note}");
+    validate_all(&unscheduled);
+}
+
+#[test]
+fn postgresql_conf_without_wal_streaming_is_refused_with_its_line() {
+    for (line, key) in [
+        ("wal_level = minimal\nmax_wal_senders = 0\n", "wal_level"),
+        ("max_wal_senders = 0\n", "max_wal_senders"),
+    ] {
+        let dir = project(None);
+        let conf = dir.path().join(POSTGRES_CONF);
+        let text = fs_err::read_to_string(&conf).unwrap();
+        let number = text.lines().count() + 1;
+        fs_err::write(&conf, format!("{text}{line}")).unwrap();
+        let error =
+            kubernetes::export(&valid(dir.path()), &ExportOptions::new("nanika-game")).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.starts_with(&format!("{POSTGRES_CONF}:{number} sets {key} = ")),
+            "{message}"
+        );
+        assert!(error.hint().contains(key), "{}", error.hint());
     }
 }

@@ -117,6 +117,35 @@ fn rendered_scrape_configs_pass_promtool_check() {
     }
 }
 
+#[test]
+fn compose_scrape_config_passes_promtool_check() {
+    if promtool_ready() {
+        promtool(
+            &monitoring().join("prometheus"),
+            &["check", "config", "prometheus.compose.yml"],
+            "",
+        );
+    }
+}
+
+/// The compose profile mounts the committed files the tests above check.
+#[test]
+fn the_compose_profile_mounts_the_checked_files() {
+    let root = monitoring().join("..");
+    for file in [
+        nanika_config::compose::PROMETHEUS_COMPOSE_CONFIG,
+        nanika_config::monitoring::RULES_FILE,
+    ] {
+        assert!(root.join(file).is_file(), "{file} is missing");
+    }
+    assert!(
+        nanika_config::compose::render(&Infrastructure::spec()).contains(
+            "./monitoring/prometheus/prometheus.compose.yml:/etc/prometheus/prometheus.yml:ro"
+        ),
+        "compose.yaml does not mount the checked scrape configuration"
+    );
+}
+
 /// Grafana's own interval variables, which it replaces before a query reaches Prometheus;
 /// promtool sees the duration instead. Any other `$` is a dashboard variable promtool cannot
 /// parse, and the test says so rather than guess a value.

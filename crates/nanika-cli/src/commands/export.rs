@@ -23,6 +23,21 @@ pub const DEFAULT_DIR: &str = "kubernetes";
 /// The list of the files an export wrote, kept in the output directory.
 pub const MARKER: &str = ".nanika-export";
 
+/// Written beside the Secrets of `--include-secrets`, so that an output directory inside a
+/// repository keeps them out of version control.
+pub const GITIGNORE: &str = ".gitignore";
+
+/// Whether an earlier export's list may name `name`: a plain file name (no `/`, not `.` or
+/// `..`) among those an export writes. Anything else in the list (`../victim`, `/etc/x`) was
+/// not written by nanika, and trusting it would have the next export remove that file.
+fn exportable(name: &str) -> bool {
+    !name.is_empty()
+        && !name.contains('/')
+        && name != "."
+        && name != ".."
+        && (name == GITIGNORE || kubernetes::FILE_NAMES.contains(&name))
+}
+
 impl From<RedisLayoutArg> for RedisLayout {
     fn from(arg: RedisLayoutArg) -> Self {
         match arg {
@@ -54,9 +69,29 @@ pub fn kubernetes(project_dir: Option<&PathBuf>, args: KubernetesArgs) -> CliRes
     let export = kubernetes::export(&project, &options)
         .map_err(|error| CliError::usage(error.to_string()).hint(error.hint()))?;
     let dir = args.output.unwrap_or_else(|| root.join(DEFAULT_DIR));
-    write_all(&dir, &export.files)?;
+    let mut files = export.files.clone();
+    let secret_files: Vec<&str> = export
+        .files
+        .iter()
+        .filter(|f| f.holds_secret)
+        .map(|f| f.name.as_str())
+        .collect();
+    if !secret_files.is_empty() {
+        let mut text = String::from(
+            "# Written by `nanika export kubernetes --include-secrets`: these files hold passwords.\n",
+        );
+        for name in &secret_files {
+            text += &format!("/{name}\n");
+        }
+        files.push(ManifestFile {
+            name: GITIGNORE.to_string(),
+            text,
+            holds_secret: false,
+        });
+    }
+    write_all(&dir, &files)?;
 
-    for file in &export.files {
+    for file in &files {
         let note = if file.holds_secret {
             " (mode 0600)"
         } else {
@@ -64,17 +99,12 @@ pub fn kubernetes(project_dir: Option<&PathBuf>, args: KubernetesArgs) -> CliRes
         };
         crate::say!("wrote {}{note}", dir.join(&file.name).display());
     }
-    if export.files.iter().any(|f| f.holds_secret) {
+    if !secret_files.is_empty() {
         eprintln!(
-            "warning: --include-secrets wrote the passwords of {} into {}: keep them out of version control, and prefer creating the Secrets in the cluster",
+            "warning: --include-secrets wrote the passwords of {} into {} (listed in {}, which git then ignores): keep them out of version control, and prefer creating the Secrets in the cluster",
             project.env_file,
-            export
-                .files
-                .iter()
-                .filter(|f| f.holds_secret)
-                .map(|f| f.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            secret_files.join(", "),
+            dir.join(GITIGNORE).display()
         );
     }
     crate::say!(
@@ -101,7 +131,14 @@ pub fn kubernetes(project_dir: Option<&PathBuf>, args: KubernetesArgs) -> CliRes
         crate::say!("\n{note}");
     }
     if !export.secrets_needed.is_empty() {
-        crate::say!("\nCreate these Secrets before applying (the values come from your shell):");
+        crate::say!(
+            "\nCreate the namespace, then these Secrets, before applying (the values come from your shell):"
+        );
+        // The Secrets go into the namespace, which a fresh cluster does not have yet.
+        crate::say!(
+            "  kubectl apply -f {}",
+            dir.join("namespace.yaml").display()
+        );
         for secret in &export.secrets_needed {
             crate::say!("  # {}: {}", secret.name, secret.purpose);
             crate::say!("  {}", secret.command);
@@ -171,6 +208,18 @@ fn earlier_export(dir: &Path) -> CliResult<BTreeSet<String>> {
         }
         Err(e) => return Err(read_error(e)),
     };
+    let untrusted: Vec<&String> = listed.iter().filter(|n| !exportable(n)).collect();
+    if !untrusted.is_empty() {
+        return Err(refuse(format!(
+            "{} lists names an export never writes: {}; it was not written by `nanika export kubernetes`",
+            marker.display(),
+            untrusted
+                .iter()
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
     let foreign: Vec<&String> = entries
         .iter()
         .filter(|name| *name != MARKER && !listed.contains(*name))

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use std::fmt;
 
 pub use postgres::{CNPG_MANAGED, CnpgRule};
-pub use redis::REDIS_OPERATOR_MANAGED;
+pub use redis::{LOOPBACK_TIMINGS, REDIS_OPERATOR_MANAGED, is_secret_directive};
 
 /// CloudNativePG's API group and version.
 pub const CNPG_API: &str = "postgresql.cnpg.io/v1";
@@ -36,6 +36,28 @@ pub const KUSTOMIZE_API: &str = "kustomize.config.k8s.io/v1beta1";
 /// The most PostgreSQL instances an export asks for: CloudNativePG takes more, but past this a
 /// typo (`--instances 30`) is likelier than a wish.
 pub const MAX_INSTANCES: u32 = 9;
+
+/// Every name an export's files can have. A directory's list of an earlier export's files is
+/// trusted only for these: a name from elsewhere (`../x`, an absolute path) would have the
+/// next export replace or remove a file outside the directory.
+pub const FILE_NAMES: &[&str] = &[
+    "namespace.yaml",
+    "postgres-cluster.yaml",
+    "postgres-scheduled-backup.yaml",
+    "postgres-app-credentials.yaml",
+    "postgres-podmonitor.yaml",
+    "redis-config.yaml",
+    "redis-replication.yaml",
+    "redis-sentinel.yaml",
+    "redis-cluster.yaml",
+    "redis-password.yaml",
+    "redis-podmonitor.yaml",
+    "kustomization.yaml",
+];
+
+/// What a `kubectl create secret` command prints, and stops at, when a variable it reads is
+/// unset or empty: an empty password is never stored.
+pub const UNSET_HINT: &str = "set it, e.g. set -a; . ./.env; set +a";
 
 /// How Redis runs on the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +178,7 @@ pub struct SecretNeeded {
     /// What it is for.
     pub purpose: &'static str,
     /// A `kubectl create secret` command that makes it, reading the values from variables of
-    /// the shell (never holding them).
+    /// the shell (never holding them) and failing when one is unset or empty.
     pub command: String,
 }
 
@@ -259,6 +281,20 @@ pub enum ExportError {
         /// The compose image.
         image: String,
     },
+    /// A `postgresql.conf` setting a CloudNativePG cluster cannot run with.
+    #[error("{file}{} sets {key} = {value}, which a CloudNativePG cluster cannot run with: {why}", line.map_or(String::new(), |l| format!(":{l}")))]
+    WalSetting {
+        /// The file (`docker/postgres/postgresql.conf`).
+        file: &'static str,
+        /// The line that sets it, when known.
+        line: Option<usize>,
+        /// The key.
+        key: &'static str,
+        /// The value as the file spells it.
+        value: String,
+        /// Why the cluster cannot have it.
+        why: &'static str,
+    },
     /// A compose name that cannot name a Kubernetes object.
     #[error("compose.yaml's container_name `{value}` cannot name a Kubernetes object: {why}")]
     Name {
@@ -281,6 +317,7 @@ impl ExportError {
             ExportError::BackupDestination { .. } => "write it as s3://BUCKET/PATH or gs://BUCKET/PATH".into(),
             ExportError::Schedule { .. } => "use an interval a clock repeats: minutes dividing an hour (15m), hours dividing a day (6h), 1d or 7d".into(),
             ExportError::Version { .. } => "use PostgreSQL 13 to 18 and Redis 7 in compose.yaml, as the spec's postgres:15-alpine and redis:7-alpine".into(),
+            ExportError::WalSetting { key, .. } => format!("remove the {key} line (or set it to {}) in postgresql.conf and export again", if *key == "wal_level" { "replica, as CloudNativePG does" } else { "10, PostgreSQL's default" }),
             ExportError::Name { .. } => "set container_name in compose.yaml to lower-case letters, digits and `-` (at most 50 characters)".into(),
         }
     }
@@ -365,7 +402,42 @@ pub(crate) fn managed_comment(intro: &str, managed: &[ManagedSetting]) -> Vec<St
 /// Exports `project` as manifests. Refuses an option or project setting it cannot carry,
 /// naming it; never substitutes a default for a value it was given.
 pub fn export(project: &ValidProject, options: &ExportOptions) -> Result<Export, ExportError> {
+    refuse_without_wal_streaming(project)?;
     export_parts(&project.infra, &project.settings, options)
+}
+
+/// Refuses a `postgresql.conf` whose WAL a CloudNativePG cluster cannot stream or archive:
+/// `wal_level = minimal` (the operator always turns `archive_mode` on, which needs `replica`
+/// at least, and its webhook refuses the Cluster) and `max_wal_senders = 0` (standbys and
+/// backups read WAL through senders). Refused rather than replaced: the file says otherwise.
+fn refuse_without_wal_streaming(project: &ValidProject) -> Result<(), ExportError> {
+    for setting in crate::check::settings(&project.infra)
+        .into_iter()
+        .filter(|s| s.file == crate::project::POSTGRES_CONF)
+    {
+        let value = setting.value.trim().trim_matches('\'').trim();
+        let refused = match setting.key.to_ascii_lowercase().as_str() {
+            "wal_level" if value.eq_ignore_ascii_case("minimal") => Some((
+                "wal_level",
+                "CloudNativePG always archives WAL, which needs wal_level replica or logical, and its webhook refuses minimal",
+            )),
+            "max_wal_senders" if value.parse::<u64>() == Ok(0) => Some((
+                "max_wal_senders",
+                "standbys and backups receive WAL through WAL senders",
+            )),
+            _ => None,
+        };
+        if let Some((key, why)) = refused {
+            return Err(ExportError::WalSetting {
+                file: crate::project::POSTGRES_CONF,
+                line: project.line_of(crate::project::POSTGRES_CONF, &setting.key),
+                key,
+                value: setting.value,
+                why,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn export_parts(

@@ -4,7 +4,7 @@
 
 use super::{
     CNPG_API, Connection, Export, ExportError, ExportOptions, ManagedSetting, Names, Operator,
-    SecretNeeded, managed_comment, manifest, secret_manifest,
+    SecretNeeded, UNSET_HINT, managed_comment, manifest, secret_manifest,
 };
 use crate::check;
 use crate::model::Infrastructure;
@@ -236,7 +236,7 @@ pub(super) fn export(
             name: credentials.clone(),
             purpose: "the app role's name and password (bootstrap.initdb.secret)",
             command: format!(
-                "kubectl create secret generic {credentials} -n {} --type=kubernetes.io/basic-auth --from-literal=username={} --from-literal=password=\"$POSTGRES_PASSWORD\"",
+                "kubectl create secret generic {credentials} -n {} --type=kubernetes.io/basic-auth --from-literal=username={} --from-literal=password=\"${{POSTGRES_PASSWORD:?{UNSET_HINT}}}\"",
                 names.namespace, env.postgres_user
             ),
         });
@@ -315,14 +315,14 @@ fn backup_section(
                 "secretAccessKey": key("ACCESS_SECRET_KEY"),
             });
             format!(
-                "kubectl create secret generic {secret} -n {} --from-literal=ACCESS_KEY_ID=\"$AWS_ACCESS_KEY_ID\" --from-literal=ACCESS_SECRET_KEY=\"$AWS_SECRET_ACCESS_KEY\"",
+                "kubectl create secret generic {secret} -n {} --from-literal=ACCESS_KEY_ID=\"${{AWS_ACCESS_KEY_ID:?set it to the object store key}}\" --from-literal=ACCESS_SECRET_KEY=\"${{AWS_SECRET_ACCESS_KEY:?set it to the object store secret}}\"",
                 names.namespace
             )
         }
         "gs" => {
             store["googleCredentials"] = json!({"applicationCredentials": key("credentials.json")});
             format!(
-                "kubectl create secret generic {secret} -n {} --from-file=credentials.json=\"$GOOGLE_APPLICATION_CREDENTIALS\"",
+                "kubectl create secret generic {secret} -n {} --from-file=credentials.json=\"${{GOOGLE_APPLICATION_CREDENTIALS:?set it to the service account key file}}\"",
                 names.namespace
             )
         }
@@ -343,16 +343,25 @@ fn backup_section(
         "retentionPolicy": format!("{retention_days}d"),
         "barmanObjectStore": store,
     });
-    export.notes.push(format!(
-        "backups: WAL is archived continuously and base backups kept {retention_days} days (retention_full = {} × full_every = {}); barman-cloud takes full base backups only, so diff_every and incr_every have no counterpart (WAL replay covers the time between)",
-        backups.retention_full, backups.full_every
-    ));
+    if backups.schedule {
+        export.notes.push(format!(
+            "backups: WAL is archived continuously, a base backup is taken as soon as the ScheduledBackup is applied and then every {}, and base backups are kept {retention_days} days (retention_full = {} × full_every); barman-cloud takes full base backups only, so diff_every and incr_every have no counterpart (WAL replay covers the time between)",
+            backups.full_every, backups.retention_full
+        ));
+    } else {
+        // Without a base backup the archived WAL restores nothing: say so rather than promise
+        // a retention no schedule fills.
+        export.notes.push(format!(
+            "backups: WAL is archived continuously, but nanika.toml sets [backups] schedule = false, so no ScheduledBackup is written and no base backup is taken until you take one: `kubectl cnpg backup {} -n {}` (or apply a Backup with spec.cluster.name {}); base backups older than {retention_days} days are removed",
+            names.postgres, names.namespace, names.postgres
+        ));
+    }
     let scheduled = if backups.schedule {
         let schedule = cron(full_secs).ok_or_else(schedule_error)?;
         Some(manifest(
             "postgres-scheduled-backup.yaml",
             &[format!(
-                "A base backup every {} (nanika.toml backups.full_every).",
+                "A base backup when applied, then every {} (nanika.toml backups.full_every).",
                 backups.full_every
             )],
             &json!({
@@ -361,6 +370,9 @@ fn backup_section(
                 "metadata": names.metadata(&names.postgres),
                 "spec": {
                     "schedule": schedule,
+                    // The first base backup now, not at the schedule's first turn (up to a
+                    // week away): until one exists, the archived WAL restores nothing.
+                    "immediate": true,
                     "cluster": {"name": names.postgres},
                     "method": "barmanObjectStore",
                     "backupOwnerReference": "self",

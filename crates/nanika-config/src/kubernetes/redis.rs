@@ -4,11 +4,12 @@
 
 use super::{
     Connection, Export, ExportError, ExportOptions, ManagedSetting, Names, Operator, REDIS_API,
-    RedisLayout, SecretNeeded, managed_comment, manifest, quantity, secret_manifest,
+    RedisLayout, SecretNeeded, UNSET_HINT, managed_comment, manifest, quantity, secret_manifest,
 };
 use crate::check;
 use crate::model::Infrastructure;
-use crate::project::REDIS_CONF;
+use crate::project::{REDIS_CONF, SETTINGS_FILE};
+use crate::secret::MASK;
 use crate::settings::{CLUSTER_NODES, SENTINEL_REPLICAS, SENTINELS, Settings};
 use serde_json::json;
 
@@ -31,6 +32,22 @@ pub const REDIS_OPERATOR_MANAGED: &[(&str, &str)] = &[
     (
         "masterauth",
         "the redis-operator sets it from the Secret in kubernetesConfig.redisSecret",
+    ),
+    (
+        "masteruser",
+        "the redis-operator replicates with the password of kubernetesConfig.redisSecret; ACL users come from a Secret in spec.acl",
+    ),
+    (
+        "user",
+        "an ACL user holds a password: the redis-operator takes ACL users from a Secret in spec.acl, never from a ConfigMap",
+    ),
+    (
+        "tls-key-file-pass",
+        "a password: the redis-operator sets TLS from spec.TLS and its Secret",
+    ),
+    (
+        "tls-client-key-file-pass",
+        "a password: the redis-operator sets TLS from spec.TLS and its Secret",
     ),
     (
         "protected-mode",
@@ -65,7 +82,7 @@ pub const REDIS_OPERATOR_MANAGED: &[(&str, &str)] = &[
     ),
     (
         "cluster-config-file",
-        "the redis-operator keeps it on the node-conf volume",
+        "the redis-operator keeps it on the node-conf volume (storage.nodeConfVolume, which the export turns on)",
     ),
     (
         "cluster-announce-ip",
@@ -86,6 +103,42 @@ pub const REDIS_OPERATOR_MANAGED: &[(&str, &str)] = &[
     ),
 ];
 
+/// Why a directive holding a password that [`REDIS_OPERATOR_MANAGED`] does not name is left out.
+const PASSWORD_REASON: &str =
+    "a password: the redis-operator's Secrets carry passwords, never a ConfigMap";
+
+/// Whether a `redis.conf` directive's value is a secret, and so masked wherever the export
+/// shows it: a password (`requirepass`, `masterauth`, any `*pass*`), the replication user, or
+/// an ACL `user` line (whose rules hold `>password` or its hash).
+pub fn is_secret_directive(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    matches!(
+        key.as_str(),
+        "requirepass" | "masterauth" | "masteruser" | "user"
+    ) || key.contains("pass")
+}
+
+/// Why the redis-operator, rather than the ConfigMap, carries `key`, if it does.
+fn managed_reason(key: &str) -> Option<&'static str> {
+    let key = key.to_ascii_lowercase();
+    REDIS_OPERATOR_MANAGED
+        .iter()
+        .find(|(name, _)| *name == key)
+        .map(|(_, reason)| *reason)
+        .or_else(|| is_secret_directive(&key).then_some(PASSWORD_REASON))
+}
+
+/// The reason nanika's own failure-detection timings are left to the operator.
+pub const LOOPBACK_TIMINGS: &str =
+    "loopback timings for a laptop; the operator's defaults suit a network";
+
+/// Pods run as the image's `redis` user (uid 1000) and the volume is made writable by its
+/// group: on most storage classes a fresh volume belongs to root, and Redis could not write
+/// its AOF or RDB there.
+fn pod_security_context() -> serde_json::Value {
+    json!({"runAsUser": 1000, "fsGroup": 1000})
+}
+
 /// The operator's images are its own builds (its entrypoint writes the configuration), one
 /// tag per Redis release.
 const REDIS_IMAGE: &str = "quay.io/opstree/redis:v7.0.15";
@@ -95,6 +148,10 @@ const EXPORTER_IMAGE: &str = "quay.io/opstree/redis-exporter:v1.44.0";
 /// Each node's volume: the AOF and its rewrite (which writes a new file beside the old one)
 /// of a dataset bounded by the spec's maxmemory 512mb.
 const STORAGE_SIZE: &str = "2Gi";
+
+/// Each cluster node's `nodes.conf` volume: a few kilobytes, at the size most storage classes
+/// provision at least.
+const NODE_CONF_SIZE: &str = "1Gi";
 
 /// The key the operator reads its additional configuration from, inside the ConfigMap.
 const ADDITIONAL_CONF_KEY: &str = "redis-additional.conf";
@@ -131,14 +188,17 @@ pub(super) fn export(
         .into_iter()
         .filter(|s| s.file == REDIS_CONF)
     {
-        let key = setting.key.to_ascii_lowercase();
-        match REDIS_OPERATOR_MANAGED.iter().find(|(name, _)| *name == key) {
-            Some((_, reason)) => managed.push(ManagedSetting {
+        match managed_reason(&setting.key) {
+            Some(reason) => managed.push(ManagedSetting {
                 file: REDIS_CONF,
+                value: if setting.secret || is_secret_directive(&setting.key) {
+                    MASK.to_string()
+                } else {
+                    setting.value
+                },
                 key: setting.key,
-                value: setting.value,
                 operator: Operator::RedisOperator,
-                reason: (*reason).to_string(),
+                reason: reason.to_string(),
             }),
             None => {
                 conf += &format!(
@@ -149,14 +209,29 @@ pub(super) fn export(
             }
         }
     }
-    if layout == RedisLayout::Cluster {
-        // nanika.toml's node timeout; the operator's own default (15 s) is replaced by it, as
-        // this file is included last.
-        conf += &format!(
-            "cluster-node-timeout {}\n",
-            settings.topology.redis.node_timeout_ms
-        );
-    }
+    // nanika.toml's failure-detection timings suit loopback, where a node answers within a
+    // millisecond; between pods a network hiccup would look like a failure, so the operators'
+    // defaults are kept and the timings listed as left out.
+    let topology = &settings.topology.redis;
+    let timing = |key: &str, value: u64| ManagedSetting {
+        file: SETTINGS_FILE,
+        key: format!("[topology.redis] {key}"),
+        value: value.to_string(),
+        operator: Operator::RedisOperator,
+        reason: LOOPBACK_TIMINGS.to_string(),
+    };
+    let timings = match layout {
+        RedisLayout::Replication => Vec::new(),
+        RedisLayout::Sentinel => vec![
+            timing("down_after_ms", topology.down_after_ms.into()),
+            timing("failover_timeout_ms", topology.failover_timeout_ms.into()),
+        ],
+        RedisLayout::Cluster => vec![timing("node_timeout_ms", topology.node_timeout_ms.into())],
+    };
+    let timings_comment = managed_comment(
+        &format!("Not exported from {SETTINGS_FILE}, so the redis-operator's defaults apply:"),
+        &timings,
+    );
     let config_name = format!("{}-config", names.redis);
     export.files.push(manifest(
         "redis-config.yaml",
@@ -189,14 +264,15 @@ pub(super) fn export(
     if password.is_some() {
         kubernetes_config["redisSecret"] = json!({"name": password_secret, "key": "password"});
     }
-    let storage = json!({
-        "volumeClaimTemplate": {
+    let claim = |size: &str| {
+        json!({
             "spec": {
                 "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": STORAGE_SIZE}},
+                "resources": {"requests": {"storage": size}},
             },
-        },
-    });
+        })
+    };
+    let storage = json!({"volumeClaimTemplate": claim(STORAGE_SIZE)});
     let exporter = json!({"enabled": true, "image": EXPORTER_IMAGE});
     let redis_config = json!({"additionalRedisConfig": config_name});
     let namespace = &names.namespace;
@@ -208,6 +284,7 @@ pub(super) fn export(
                 "kubernetesConfig": kubernetes_config,
                 "redisConfig": redis_config,
                 "storage": storage,
+                "podSecurityContext": pod_security_context(),
             });
             if options.monitoring {
                 spec["redisExporter"] = exporter;
@@ -226,13 +303,10 @@ pub(super) fn export(
                 }),
             ));
             if layout == RedisLayout::Sentinel {
-                let topology = &settings.topology.redis;
                 let mut sentinel_config = json!({
                     "redisReplicationName": names.redis,
                     "masterGroupName": MASTER_GROUP,
                     "quorum": (SENTINELS / 2 + 1).to_string(),
-                    "downAfterMilliseconds": topology.down_after_ms.to_string(),
-                    "failoverTimeout": topology.failover_timeout_ms.to_string(),
                 });
                 if password.is_some() {
                     sentinel_config["redisReplicationPassword"] =
@@ -240,7 +314,11 @@ pub(super) fn export(
                 }
                 export.files.push(manifest(
                     "redis-sentinel.yaml",
-                    &["Three sentinels watching the master (quorum 2), with nanika.toml's\n[topology.redis] down_after_ms and failover_timeout_ms.".to_string()],
+                    &[
+                        vec!["Three sentinels watching the master (quorum 2).".to_string()],
+                        timings_comment.clone(),
+                    ]
+                    .concat(),
                     &json!({
                         "apiVersion": REDIS_API,
                         "kind": "RedisSentinel",
@@ -252,12 +330,9 @@ pub(super) fn export(
                                 "imagePullPolicy": "IfNotPresent",
                             },
                             "redisSentinelConfig": sentinel_config,
+                            "podSecurityContext": pod_security_context(),
                         },
                     }),
-                ));
-                export.notes.push(format!(
-                    "Sentinel: down-after-milliseconds {} and failover-timeout {} come from nanika.toml, whose defaults suit loopback; between nodes, a few seconds keeps a network hiccup from causing a failover",
-                    topology.down_after_ms, topology.failover_timeout_ms
                 ));
                 export.connection.push(Connection {
                     variable: "REDIS_SENTINELS",
@@ -287,14 +362,25 @@ pub(super) fn export(
                 "kubernetesConfig": kubernetes_config,
                 "redisLeader": {"redisConfig": redis_config.clone()},
                 "redisFollower": {"redisConfig": redis_config},
-                "storage": storage,
+                // nodes.conf on a volume of its own: a node restarted without it would come
+                // back with a new identity, a stranger to the other nodes.
+                "storage": {
+                    "volumeClaimTemplate": claim(STORAGE_SIZE),
+                    "nodeConfVolume": true,
+                    "nodeConfVolumeClaimTemplate": claim(NODE_CONF_SIZE),
+                },
+                "podSecurityContext": pod_security_context(),
             });
             if options.monitoring {
                 spec["redisExporter"] = exporter;
             }
             export.files.push(manifest(
                 "redis-cluster.yaml",
-                &["Three masters (leaders) each with a replica (follower), as nanika's Cluster\ntopology runs them.".to_string()],
+                &[
+                    vec!["Three masters (leaders) each with a replica (follower), as nanika's Cluster\ntopology runs them.".to_string()],
+                    timings_comment,
+                ]
+                .concat(),
                 &json!({
                     "apiVersion": REDIS_API,
                     "kind": "RedisCluster",
@@ -333,7 +419,7 @@ pub(super) fn export(
                 name: password_secret.clone(),
                 purpose: "the Redis password (kubernetesConfig.redisSecret)",
                 command: format!(
-                    "kubectl create secret generic {password_secret} -n {namespace} --from-literal=password=\"$REDIS_PASSWORD\""
+                    "kubectl create secret generic {password_secret} -n {namespace} --from-literal=password=\"${{REDIS_PASSWORD:?{UNSET_HINT}}}\""
                 ),
             });
         }
@@ -363,6 +449,7 @@ pub(super) fn export(
         ));
     }
     export.managed.extend(managed);
+    export.managed.extend(timings);
     Ok(())
 }
 
