@@ -55,7 +55,7 @@ impl From<ServiceArg> for nanika_runtime::Service {
 /// A service or topology node by name.
 fn parse_node(name: &str) -> Result<nanika_runtime::Service, String> {
     nanika_runtime::Service::from_name(name).ok_or_else(|| {
-        format!("no such service: {name} (postgres, redis, or a topology node such as postgres-replica-1, redis-replica-1, sentinel-1, redis-cluster-1)")
+        format!("no such service: {name} (postgres, redis, a topology node such as postgres-replica-1, redis-replica-1, sentinel-1, redis-cluster-1, or a monitoring service: postgres-exporter, redis-exporter, prometheus, alertmanager)")
     })
 }
 
@@ -87,9 +87,10 @@ pub enum Command {
     },
     /// Restart services (all running ones when none is named) and wait until healthy.
     Restart {
-        /// Which services.
-        #[arg(value_enum)]
-        services: Vec<ServiceArg>,
+        /// Which services: `postgres`, `redis`, a topology node (`postgres-replica-1`) or a
+        /// monitoring service (`prometheus`).
+        #[arg(value_parser = parse_node, value_name = "SERVICE")]
+        services: Vec<nanika_runtime::Service>,
     },
     /// Show each service: state, pid, port, uptime, version, restarts.
     #[command(visible_alias = "status")]

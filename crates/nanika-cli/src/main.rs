@@ -65,7 +65,7 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
             commands::services::down(project_dir, runtime, volumes, yes)
         }
         Command::Restart { services: list } => {
-            commands::services::restart(project_dir, runtime, services(list))
+            commands::services::restart(project_dir, runtime, list)
         }
         Command::Ps { json } => commands::services::ps(project_dir, runtime, json),
         Command::Logs {

@@ -385,10 +385,18 @@ fn turning_monitoring_off_stops_the_stack_and_down_leaves_nothing() {
         "{rows}"
     );
 
-    // On again; the supervisor is killed, so the stack runs orphaned: `ps` finds each process
-    // of it from the process itself, and `down` stops them all.
+    // On again; `restart` takes a monitoring service by name.
     stack.project.write("nanika.toml", &settings);
     stack.up();
+    let before = stack.service("prometheus")["pid"].as_i64().unwrap();
+    let restarted = stack.run(&["restart", "prometheus"]);
+    assert!(restarted.status.success(), "{}", text(&restarted));
+    let row = stack.service("prometheus");
+    assert_eq!(row["state"], "healthy", "{row}");
+    assert_ne!(row["pid"].as_i64().unwrap(), before, "{row}");
+
+    // The supervisor is killed, so the stack runs orphaned: `ps` finds each process
+    // of it from the process itself, and `down` stops them all.
     let pids: Vec<i64> = ["postgres-exporter", "redis-exporter", "prometheus"]
         .iter()
         .map(|name| stack.service(name)["pid"].as_i64().unwrap())
