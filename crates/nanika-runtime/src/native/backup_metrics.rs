@@ -74,26 +74,43 @@ fn answer(mut stream: TcpStream, layout: &StateLayout) {
 /// whoever raises `stop` unparks it.
 pub fn serve(layout: StateLayout, stop: Arc<AtomicBool>) {
     let mut listening: Option<(u16, TcpListener)> = None;
+    // The plan is read once a second, as the backup scheduler reads it: a supervisor at rest
+    // should not parse it ten times a second to learn that nothing changed.
+    let mut plan_read: Option<Instant> = None;
     while !stop.load(Ordering::SeqCst) {
-        let wanted = supervisor::read_json::<Plan>(&supervisor::plan_file(&layout))
-            .and_then(|plan| plan.backup_metrics_port);
-        if listening.as_ref().map(|(port, _)| *port) != wanted {
-            listening = wanted.and_then(|port| {
-                let listener = TcpListener::bind(("127.0.0.1", port)).ok()?;
-                listener.set_nonblocking(true).ok()?;
-                Some((port, listener))
-            });
-        }
-        if let Some((_, listener)) = &listening {
-            while !stop.load(Ordering::SeqCst)
-                && let Ok((stream, _)) = listener.accept()
-            {
-                answer(stream, &layout);
+        if plan_read.is_none_or(|at| at.elapsed() >= PLAN_EVERY) {
+            plan_read = Some(Instant::now());
+            let wanted = supervisor::read_json::<Plan>(&supervisor::plan_file(&layout))
+                .and_then(|plan| plan.backup_metrics_port);
+            if listening.as_ref().map(|(port, _)| *port) != wanted {
+                listening = wanted.and_then(|port| {
+                    let listener = TcpListener::bind(("127.0.0.1", port)).ok()?;
+                    listener.set_nonblocking(true).ok()?;
+                    Some((port, listener))
+                });
             }
         }
-        std::thread::park_timeout(Duration::from_millis(100));
+        // Without a listener there is only the plan to look at again.
+        let pause = match &listening {
+            Some((_, listener)) => {
+                while !stop.load(Ordering::SeqCst)
+                    && let Ok((stream, _)) = listener.accept()
+                {
+                    answer(stream, &layout);
+                }
+                ACCEPT_EVERY
+            }
+            None => PLAN_EVERY,
+        };
+        std::thread::park_timeout(pause);
     }
 }
+
+/// How often the server looks at the plan.
+const PLAN_EVERY: Duration = Duration::from_secs(1);
+
+/// How often a listening server takes the connections waiting: well within a scrape's timeout.
+const ACCEPT_EVERY: Duration = Duration::from_millis(100);
 
 #[cfg(test)]
 mod tests {
