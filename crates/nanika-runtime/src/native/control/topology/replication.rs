@@ -846,39 +846,79 @@ impl Native<'_> {
         Ok(last.strip_prefix("pg_rewind: ").unwrap_or(last).to_string())
     }
 
-    /// Waits until every node but `primary` streams from it.
+    /// Waits until every node but `primary` streams from it. A node that is still catching up
+    /// (its replay position moves) is waited for as long as it moves: under heavy writes a
+    /// rejoined old primary may need longer than [`READY_TIMEOUT`](super::super::READY_TIMEOUT)
+    /// to replay what the new primary wrote meanwhile. One that stands still that long is named,
+    /// with what both sides say of the connection.
     fn wait_streaming(&self, primary: Service, nodes: &[Service]) -> Result<()> {
         let prober = Prober::new().map_err(RuntimeError::io("cannot start the health checks"))?;
-        let deadline = std::time::Instant::now() + super::super::READY_TIMEOUT;
+        let patience = super::super::READY_TIMEOUT;
+        let mut last_move = std::time::Instant::now();
+        let mut replayed: std::collections::BTreeMap<Service, String> = Default::default();
         loop {
             let rows = prober
                 .text_rows(
                     &self.superuser_on(self.port(primary)),
                     "postgres",
-                    "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'",
+                    "SELECT application_name, state FROM pg_stat_replication",
                     PROBE_TIMEOUT,
                 )
                 .unwrap_or_default();
-            let streaming: Vec<String> = rows
-                .into_iter()
-                .filter_map(|r| r.into_iter().next().flatten())
-                .collect();
+            let state_of = |node: Service| -> Option<String> {
+                let name = application_name(node);
+                rows.iter()
+                    .find(|r| r.first().cloned().flatten().as_deref() == Some(name.as_str()))
+                    .and_then(|r| r.get(1).cloned().flatten())
+            };
             let missing: Vec<Service> = nodes
                 .iter()
                 .copied()
-                .filter(|n| *n != primary && !streaming.contains(&application_name(*n)))
+                .filter(|n| *n != primary && state_of(*n).as_deref() != Some("streaming"))
                 .collect();
-            let Some(first) = missing.first() else {
+            let Some(&first) = missing.first() else {
                 return Ok(());
             };
-            if std::time::Instant::now() > deadline {
+            for node in &missing {
+                let position = self.receiver_status(&prober, *node).map(|(_, lsn)| lsn);
+                if let Some(position) = position
+                    && replayed.get(node) != Some(&position)
+                {
+                    replayed.insert(*node, position);
+                    last_move = std::time::Instant::now();
+                }
+            }
+            if last_move.elapsed() > patience {
+                let receiver = self
+                    .receiver_status(&prober, first)
+                    .map_or("it does not answer".to_string(), |(status, lsn)| {
+                        format!("its WAL receiver is {status}, replayed up to {lsn}")
+                    });
                 return Err(RuntimeError::Other(format!(
-                    "{first} does not stream from the new primary {primary}; see {}",
-                    self.log_path(*first).display()
+                    "{first} does not stream from the new primary {primary} and has replayed nothing for {} s (the primary sees its connection as {}; {receiver}); see {}",
+                    patience.as_secs(),
+                    state_of(first).unwrap_or_else(|| "absent".into()),
+                    self.log_path(first).display()
                 )));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// What `node` says of its replication: its WAL receiver's status (`none` without one) and
+    /// the position it has replayed to; `None` when it does not answer.
+    fn receiver_status(&self, prober: &Prober, node: Service) -> Option<(String, String)> {
+        let rows = prober
+            .text_rows(
+                &self.superuser_on(self.port(node)),
+                "postgres",
+                "SELECT COALESCE((SELECT status FROM pg_stat_wal_receiver), 'none'), COALESCE(pg_last_wal_replay_lsn()::text, '')",
+                PROBE_TIMEOUT,
+            )
+            .ok()?;
+        let row = rows.into_iter().next()?;
+        let mut values = row.into_iter().map(Option::unwrap_or_default);
+        Some((values.next()?, values.next()?))
     }
 
     /// The primary's replication slots of nanika's nodes (empty when no primary answers).
