@@ -116,6 +116,20 @@ fn alive(pid: i64) -> bool {
 
 /// A `[monitoring]` section on free ports, with `extra` lines after them; and the ports of
 /// Prometheus, postgres_exporter and redis_exporter.
+/// `nanika doctor --json`'s checks by name (doctor exits 1 when one fails, which some of these
+/// moments mean to cause).
+fn doctor_checks(stack: &Stack) -> Value {
+    let output = stack.run(&["doctor", "--json"]);
+    let checks: Vec<Value> =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&output)));
+    Value::Object(
+        checks
+            .into_iter()
+            .map(|c| (c["name"].as_str().unwrap().to_string(), c))
+            .collect(),
+    )
+}
+
 fn monitoring_section(extra: &str) -> (String, [u16; 3]) {
     let [prometheus, postgres, redis] = [(); 3].map(|()| nanika_testkit::free_port());
     (
@@ -210,6 +224,17 @@ fn prometheus_scrapes_both_servers_the_dashboard_has_data_and_alerts_go_pending(
                 && query(prometheus, "redis_up == 1").len() == 1
         }),
         "the exporters do not reach the servers"
+    );
+    // doctor reads the same: the stack answers and every target is up.
+    let checks = doctor_checks(&stack);
+    assert_eq!(checks["monitoring.services"]["verdict"], "ok", "{checks}");
+    assert_eq!(checks["monitoring.targets"]["verdict"], "ok", "{checks}");
+    assert!(
+        checks["monitoring.targets"]["seen"]
+            .as_str()
+            .unwrap()
+            .contains("all 3 targets up"),
+        "{checks}"
     );
 
     // redis_exporter logs in as a user that reaches no key: its open /scrape endpoint shows
@@ -331,6 +356,16 @@ fn prometheus_scrapes_both_servers_the_dashboard_has_data_and_alerts_go_pending(
     assert!(
         matches!(state.as_deref(), Some("pending" | "firing")),
         "{state:?}"
+    );
+    // doctor names the alert.
+    let checks = doctor_checks(&stack);
+    assert_eq!(checks["monitoring.alerts"]["verdict"], "warn", "{checks}");
+    assert!(
+        checks["monitoring.alerts"]["seen"]
+            .as_str()
+            .unwrap()
+            .contains("RedisDown ("),
+        "{checks}"
     );
 
     // The stack's own logs are records too.

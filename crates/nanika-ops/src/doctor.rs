@@ -2,7 +2,9 @@
 //! INFO memory, CONFIG GET maxmemory, disk usage) and the known pains of such setups, each as a
 //! finding with what was seen and the fix.
 
+mod monitoring;
 mod topology;
+pub use monitoring::monitoring_checks;
 pub use topology::topology_checks;
 
 use crate::pg;

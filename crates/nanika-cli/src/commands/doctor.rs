@@ -59,15 +59,22 @@ pub fn run(project_dir: Option<&PathBuf>, json: bool) -> CliResult {
         search: &search,
         identity,
     }));
-    // The topology's checks need a project without errors (the config checks above say what
-    // is wrong otherwise).
+    // The topology's and the monitoring stack's checks need a project without errors (the
+    // config checks above say what is wrong otherwise).
+    let topology = !loaded.settings.topology.is_single();
+    let monitoring = loaded.settings.monitoring.enabled;
     if native_runtime
-        && !loaded.settings.topology.is_single()
+        && (topology || monitoring)
         && let Ok(valid) = loaded.clone().validate()
         && let Ok(native) =
             nanika_runtime::native::control::Native::new(&valid, context::binary_search(), None)
     {
-        checks.extend(doctor::topology_checks(&native));
+        if topology {
+            checks.extend(doctor::topology_checks(&native));
+        }
+        if monitoring {
+            checks.extend(doctor::monitoring_checks(&native));
+        }
     }
     if json {
         crate::say!(

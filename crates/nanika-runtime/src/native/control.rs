@@ -28,7 +28,7 @@ mod identity;
 mod monitoring;
 mod status;
 mod topology;
-pub use monitoring::http_ok;
+pub use monitoring::{AlertReport, PrometheusReport, TargetReport, http_ok};
 pub use topology::{
     ClusterState, NodeRole, PostgresFailover, REPLICATION_ROLE, RedisFailover, SENTINEL_MASTER,
     SlotReport, application_name, data_dir_name, slot_name,

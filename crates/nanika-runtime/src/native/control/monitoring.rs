@@ -64,7 +64,100 @@ pub fn http_ok(port: u16, path: &str, timeout: Duration) -> bool {
     head.starts_with("HTTP/") && head.split_whitespace().nth(1) == Some("200")
 }
 
+/// The body of a 200 answer of the HTTP server on `port` to `GET path`, read up to
+/// `max_bytes` within `timeout`; `None` for anything else.
+fn http_body(port: u16, path: &str, timeout: Duration, max_bytes: u64) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut answer = Vec::new();
+    stream.take(max_bytes).read_to_end(&mut answer).ok()?;
+    let answer = String::from_utf8(answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    (head.starts_with("HTTP/") && head.split_whitespace().nth(1) == Some("200"))
+        .then(|| body.to_string())
+}
+
+/// A scrape target as Prometheus reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetReport {
+    /// The job (`postgres`, `redis`, `prometheus`, …).
+    pub job: String,
+    /// The address scraped.
+    pub instance: String,
+    /// `up`, `down` or `unknown` (not scraped yet).
+    pub health: String,
+    /// Why the last scrape failed, when it did.
+    pub last_error: String,
+}
+
+/// An alert Prometheus holds: pending (its condition holds, not yet for its `for`) or firing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertReport {
+    /// The rule's name (`RedisDown`).
+    pub name: String,
+    /// `pending` or `firing`.
+    pub state: String,
+    /// The rule's summary annotation, when it has one.
+    pub summary: String,
+}
+
+/// What the project's Prometheus says of its targets and alerts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrometheusReport {
+    /// Every active target.
+    pub targets: Vec<TargetReport>,
+    /// Every pending or firing alert.
+    pub alerts: Vec<AlertReport>,
+}
+
+/// The largest answer of Prometheus's API nanika reads.
+const MAX_API_BYTES: u64 = 8 << 20;
+
+/// The `data` of a Prometheus API answer on `port`.
+fn prometheus_api(port: u16, path: &str) -> Option<serde_json::Value> {
+    let body = http_body(port, path, Duration::from_secs(2), MAX_API_BYTES)?;
+    let mut answer: serde_json::Value = serde_json::from_str(&body).ok()?;
+    (answer["status"] == "success").then(|| answer["data"].take())
+}
+
 impl Native<'_> {
+    /// What the project's Prometheus says of its targets and alerts, read through its HTTP API
+    /// on loopback; `None` when monitoring is off or it does not answer. The caller proves the
+    /// listener is nanika's Prometheus first (`status` does): another project's would answer
+    /// alike.
+    pub fn prometheus_report(&self) -> Option<PrometheusReport> {
+        let settings = &self.loaded.settings.monitoring;
+        if !settings.enabled {
+            return None;
+        }
+        let port = settings.prometheus_port;
+        let text = |value: &serde_json::Value| value.as_str().unwrap_or_default().to_string();
+        let targets = prometheus_api(port, "/api/v1/targets?state=active")?["activeTargets"]
+            .as_array()?
+            .iter()
+            .map(|t| TargetReport {
+                job: text(&t["labels"]["job"]),
+                instance: text(&t["labels"]["instance"]),
+                health: text(&t["health"]),
+                last_error: text(&t["lastError"]),
+            })
+            .collect();
+        let alerts = prometheus_api(port, "/api/v1/alerts")?["alerts"]
+            .as_array()?
+            .iter()
+            .map(|a| AlertReport {
+                name: text(&a["labels"]["alertname"]),
+                state: text(&a["state"]),
+                summary: text(&a["annotations"]["summary"]),
+            })
+            .collect();
+        Some(PrometheusReport { targets, alerts })
+    }
+
     /// The monitoring services `nanika.toml` asks for.
     pub fn monitoring_nodes(&self) -> Vec<Service> {
         Service::monitoring(&self.loaded.settings.monitoring)
