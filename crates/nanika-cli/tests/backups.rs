@@ -383,16 +383,7 @@ fn the_supervisor_takes_backups_on_schedule_and_reports_a_failing_one() {
     }
 
     // The repository becomes unwritable: the failure is recorded, shown and retried.
-    let repo = stack.root.join(".nanika/postgres/pgbackrest/repo/backup");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&repo, std::fs::Permissions::from_mode(0o000)).unwrap();
-    struct Restore(std::path::PathBuf);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o750));
-        }
-    }
-    let restore = Restore(repo);
+    let unwritable = common::UnwritableRepository::new(&stack);
     let mut seen = Value::Null;
     assert!(
         common::eventually(limit, || {
@@ -405,7 +396,7 @@ fn the_supervisor_takes_backups_on_schedule_and_reports_a_failing_one() {
         "doctor never reported the failing schedule: {seen}"
     );
     assert!(text(&stack.run(&["ps"])).contains("FAILED"));
-    drop(restore);
+    drop(unwritable);
     assert!(
         common::eventually(limit, || {
             seen = doctor_backups_check(&stack);

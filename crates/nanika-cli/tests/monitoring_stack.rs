@@ -528,16 +528,7 @@ fn with_scheduled_backups_prometheus_reads_the_schedule_and_backup_failing_fires
     assert_eq!(alert_state(prometheus, "BackupTooOld"), None);
 
     // The repository becomes unwritable: the next scheduled backup fails, and the alert fires.
-    let repo = stack.root.join(".nanika/postgres/pgbackrest/repo/backup");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&repo, std::fs::Permissions::from_mode(0o000)).unwrap();
-    struct Restore(std::path::PathBuf);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o750));
-        }
-    }
-    let _restore = Restore(repo);
+    let _unwritable = common::UnwritableRepository::new(&stack);
     assert!(
         eventually(limit, || alert_state(prometheus, "BackupFailing")
             .as_deref()
@@ -667,6 +658,14 @@ fn the_projects_own_rules_are_loaded_reloaded_by_up_and_never_read_through_a_lin
     );
     let plan = std::fs::read_to_string(stack.root.join(".nanika/run/plan.json")).unwrap();
     assert!(plan.contains("--storage.tsdb.retention.time=1d"), "{plan}");
+    // When `up` returns, the Prometheus that answers is the new one.
+    let pid = stack.service("prometheus")["pid"].as_i64().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("--storage.tsdb.retention.time=1d"),
+        "{}",
+        String::from_utf8_lossy(&cmdline)
+    );
 
     // A link in its place is refused: nanika, root here, never copies what it points at to the
     // server user.

@@ -46,14 +46,21 @@ pg_replication:
 
 /// Prometheus's configuration: every target on loopback at the project's ports, the rules in
 /// `rules_file`, the job names the rules match on (`postgres`, `redis`), and the supervisor's
-/// backup metrics (job `nanika`) at `backup_metrics` when backups are scheduled.
+/// backup metrics (job `nanika`) at `backup_metrics` when backups are scheduled. Refuses a
+/// `scrape_interval` that is no interval (reading nanika.toml refuses it first; no default
+/// stands in for it here either).
 pub fn prometheus_config(
     settings: &MonitoringSettings,
     rules_file: &str,
     backup_metrics: Option<u16>,
-) -> String {
-    // Both were checked when nanika.toml was read; a rule is evaluated as often as it is fed.
-    let interval = interval_secs(&settings.scrape_interval).unwrap_or(15);
+) -> Result<String, String> {
+    // A rule is evaluated as often as it is fed.
+    let interval = interval_secs(&settings.scrape_interval).ok_or_else(|| {
+        format!(
+            "nanika.toml: [monitoring] scrape_interval = {:?} is not an interval such as \"15s\"",
+            settings.scrape_interval
+        )
+    })?;
     // A scrape must end before the next begins.
     let timeout = interval.min(10);
     let mut text = format!(
@@ -81,12 +88,12 @@ pub fn prometheus_config(
             settings.alertmanager_port
         );
     }
-    text
+    Ok(text)
 }
 
-/// `text` as a double-quoted YAML string.
+/// `text` as a double-quoted YAML string (a JSON string is one).
 fn yaml_string(text: &str) -> String {
-    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into())
+    serde_json::to_string(text).expect("a string always serializes")
 }
 
 /// Where a project keeps its own Alertmanager configuration (receivers, routes), relative to its
@@ -122,6 +129,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_scrape_interval_that_is_no_interval_is_refused_not_replaced() {
+        let settings = MonitoringSettings {
+            scrape_interval: "often".into(),
+            ..Default::default()
+        };
+        let refused = prometheus_config(&settings, "alerts.yml", None).unwrap_err();
+        assert!(refused.contains("scrape_interval = \"often\""), "{refused}");
+    }
+
+    #[test]
     fn the_scrape_configuration_names_the_projects_ports_and_rules() {
         let settings = MonitoringSettings {
             enabled: true,
@@ -131,7 +148,7 @@ mod tests {
             scrape_interval: "1s".into(),
             ..MonitoringSettings::default()
         };
-        let text = prometheus_config(&settings, "/state/prometheus/alerts.yml", None);
+        let text = prometheus_config(&settings, "/state/prometheus/alerts.yml", None).unwrap();
         assert!(!text.contains("job_name: nanika"));
         for expected in [
             "scrape_interval: 1s",
@@ -145,7 +162,7 @@ mod tests {
         ] {
             assert!(text.contains(expected), "{expected} in\n{text}");
         }
-        let text = prometheus_config(&settings, "alerts.yml", Some(19854));
+        let text = prometheus_config(&settings, "alerts.yml", Some(19854)).unwrap();
         assert!(
             text.contains(
                 "job_name: nanika\n    static_configs:\n      - targets: [\"127.0.0.1:19854\"]"

@@ -111,7 +111,8 @@ fn rendered_scrape_configs_pass_promtool_check() {
             &settings,
             &rules.display().to_string(),
             backups,
-        );
+        )
+        .unwrap();
         fs_err::write(dir.path().join("prometheus.yml"), &text).unwrap();
         promtool(dir.path(), &["check", "config", "prometheus.yml"], &text);
     }

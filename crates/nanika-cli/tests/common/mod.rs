@@ -341,3 +341,22 @@ pub fn peak_rss_kib(command: &mut std::process::Command) -> (bool, u64) {
         std::thread::sleep(Duration::from_millis(2));
     }
 }
+
+/// Makes pgBackRest's repository of `stack` unwritable (mode 000) until dropped, when it gets its
+/// mode back (0750), also when the test fails half way: the project's cleanup must still be able
+/// to remove it.
+pub struct UnwritableRepository(PathBuf);
+
+impl UnwritableRepository {
+    pub fn new(stack: &Stack) -> Self {
+        let repo = stack.root.join(".nanika/postgres/pgbackrest/repo/backup");
+        std::fs::set_permissions(&repo, std::fs::Permissions::from_mode(0o000)).unwrap();
+        UnwritableRepository(repo)
+    }
+}
+
+impl Drop for UnwritableRepository {
+    fn drop(&mut self) {
+        let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o750));
+    }
+}

@@ -382,7 +382,8 @@ impl Native<'_> {
             settings,
             &dir.join("alerts.yml").display().to_string(),
             settings.backup_metrics(&self.loaded.settings.backups),
-        );
+        )
+        .map_err(RuntimeError::Other)?;
         let mut changed = false;
         for (name, text) in [("alerts.yml", &rules), ("prometheus.yml", &config)] {
             if dir.read_small_file(name, MAX_RULES_BYTES)?.as_deref() != Some(text.as_bytes()) {
@@ -539,12 +540,36 @@ impl Native<'_> {
             }
         }
         if !changed.is_empty() {
+            let pid_of = |service: Service| {
+                self.state
+                    .read_status()
+                    .and_then(|status| status.services.get(&service)?.pid)
+            };
+            let old_pids: Vec<(Service, Option<_>)> =
+                changed.iter().map(|s| (*s, pid_of(*s))).collect();
             crate::native::supervisor::write_json(
                 &crate::native::supervisor::plan_file(self.layout()),
                 &*plan,
             )?;
             self.state
                 .signal_supervisor(nix::sys::signal::Signal::SIGHUP)?;
+            // The old process answers until the supervisor has replaced it: counting it healthy
+            // would report settings as applied that are not yet.
+            let deadline = std::time::Instant::now() + super::DOWN_TIMEOUT;
+            for (service, old) in old_pids.into_iter().filter(|(_, old)| old.is_some()) {
+                while pid_of(service) == old {
+                    if std::time::Instant::now() > deadline {
+                        return Err(self.start_failed(
+                            service,
+                            format!(
+                                "the supervisor did not replace it within {} s to apply its changed settings",
+                                super::DOWN_TIMEOUT.as_secs()
+                            ),
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
             for service in &changed {
                 notes.push(format!("restarted {service}: its settings changed"));
             }
