@@ -639,6 +639,8 @@ fn show_traces_every_value_to_its_source_and_masks_secrets() {
     for args in [
         &["config", "show"][..],
         &["config", "show", "--json"],
+        &["config", "lint"],
+        &["config", "lint", "--json"],
         &["config", "check"],
         &["config", "lint"],
         &["config", "lint", "--production"],
@@ -713,4 +715,54 @@ fn completions_are_printed() {
         .assert()
         .success()
         .stdout(predicate::str::contains("nanika"));
+}
+
+#[test]
+fn secrets_in_the_server_files_never_reach_check_or_show() {
+    let project = initialised();
+    let redis = project.read(REDIS);
+    project.write(
+        REDIS,
+        &format!(
+            "{redis}\nmasterauth \"MasterSecret1\"\nuser alice on >AlicePassword2 ~app:* +@read\n"
+        ),
+    );
+    let pg = project.read(PG);
+    project.write(
+        PG,
+        &format!(
+            "{pg}\nprimary_conninfo = 'host=127.0.0.1 user=r password=ConnSecret3'\nssl_passphrase_command = 'echo PassPhrase4'\n"
+        ),
+    );
+    let mut seen = String::new();
+    for args in [
+        &["config", "check"][..],
+        &["config", "check", "--json"],
+        &["config", "show"],
+        &["config", "show", "--json"],
+        &["config", "lint"],
+        &["config", "lint", "--json"],
+    ] {
+        let output = nanika(&project).args(args).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        for secret in [
+            "MasterSecret1",
+            "AlicePassword2",
+            "ConnSecret3",
+            "PassPhrase4",
+        ] {
+            assert!(!text.contains(secret), "{args:?} shows {secret}:\n{text}");
+        }
+        seen += &text;
+    }
+    // What is not secret stays readable: the ACL user's name and rules, the connection's host.
+    assert!(seen.contains("alice on >**** ~app:* +@read"), "{seen}");
+    assert!(
+        seen.contains("host=127.0.0.1 user=r password=****"),
+        "{seen}"
+    );
 }

@@ -40,12 +40,28 @@ fn seconds(value: Duration) -> String {
 /// Every setting of `infra`, file by file, in the order the files list them.
 pub fn settings(infra: &Infrastructure) -> Vec<Setting> {
     let mut out = Vec::new();
+    // The free-form settings nanika does not model may hold secrets: those are shown masked.
+    let secret_keys: Vec<(&'static str, &str)> = infra
+        .postgres
+        .other
+        .iter()
+        .filter(|(key, value)| crate::pgconf::shown_setting(key, value).1)
+        .map(|(key, _)| (POSTGRES_CONF, key.as_str()))
+        .chain(
+            infra
+                .redis
+                .other
+                .iter()
+                .filter(|(key, args)| crate::redisconf::shown_directive(key, args).1)
+                .map(|(key, _)| (REDIS_CONF, key.as_str())),
+        )
+        .collect();
     let mut push = |file: &'static str, key: &str, value: String| {
         out.push(Setting {
             file,
             key: key.to_string(),
             value,
-            secret: false,
+            secret: secret_keys.contains(&(file, key)),
         });
     };
     let pg = &infra.postgres;
@@ -113,7 +129,11 @@ pub fn settings(infra: &Infrastructure) -> Vec<Setting> {
         pg.log_statement.as_str().to_string(),
     );
     for (key, value) in &pg.other {
-        push(POSTGRES_CONF, key, value.clone());
+        push(
+            POSTGRES_CONF,
+            key,
+            crate::pgconf::shown_setting(key, value).0,
+        );
     }
     let redis = &infra.redis;
     push(REDIS_CONF, "bind", redis.bind.join(" "));
@@ -151,7 +171,11 @@ pub fn settings(infra: &Infrastructure) -> Vec<Setting> {
     );
     push(REDIS_CONF, "maxclients", redis.maxclients.to_string());
     for (key, args) in &redis.other {
-        push(REDIS_CONF, key, args.join(" "));
+        push(
+            REDIS_CONF,
+            key,
+            crate::redisconf::shown_directive(key, args).0,
+        );
     }
     let compose = &infra.compose;
     push(COMPOSE_FILE, "name", compose.project_name.clone());

@@ -600,3 +600,94 @@ mod tests {
         assert_eq!(parse_pg_bool("maybe"), None);
     }
 }
+
+/// A `postgresql.conf` value as nanika shows it, and whether it held a secret: a setting named
+/// for a pass phrase (`ssl_passphrase_command`) is masked whole, and a connection string
+/// (`primary_conninfo`) loses its `password=` value.
+pub fn shown_setting(key: &str, value: &str) -> (String, bool) {
+    let lower = key.to_ascii_lowercase();
+    if lower.contains("pass") {
+        return (crate::secret::MASK.to_string(), true);
+    }
+    if lower.contains("conninfo") {
+        let (shown, secret) = mask_conninfo_password(value);
+        if secret {
+            return (shown, true);
+        }
+    }
+    (value.to_string(), false)
+}
+
+/// `conninfo` (libpq's `key = value` pairs, a value plain or single-quoted with `\` escapes)
+/// with its `password` value masked; whether it had one.
+fn mask_conninfo_password(conninfo: &str) -> (String, bool) {
+    let mut out = String::new();
+    let mut secret = false;
+    let mut chars = conninfo.chars().peekable();
+    while chars.peek().is_some() {
+        // Whitespace between pairs, kept.
+        while let Some(c) = chars.next_if(|c| c.is_whitespace()) {
+            out.push(c);
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        out += &key;
+        while let Some(c) = chars.next_if(|c| c.is_whitespace()) {
+            out.push(c);
+        }
+        if chars.next_if_eq(&'=').is_none() {
+            continue;
+        }
+        out.push('=');
+        while let Some(c) = chars.next_if(|c| c.is_whitespace()) {
+            out.push(c);
+        }
+        let mut value = String::new();
+        if chars.next_if_eq(&'\'').is_some() {
+            value.push('\'');
+            while let Some(c) = chars.next() {
+                value.push(c);
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '\'' => break,
+                    _ => {}
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                value.push(c);
+            }
+        }
+        if key.eq_ignore_ascii_case("password") {
+            secret = true;
+            out += crate::secret::MASK;
+        } else {
+            out += &value;
+        }
+    }
+    (out, secret)
+}
+
+#[cfg(test)]
+mod shown_tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_string_loses_its_password_and_a_pass_phrase_is_masked() {
+        assert_eq!(
+            shown_setting("primary_conninfo", "host=h password=pw user=u"),
+            ("host=h password=**** user=u".to_string(), true)
+        );
+        assert_eq!(
+            shown_setting("primary_conninfo", "host=h password = 'a \\' b' port=1"),
+            ("host=h password = **** port=1".to_string(), true)
+        );
+        assert_eq!(
+            shown_setting("ssl_passphrase_command", "echo x"),
+            ("****".to_string(), true)
+        );
+        assert_eq!(shown_setting("work_mem", "4MB"), ("4MB".to_string(), false));
+    }
+}

@@ -460,3 +460,58 @@ mod tests {
         }
     }
 }
+
+/// Whether a `redis.conf` directive's value is a secret, and so masked wherever nanika shows
+/// it: a password (`requirepass`, `masterauth`, any `*pass*`), the replication user, or an ACL
+/// `user` line (whose rules hold `>password` or its hash).
+pub fn is_secret_directive(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    matches!(
+        key.as_str(),
+        "requirepass" | "masterauth" | "masteruser" | "user"
+    ) || key.contains("pass")
+}
+
+/// A directive's arguments as nanika shows them: a secret one masked. An ACL `user` line keeps
+/// its name and rules and loses only its passwords and their hashes (`>…`, `<…`, `#…`, `!…`).
+pub fn shown_directive(key: &str, args: &[String]) -> (String, bool) {
+    if !is_secret_directive(key) {
+        return (args.join(" "), false);
+    }
+    if key.eq_ignore_ascii_case("user") {
+        let shown: Vec<String> = args
+            .iter()
+            .map(|arg| match arg.chars().next() {
+                Some(first @ ('>' | '<' | '#' | '!')) => format!("{first}{}", crate::secret::MASK),
+                _ => arg.clone(),
+            })
+            .collect();
+        return (shown.join(" "), true);
+    }
+    (crate::secret::MASK.to_string(), true)
+}
+
+#[cfg(test)]
+mod shown_tests {
+    use super::*;
+
+    #[test]
+    fn secret_directives_are_masked_and_an_acl_user_keeps_its_rules() {
+        let args = |text: &str| text.split(' ').map(String::from).collect::<Vec<_>>();
+        assert_eq!(
+            shown_directive("masterauth", &args("s3cret")),
+            ("****".to_string(), true)
+        );
+        assert_eq!(
+            shown_directive("user", &args("alice on >pw <old #abc !def ~* +@all")),
+            (
+                "alice on >**** <**** #**** !**** ~* +@all".to_string(),
+                true
+            )
+        );
+        assert_eq!(
+            shown_directive("maxmemory", &args("512mb")),
+            ("512mb".to_string(), false)
+        );
+    }
+}

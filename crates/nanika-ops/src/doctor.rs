@@ -614,7 +614,11 @@ async fn drift_postgres(
     let spec = nanika_config::check::settings(&nanika_config::Infrastructure::spec());
     let mut drifted = Vec::new();
     let mut off_spec = Vec::new();
-    for setting in committed.iter().filter(|s| s.file == POSTGRES_CONF) {
+    // A secret setting is known only masked, and the running value would show the secret.
+    for setting in committed
+        .iter()
+        .filter(|s| s.file == POSTGRES_CONF && !s.secret)
+    {
         if matches!(setting.key.as_str(), "listen_addresses" | "port") {
             continue;
         }

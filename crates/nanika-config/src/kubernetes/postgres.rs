@@ -158,7 +158,14 @@ pub(super) fn export(
         .into_iter()
         .filter(|s| s.file == POSTGRES_CONF)
     {
-        match managed_reason(&setting.key) {
+        // A setting holding a secret is shown masked, so it cannot go into a manifest as it
+        // is: it is left out and listed, never written with the mask in its place.
+        let reason = managed_reason(&setting.key).or_else(|| {
+            setting.secret.then(|| {
+                "it holds a secret, which a manifest never carries: set it through a Secret your cluster mounts".to_string()
+            })
+        });
+        match reason {
             Some(reason) => managed.push(ManagedSetting {
                 file: POSTGRES_CONF,
                 key: setting.key,

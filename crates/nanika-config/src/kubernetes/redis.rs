@@ -107,16 +107,7 @@ pub const REDIS_OPERATOR_MANAGED: &[(&str, &str)] = &[
 const PASSWORD_REASON: &str =
     "a password: the redis-operator's Secrets carry passwords, never a ConfigMap";
 
-/// Whether a `redis.conf` directive's value is a secret, and so masked wherever the export
-/// shows it: a password (`requirepass`, `masterauth`, any `*pass*`), the replication user, or
-/// an ACL `user` line (whose rules hold `>password` or its hash).
-pub fn is_secret_directive(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    matches!(
-        key.as_str(),
-        "requirepass" | "masterauth" | "masteruser" | "user"
-    ) || key.contains("pass")
-}
+pub use crate::redisconf::is_secret_directive;
 
 /// Why the redis-operator, rather than the ConfigMap, carries `key`, if it does.
 fn managed_reason(key: &str) -> Option<&'static str> {
