@@ -227,6 +227,10 @@ pub struct KubernetesArgs {
     /// needed exactly when nanika.toml sets [backups] enabled = true.
     #[arg(long, value_name = "URL")]
     pub backup_destination: Option<String>,
+    /// The endpoint of an S3-compatible store other than AWS (MinIO, Ceph), https://HOST[:PORT];
+    /// only with an s3:// --backup-destination.
+    #[arg(long, value_name = "URL")]
+    pub backup_endpoint_url: Option<String>,
 }
 
 /// `nanika export kubernetes --redis`.

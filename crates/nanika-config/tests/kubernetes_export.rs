@@ -802,3 +802,72 @@ fn postgresql_conf_without_wal_streaming_is_refused_with_its_line() {
         assert!(error.hint().contains(key), "{}", error.hint());
     }
 }
+
+#[test]
+fn an_s3_compatible_endpoint_reaches_the_store_and_a_bad_one_is_refused() {
+    let dir = project(Some("[backups]\nenabled = true\nfull_every = \"1d\"\n"));
+    let with = |destination: &str, endpoint: &str| ExportOptions {
+        backup_destination: Some(destination.into()),
+        backup_endpoint_url: Some(endpoint.into()),
+        ..ExportOptions::new("ns")
+    };
+    let export = export(
+        dir.path(),
+        &with("s3://backups/nanika", "https://minio.example:9000"),
+    );
+    validate_all(&export);
+    assert_eq!(
+        cluster(&export)["spec"]["backup"]["barmanObjectStore"]["endpointURL"],
+        "https://minio.example:9000"
+    );
+    let loaded = valid(dir.path());
+    for (destination, endpoint, why) in [
+        ("gs://bucket/x", "https://minio.example", "needs an s3://"),
+        ("s3://bucket/x", "ftp://minio.example", "not an http://"),
+        ("s3://bucket/x", "https://", "not a plain address"),
+        (
+            "s3://bucket/x",
+            "https://key:SecretKey9@minio.example",
+            "not a plain address",
+        ),
+    ] {
+        let error = kubernetes::export(&loaded, &with(destination, endpoint)).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            matches!(error, ExportError::BackupEndpoint { .. }) && message.contains(why),
+            "{endpoint}: {message}"
+        );
+        assert!(!message.contains("SecretKey9"), "{message}");
+    }
+    // Without backups the endpoint has nothing to serve.
+    let plain = project(None);
+    let error = kubernetes::export(
+        &valid(plain.path()),
+        &ExportOptions {
+            backup_endpoint_url: Some("https://minio.example".into()),
+            ..ExportOptions::new("ns")
+        },
+    )
+    .unwrap_err();
+    assert_eq!(error, ExportError::BackupDestinationUnused);
+}
+
+#[test]
+fn preloaded_libraries_go_into_cloudnativepgs_own_field() {
+    let dir = project(None);
+    let conf = dir.path().join(POSTGRES_CONF);
+    let text = fs_err::read_to_string(&conf).unwrap();
+    fs_err::write(
+        &conf,
+        format!("{text}shared_preload_libraries = 'pg_stat_statements, auto_explain'\n"),
+    )
+    .unwrap();
+    let export = export(dir.path(), &ExportOptions::new("ns"));
+    validate_all(&export);
+    let postgresql = &cluster(&export)["spec"]["postgresql"];
+    assert_eq!(
+        postgresql["shared_preload_libraries"],
+        serde_json::json!(["pg_stat_statements", "auto_explain"])
+    );
+    assert!(postgresql["parameters"]["shared_preload_libraries"].is_null());
+}

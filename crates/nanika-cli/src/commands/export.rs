@@ -65,6 +65,7 @@ pub fn kubernetes(project_dir: Option<&PathBuf>, args: KubernetesArgs) -> CliRes
         monitoring: project.settings.monitoring.enabled,
         include_secrets: args.include_secrets,
         backup_destination: args.backup_destination,
+        backup_endpoint_url: args.backup_endpoint_url,
     };
     let export = kubernetes::export(&project, &options)
         .map_err(|error| CliError::usage(error.to_string()).hint(error.hint()))?;

@@ -110,6 +110,9 @@ pub struct ExportOptions {
     /// Where CloudNativePG's barman-cloud puts base backups and WAL (`s3://BUCKET/PATH` or
     /// `gs://BUCKET/PATH`); needed exactly when `[backups] enabled`.
     pub backup_destination: Option<String>,
+    /// The endpoint of an S3-compatible store that is not AWS (MinIO, Ceph, …), as
+    /// `https://HOST[:PORT]`; only with an `s3://` destination.
+    pub backup_endpoint_url: Option<String>,
 }
 
 impl ExportOptions {
@@ -123,6 +126,7 @@ impl ExportOptions {
             monitoring: false,
             include_secrets: false,
             backup_destination: None,
+            backup_endpoint_url: None,
         }
     }
 }
@@ -261,6 +265,14 @@ pub enum ExportError {
         /// The value given.
         value: String,
     },
+    /// An endpoint URL that is not a plain http(s) address, or one without an s3:// destination.
+    #[error("--backup-endpoint-url `{value}` {why}")]
+    BackupEndpoint {
+        /// The value given (credentials in it masked).
+        value: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// A backup interval cron cannot say.
     #[error(
         "nanika.toml sets backups.full_every = {value:?}, which a CloudNativePG schedule cannot repeat exactly"
@@ -315,6 +327,7 @@ impl ExportError {
             ExportError::BackupDestinationMissing => "give --backup-destination s3://BUCKET/PATH (or gs://BUCKET/PATH); the credentials go into a Secret the output names".into(),
             ExportError::BackupDestinationUnused => "leave --backup-destination out, or turn backups on in nanika.toml ([backups] enabled = true)".into(),
             ExportError::BackupDestination { .. } => "write it as s3://BUCKET/PATH or gs://BUCKET/PATH".into(),
+            ExportError::BackupEndpoint { .. } => "give the store's address as https://HOST[:PORT] with an s3://BUCKET/PATH --backup-destination; its keys go into the Secret the output names, never into the URL".into(),
             ExportError::Schedule { .. } => "use an interval a clock repeats: minutes dividing an hour (15m), hours dividing a day (6h), 1d or 7d".into(),
             ExportError::Version { .. } => "use PostgreSQL 13 to 18 and Redis 7 in compose.yaml, as the spec's postgres:15-alpine and redis:7-alpine".into(),
             ExportError::WalSetting { key, .. } => format!("remove the {key} line (or set it to {}) in postgresql.conf and export again", if *key == "wal_level" { "replica, as CloudNativePG does" } else { "10, PostgreSQL's default" }),

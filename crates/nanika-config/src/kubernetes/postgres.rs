@@ -113,7 +113,7 @@ fn managed_reason(key: &str) -> Option<String> {
     Some(match key {
         "listen_addresses" => "CloudNativePG makes every instance listen on all of its pod's addresses ('*'); clients reach the primary through the Service <cluster>-rw".into(),
         "port" => "CloudNativePG runs every instance on 5432, the port of its Services".into(),
-        "shared_preload_libraries" => "CloudNativePG sets it from spec.postgresql.shared_preload_libraries and the extensions it manages".into(),
+        "shared_preload_libraries" => "written as spec.postgresql.shared_preload_libraries, to which CloudNativePG adds the libraries of the extensions it manages".into(),
         "synchronous_standby_names" => "CloudNativePG sets it from spec.postgresql.synchronous".into(),
         _ => match rule {
             CnpgRule::Fixed => "CloudNativePG sets it itself and ignores a user's value".into(),
@@ -178,10 +178,29 @@ pub(super) fn export(
             }
         }
     }
+    // The libraries the project preloads (pg_stat_statements, …) are asked for in CloudNativePG's
+    // own field, to which it adds those of the extensions it manages.
+    let preload: Vec<String> = infra
+        .postgres
+        .other
+        .iter()
+        .filter(|(key, _)| key.eq_ignore_ascii_case("shared_preload_libraries"))
+        .flat_map(|(_, value)| {
+            value
+                .trim_matches('\'')
+                .split(',')
+                .map(|library| library.trim().trim_matches('"').to_string())
+                .filter(|library| !library.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .collect();
 
     let credentials = format!("{}-app-credentials", names.postgres);
     let env = &infra.env;
     let mut postgresql = json!({ "parameters": parameters });
+    if !preload.is_empty() {
+        postgresql["shared_preload_libraries"] = json!(preload);
+    }
     if synchronous {
         // nanika's `synchronous = true` waits for one replica to flush: CloudNativePG's quorum
         // of one standby, any of them.
@@ -212,7 +231,7 @@ pub(super) fn export(
         spec["backup"] = backup.section;
         comments.push(backup.comment);
         scheduled = backup.scheduled;
-    } else if options.backup_destination.is_some() {
+    } else if options.backup_destination.is_some() || options.backup_endpoint_url.is_some() {
         return Err(ExportError::BackupDestinationUnused);
     }
     let cluster = json!({
@@ -282,6 +301,21 @@ struct Backup {
     scheduled: Option<super::ManifestFile>,
 }
 
+/// `url` with whatever sits before an `@` in its authority masked, for an error message.
+fn mask_userinfo(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!(
+            "{}{}****{}",
+            scheme,
+            if scheme.is_empty() { "" } else { "://" },
+            &rest[at..]
+        ),
+        None => url.to_string(),
+    }
+}
+
 /// nanika's pgBackRest settings as CloudNativePG's barman-cloud backups to an object store:
 /// WAL archived continuously, base backups on the full-backup schedule, retention as long as
 /// nanika's full backups are kept.
@@ -315,6 +349,31 @@ fn backup_section(
         "wal": {"compression": "gzip"},
         "data": {"compression": "gzip"},
     });
+    if let Some(endpoint) = &options.backup_endpoint_url {
+        let refuse = |why| {
+            Err(ExportError::BackupEndpoint {
+                value: mask_userinfo(endpoint),
+                why,
+            })
+        };
+        let address = endpoint
+            .strip_prefix("https://")
+            .or_else(|| endpoint.strip_prefix("http://"));
+        match address {
+            _ if scheme != "s3" => return refuse("needs an s3:// --backup-destination"),
+            None => return refuse("is not an http:// or https:// URL"),
+            Some(address)
+                if address.is_empty()
+                    || address.contains('@')
+                    || endpoint
+                        .chars()
+                        .any(|c| c.is_whitespace() || c.is_control()) =>
+            {
+                return refuse("is not a plain address (no credentials, no spaces)");
+            }
+            Some(_) => store["endpointURL"] = json!(endpoint),
+        }
+    }
     let command = match scheme {
         "s3" => {
             store["s3Credentials"] = json!({
