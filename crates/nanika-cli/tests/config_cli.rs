@@ -724,7 +724,7 @@ fn secrets_in_the_server_files_never_reach_check_or_show() {
     project.write(
         REDIS,
         &format!(
-            "{redis}\nmasterauth \"MasterSecret1\"\nuser alice on >AlicePassword2 ~app:* +@read\n"
+            "{redis}\nmasterauth \"MasterSecret1\"\nuser alice on >AlicePassword2 ~app:* +@read\nsentinel auth-pass mymaster SentinelSecret5\nrequirepass \"WrongLine6\" trailing\n"
         ),
     );
     let pg = project.read(PG);

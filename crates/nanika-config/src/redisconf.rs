@@ -200,7 +200,11 @@ fn apply(
             [value] => Ok(value.as_str()),
             _ => Err(fail(
                 "wrong-type",
-                format!("takes one argument, found {}: {}", args.len(), args.join(" ")),
+                format!(
+                    "takes one argument, found {}: {}",
+                    args.len(),
+                    shown_directive(name, args).0
+                ),
                 "Redis has no comments after a directive: put a comment on its own line starting with #".into(),
             )),
         }
@@ -475,6 +479,18 @@ pub fn is_secret_directive(key: &str) -> bool {
 /// A directive's arguments as nanika shows them: a secret one masked. An ACL `user` line keeps
 /// its name and rules and loses only its passwords and their hashes (`>…`, `<…`, `#…`, `!…`).
 pub fn shown_directive(key: &str, args: &[String]) -> (String, bool) {
+    // `sentinel auth-pass MASTER PASSWORD`, `sentinel sentinel-pass PASSWORD`: the password
+    // is the last argument.
+    if key.eq_ignore_ascii_case("sentinel")
+        && args
+            .first()
+            .is_some_and(|sub| sub.to_ascii_lowercase().contains("pass"))
+        && let Some((_, before)) = args.split_last()
+    {
+        let mut shown = before.to_vec();
+        shown.push(crate::secret::MASK.to_string());
+        return (shown.join(" "), true);
+    }
     if !is_secret_directive(key) {
         return (args.join(" "), false);
     }
@@ -508,6 +524,14 @@ mod shown_tests {
                 "alice on >**** <**** #**** !**** ~* +@all".to_string(),
                 true
             )
+        );
+        assert_eq!(
+            shown_directive("sentinel", &args("auth-pass mymaster pw")),
+            ("auth-pass mymaster ****".to_string(), true)
+        );
+        assert_eq!(
+            shown_directive("sentinel", &args("down-after-milliseconds mymaster 500")),
+            ("down-after-milliseconds mymaster 500".to_string(), false)
         );
         assert_eq!(
             shown_directive("maxmemory", &args("512mb")),

@@ -71,7 +71,7 @@ fn runtime_for(loaded: &LoadedProject, arg: RuntimeArg, starting: bool) -> CliRe
         return Err(CliError::usage(
             "nanika.toml's [monitoring] runs with the native runtime only; nothing was done",
         )
-        .hint("run with --runtime native (after `nanika down` of the docker runtime), or set [monitoring] enabled = false"));
+        .hint("run with --runtime native (after `nanika down` of the docker runtime); or, with the servers under docker, set [monitoring] enabled = false and start compose.yaml's monitoring profile yourself: `docker compose --profile monitoring up -d` (nanika down stops it too)"));
     }
     match (note, recorded) {
         // Only `up` switches (it records the runtime); the others just look elsewhere.

@@ -179,7 +179,10 @@ pub(super) fn export(
         .into_iter()
         .filter(|s| s.file == REDIS_CONF)
     {
-        match managed_reason(&setting.key) {
+        // A directive holding a secret anywhere in it (`sentinel auth-pass`) is left out too.
+        let reason =
+            managed_reason(&setting.key).or_else(|| setting.secret.then_some(PASSWORD_REASON));
+        match reason {
             Some(reason) => managed.push(ManagedSetting {
                 file: REDIS_CONF,
                 value: if setting.secret || is_secret_directive(&setting.key) {

@@ -702,8 +702,9 @@ impl Native<'_> {
         let data = home
             .open_dir(&data_dir_name(old))?
             .ok_or_else(|| RuntimeError::Other(format!("{old}'s data directory is gone")))?;
-        // pg_rewind finishes a killed server's crash recovery in single-user mode, which
-        // refuses to run with standby.signal; the rejoin marker keeps `up` from starting the
+        // pg_rewind finishes a killed server's crash recovery in single-user mode (and so does
+        // `rewind` first for one stopped during its crash recovery), which refuses to run with
+        // standby.signal; the rejoin marker keeps `up` from starting the
         // node meanwhile, and make_standby writes the signal again.
         data.remove_file("standby.signal")?;
         let rewind = self
@@ -786,6 +787,7 @@ impl Native<'_> {
             .into_iter()
             .find(|n| self.port(*n) == new_port)
             .map_or("the new primary", |n| n.as_str());
+        self.finish_interrupted_recovery(old, bins)?;
         let source = self.superuser_on(new_port);
         // The superuser's password in an owner-only passfile of the server user's, for this
         // run only: never in argv or the environment of a process others may read.
@@ -844,6 +846,61 @@ impl Native<'_> {
         }
         let last = said.lines().last().unwrap_or_default().trim();
         Ok(last.strip_prefix("pg_rewind: ").unwrap_or(last).to_string())
+    }
+
+    /// Finishes the crash recovery of `old` when it was stopped in the middle of one (the
+    /// supervisor restarted the killed primary, and the failover stopped it before it had
+    /// replayed its WAL): its control file then says "shut down in recovery", which `pg_rewind`
+    /// takes for a clean shutdown whose WAL ends at the last checkpoint, since crash recovery
+    /// keeps no minimum recovery point. WAL written after that checkpoint and never received by
+    /// the new primary would go unseen: "no rewind required", and the node, started as a
+    /// replica, replays it past the point the new timeline forked off and never streams. A
+    /// single-user run (as `pg_rewind` makes of a killed server) replays all of it and ends with
+    /// a shutdown checkpoint, so that `pg_rewind` sees where its WAL really ends.
+    fn finish_interrupted_recovery(&self, old: Service, bins: &PostgresBinaries) -> Result<()> {
+        let data = self.layout().postgres_home.join(data_dir_name(old));
+        let mut control = Command::new(bins.tool("pg_controldata"));
+        control.arg(&data).stdin(Stdio::null());
+        clear_client_env(&mut control);
+        control.env("LC_ALL", "C");
+        postgres::as_server_user(&mut control, self.layout());
+        let output = control.output().map_err(RuntimeError::io(format!(
+            "cannot run {}",
+            bins.tool("pg_controldata").display()
+        )))?;
+        let state = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("Database cluster state:"))
+            .map(|v| v.trim().to_string());
+        if state.as_deref() != Some("shut down in recovery") {
+            return Ok(());
+        }
+        let mut single = Command::new(bins.tool("postgres"));
+        single
+            .arg("--single")
+            .arg("-D")
+            .arg(&data)
+            .arg("-c")
+            .arg(format!(
+                "config_file={}",
+                self.layout().postgres_conf().display()
+            ))
+            .arg("template1")
+            .current_dir(&self.layout().postgres_home)
+            .stdin(Stdio::null());
+        clear_client_env(&mut single);
+        postgres::as_server_user(&mut single, self.layout());
+        let output = single.output().map_err(RuntimeError::io(format!(
+            "cannot run {}",
+            bins.tool("postgres").display()
+        )))?;
+        if !output.status.success() {
+            return Err(RuntimeError::Other(format!(
+                "{old} was stopped during its crash recovery, and finishing it (postgres --single) failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        Ok(())
     }
 
     /// Waits until every node but `primary` streams from it. A node that is still catching up
