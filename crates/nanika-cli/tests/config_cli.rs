@@ -754,6 +754,8 @@ fn secrets_in_the_server_files_never_reach_check_or_show() {
             "AlicePassword2",
             "ConnSecret3",
             "PassPhrase4",
+            "SentinelSecret5",
+            "WrongLine6",
         ] {
             assert!(!text.contains(secret), "{args:?} shows {secret}:\n{text}");
         }
@@ -764,5 +766,7 @@ fn secrets_in_the_server_files_never_reach_check_or_show() {
     assert!(
         seen.contains("host=127.0.0.1 user=r password=****"),
         "{seen}"
-    );
+    );    assert!(seen.contains("auth-pass mymaster ****"), "{seen}");
+    // A malformed secret line is reported without its value.
+    assert!(seen.contains("takes one argument, found 2: ****"), "{seen}");
 }
