@@ -766,7 +766,8 @@ fn secrets_in_the_server_files_never_reach_check_or_show() {
     assert!(
         seen.contains("host=127.0.0.1 user=r password=****"),
         "{seen}"
-    );    assert!(seen.contains("auth-pass mymaster ****"), "{seen}");
+    );
+    assert!(seen.contains("auth-pass mymaster ****"), "{seen}");
     // A malformed secret line is reported without its value.
     assert!(seen.contains("takes one argument, found 2: ****"), "{seen}");
 }

@@ -868,11 +868,19 @@ impl Native<'_> {
             "cannot run {}",
             bins.tool("pg_controldata").display()
         )))?;
-        let state = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("Database cluster state:"))
-            .map(|v| v.trim().to_string());
-        if state.as_deref() != Some("shut down in recovery") {
+        let control = String::from_utf8_lossy(&output.stdout);
+        let field = |name: &str| {
+            control
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+        };
+        // A standby shut down cleanly says "shut down in recovery" too, but keeps a minimum
+        // recovery point, which pg_rewind reads: a single-user run there would write a
+        // checkpoint its primary never had. Only crash recovery leaves the point at 0/0.
+        if field("Database cluster state:").as_deref() != Some("shut down in recovery")
+            || field("Minimum recovery ending location:").as_deref() != Some("0/0")
+        {
             return Ok(());
         }
         let mut single = Command::new(bins.tool("postgres"));
