@@ -450,6 +450,22 @@ fn added_settings(loaded: &LoadedProject) -> Vec<ResolvedSetting> {
             all.push(added(POSTGRES_CONF, key, value.into(), "backups.enabled"));
         }
     }
+    let log = loaded.settings.logging.postgres;
+    all.push(own("logging.postgres", log.as_str().into()));
+    if log == crate::settings::PostgresLog::Jsonlog {
+        // Given on the server's command line (`-c`), so they win over the committed file.
+        const WHY: &str = "logging.postgres";
+        for (key, value) in [
+            ("logging_collector", "on"),
+            ("log_destination", "jsonlog"),
+            ("log_directory", "<state>/postgres/jsonlog"),
+            ("log_filename", "postgresql-%Y-%m-%d_%H%M%S.log"),
+            ("log_rotation_size", "10MB"),
+            ("log_rotation_age", "0"),
+        ] {
+            all.push(added(POSTGRES_CONF, key, value.into(), WHY));
+        }
+    }
     let topology = &loaded.settings.topology;
     let postgres = &topology.postgres;
     all.push(own(

@@ -33,6 +33,9 @@
 //! backup_metrics_port = 9854  # with [backups]: the schedule's metrics, served by nanika
 //! alertmanager = false  # also run Alertmanager, which Prometheus sends firing alerts to
 //! alertmanager_port = 9093
+//!
+//! [logging]
+//! postgres = "jsonlog"  # "stderr" (the default: the captured .nanika/logs/postgres.log) or PostgreSQL 15's jsonlog files
 //! ```
 
 use crate::finding::Finding;
@@ -57,6 +60,41 @@ pub struct Settings {
     /// Prometheus and the standard exporters, off by default.
     #[serde(default)]
     pub monitoring: MonitoringSettings,
+    /// Where the servers write their logs, the spec's way by default.
+    #[serde(default)]
+    pub logging: LoggingSettings,
+}
+
+/// `[logging]`: how the servers log. Absent, PostgreSQL writes to stderr, which the supervisor
+/// captures, as the spec's server does.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingSettings {
+    /// PostgreSQL's log destination.
+    #[serde(default)]
+    pub postgres: PostgresLog,
+}
+
+/// Where PostgreSQL writes its log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PostgresLog {
+    /// Plain text on stderr, captured by the supervisor into `.nanika/logs/postgres.log`.
+    #[default]
+    Stderr,
+    /// PostgreSQL 15's `jsonlog` destination: its logging collector writes one JSON object a
+    /// line into files of its own, which nanika rotates and reads.
+    Jsonlog,
+}
+
+impl PostgresLog {
+    /// The value as `nanika.toml` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PostgresLog::Stderr => "stderr",
+            PostgresLog::Jsonlog => "jsonlog",
+        }
+    }
 }
 
 /// `[monitoring]`: Prometheus with the project's alert rules, scraping `postgres_exporter` and
@@ -481,11 +519,29 @@ pub fn parse(text: &str, file: &Path) -> Parsed<Settings> {
                     .count()
                     + 1
             });
+            // The parser's message names the value, not its key: the key set on that line says
+            // which setting is wrong (`unknown variant \`json\`` alone does not).
+            let key = line.and_then(|line| {
+                lines
+                    .iter()
+                    .find(|(_, at)| **at == line)
+                    .map(|(key, _)| key.clone())
+            });
+            let message = error.message().trim();
+            let finding = match &key {
+                Some(key) if !message.contains(key.rsplit('.').next().unwrap_or(key)) => {
+                    Finding::error("invalid-settings", file, format!("{key}: {message}"))
+                        .for_key(key.clone())
+                }
+                Some(key) => Finding::error("invalid-settings", file, message.to_string())
+                    .for_key(key.clone()),
+                None => Finding::error("invalid-settings", file, message.to_string()),
+            };
             findings.push(
-                Finding::error("invalid-settings", file, error.message().trim().to_string())
+                finding
                     .at_optional_line(line)
                     .with_hint(
-                        "the keys are [backups] enabled, retention_full, retention_diff, schedule, full_every, diff_every, incr_every; [topology.postgres] replicas, synchronous, ports_from; [topology.redis] mode, ports_from, sentinel_ports_from, down_after_ms, failover_timeout_ms, node_timeout_ms; [monitoring] enabled, prometheus_port, postgres_exporter_port, redis_exporter_port, scrape_interval, retention, backup_metrics_port, alertmanager, alertmanager_port; see the README",
+                        "the keys are [backups] enabled, retention_full, retention_diff, schedule, full_every, diff_every, incr_every; [topology.postgres] replicas, synchronous, ports_from; [topology.redis] mode, ports_from, sentinel_ports_from, down_after_ms, failover_timeout_ms, node_timeout_ms; [monitoring] enabled, prometheus_port, postgres_exporter_port, redis_exporter_port, scrape_interval, retention, backup_metrics_port, alertmanager, alertmanager_port; [logging] postgres (\"stderr\" or \"jsonlog\"); see the README",
                     ),
             );
             Settings::default()
@@ -785,6 +841,30 @@ mod tests {
             assert_eq!(parsed.findings[0].code, "out-of-range", "{wrong}");
             assert_eq!(parsed.findings[0].line, Some(2), "{wrong}");
         }
+    }
+
+    #[test]
+    fn logging_is_stderr_by_default_and_an_unknown_destination_is_refused_with_its_key() {
+        assert_eq!(Settings::default().logging.postgres, PostgresLog::Stderr);
+        let parsed = read("[logging]\npostgres = \"jsonlog\"\n");
+        assert!(parsed.findings.is_empty(), "{:?}", parsed.findings);
+        assert_eq!(parsed.value.logging.postgres, PostgresLog::Jsonlog);
+        let parsed = read("[logging]\npostgres = \"json\"\n");
+        let finding = &parsed.findings[0];
+        assert_eq!(finding.code, "invalid-settings");
+        assert_eq!(finding.line, Some(2));
+        assert_eq!(finding.key.as_deref(), Some("logging.postgres"));
+        assert!(finding.message.contains("logging.postgres"), "{finding:?}");
+        assert!(
+            finding
+                .hint
+                .as_deref()
+                .unwrap_or_default()
+                .contains("jsonlog")
+        );
+        let parsed = read("[logging]\nredis = \"jsonlog\"\n");
+        assert_eq!(parsed.findings[0].code, "invalid-settings");
+        assert_eq!(parsed.findings[0].line, Some(2));
     }
 
     #[test]

@@ -128,6 +128,10 @@ pub struct LogRecord {
     /// The supervisor: the service whose log the remark is in, which it is about.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub about: Option<Service>,
+    /// PostgreSQL's jsonlog: the record's other fields as the server wrote them (`user`,
+    /// `dbname`, `application_name`, `backend_type`, `state_code`, …), passwords masked.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl LogRecord {
@@ -147,6 +151,7 @@ impl LogRecord {
             context: None,
             query: None,
             about: None,
+            extra: serde_json::Map::new(),
         }
     }
 
@@ -181,6 +186,11 @@ impl LogRecord {
         .flatten()
         {
             *text = mask_passwords(text);
+        }
+        for value in self.extra.values_mut() {
+            if let serde_json::Value::String(text) = value {
+                *text = mask_passwords(text);
+            }
         }
         self
     }
@@ -338,21 +348,7 @@ struct PgLine<'a> {
 fn parse_pg_line(line: &str) -> Option<PgLine<'_>> {
     let (taken, rest) = words(line, 4)?;
     let [date, clock, zone, pid]: [&str; 4] = taken.try_into().ok()?;
-    let mut ymd = date.split('-');
-    let year = ymd.next().filter(|y| y.len() == 4)?.parse().ok()?;
-    let month = ymd.next().filter(|m| m.len() == 2)?.parse().ok()?;
-    let day = ymd.next().filter(|d| d.len() == 2)?.parse().ok()?;
-    let (hour, minute, second, millis) = parse_clock(clock)?;
-    let civil = Civil {
-        year,
-        month,
-        day,
-        hour,
-        minute,
-        second,
-        millis,
-    }
-    .valid()?;
+    let civil = parse_pg_time(date, clock)?;
     let pid = pid.strip_prefix('[')?.strip_suffix(']')?.parse().ok()?;
     let (severity, text) = rest.split_once(':')?;
     if severity.is_empty()
@@ -370,6 +366,132 @@ fn parse_pg_line(line: &str) -> Option<PgLine<'_>> {
         severity,
         text: text.strip_prefix("  ").unwrap_or(text.trim_start()),
     })
+}
+
+/// PostgreSQL's `%m` date and clock (`2026-11-29 20:00:00.123`).
+fn parse_pg_time(date: &str, clock: &str) -> Option<Civil> {
+    let mut ymd = date.split('-');
+    let year = ymd.next().filter(|y| y.len() == 4)?.parse().ok()?;
+    let month = ymd.next().filter(|m| m.len() == 2)?.parse().ok()?;
+    let day = ymd.next().filter(|d| d.len() == 2)?.parse().ok()?;
+    let (hour, minute, second, millis) = parse_clock(clock)?;
+    Civil {
+        year,
+        month,
+        day,
+        hour,
+        minute,
+        second,
+        millis,
+    }
+    .valid()
+}
+
+/// The jsonlog fields that become the common fields; the others are kept as they are.
+const JSONLOG_MAPPED: [&str; 9] = [
+    "timestamp",
+    "pid",
+    "error_severity",
+    "message",
+    "detail",
+    "hint",
+    "context",
+    "statement",
+    "internal_query",
+];
+
+/// A line of PostgreSQL's `jsonlog` destination: a JSON object with `error_severity`. `None`
+/// for anything else (a text line, another program's JSON).
+fn jsonlog_fields(line: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    if !line.starts_with('{') {
+        return None;
+    }
+    match serde_json::from_str(line).ok()? {
+        serde_json::Value::Object(fields) if fields.contains_key("error_severity") => Some(fields),
+        _ => None,
+    }
+}
+
+/// A jsonlog line as a record with the common fields (`timestamp`, `level`, `message`, `pid`,
+/// `duration_ms`, `statement`, `detail`, `hint`, `context`, `query`) and the record's other
+/// fields as written. Passwords are masked by [`LogRecord::finish`], as for text lines.
+fn parse_jsonlog(line: &str) -> Option<LogRecord> {
+    let mut fields = jsonlog_fields(line)?;
+    let text = |name: &str| match fields.get(name) {
+        Some(serde_json::Value::String(text)) => Some(text.clone()),
+        _ => None,
+    };
+    let severity = text("error_severity").unwrap_or_default();
+    let level = pg_level(&severity).unwrap_or(Level::Unknown);
+    let mut record = LogRecord::new(Source::Postgres, level, text("message").unwrap_or_default());
+    record.detail = text("detail");
+    record.hint = text("hint");
+    record.context = text("context");
+    record.statement = text("statement");
+    record.query = text("internal_query");
+    if let Some(time) = text("timestamp") {
+        let mut parts = time.splitn(3, ' ');
+        let civil = match (parts.next(), parts.next()) {
+            (Some(date), Some(clock)) => parse_pg_time(date, clock),
+            _ => None,
+        };
+        match (civil, parts.next()) {
+            (Some(civil), Some(zone)) => stamp(&mut record, civil, zone_offset(zone), time.clone()),
+            _ => record.source_timestamp = Some(time),
+        }
+    }
+    record.pid = fields
+        .get("pid")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|pid| u32::try_from(pid).ok());
+    // A slow query's LOG message carries its duration whether or not the record has a
+    // `statement` field (it has one when `log_min_error_statement` reaches LOG).
+    if level == Level::Info {
+        let (duration, statement) = statement_parts(&record.message);
+        record.duration_ms = duration;
+        if record.statement.is_none() {
+            record.statement = statement.map(str::to_string);
+        }
+    }
+    for name in JSONLOG_MAPPED {
+        fields.remove(name);
+    }
+    record.extra = fields;
+    Some(record)
+}
+
+/// A jsonlog line as the text lines PostgreSQL's default `log_line_prefix` (`'%m [%p] '`)
+/// would have written to stderr: the message, then its DETAIL, HINT, QUERY, CONTEXT and
+/// STATEMENT lines, continuation lines led by a tab. `None` when the line is not jsonlog.
+/// The lines are as written: the caller masks them as it masks text lines.
+pub fn jsonlog_text(line: &str) -> Option<Vec<String>> {
+    let fields = jsonlog_fields(line)?;
+    let text = |name: &str| fields.get(name).and_then(serde_json::Value::as_str);
+    let prefix = format!(
+        "{} [{}] ",
+        text("timestamp").unwrap_or("-"),
+        fields
+            .get("pid")
+            .map_or_else(|| "-".to_string(), ToString::to_string)
+    );
+    let mut lines = Vec::new();
+    for (label, name) in [
+        (text("error_severity").unwrap_or("LOG"), "message"),
+        ("DETAIL", "detail"),
+        ("HINT", "hint"),
+        ("QUERY", "internal_query"),
+        ("CONTEXT", "context"),
+        ("STATEMENT", "statement"),
+    ] {
+        let Some(value) = text(name) else { continue };
+        let mut parts = value.split('\n');
+        lines.push(format!(
+            "{prefix}{label}:  {}",
+            parts.next().unwrap_or_default()
+        ));
+        lines.extend(parts.map(|part| format!("\t{part}")));
+    }
+    Some(lines)
 }
 
 fn pg_level(severity: &str) -> Option<Level> {
@@ -665,6 +787,9 @@ impl Records {
             return (record, Slot::Message);
         }
         let parsed = match self.service.kind() {
+            Service::Postgres if line.starts_with('{') => parse_jsonlog(line)
+                .map(|r| (r, Slot::Message))
+                .or_else(|| parse_postgres(line)),
             Service::Postgres => parse_postgres(line),
             monitor if monitor.is_monitor() => {
                 parse_logfmt(monitor.into(), line).map(|r| (r, Slot::Message))
@@ -1203,5 +1328,89 @@ mod tests {
         let done = records.flush().unwrap();
         assert_eq!(done.detail.as_deref(), Some("why"));
         assert_eq!(records.flush(), None);
+    }
+
+    #[test]
+    fn a_jsonlog_slow_query_maps_onto_the_common_fields_and_keeps_the_others() {
+        let line = r#"{"timestamp":"2026-11-30 05:00:01.234 UTC","user":"app","dbname":"app","pid":4242,"remote_host":"127.0.0.1","session_id":"6751a.1092","line_num":3,"ps":"SELECT","session_start":"2026-11-30 05:00:00 UTC","vxid":"3/7","txid":0,"error_severity":"LOG","message":"duration: 1101.507 ms  statement: SELECT pg_sleep(1.1)","application_name":"psql","backend_type":"client backend","query_id":0}"#;
+        let records = pg(&[line]);
+        assert_eq!(records.len(), 1);
+        let value = json(&records[0]);
+        assert_eq!(value["timestamp"], "2026-11-30T05:00:01.234Z");
+        assert_eq!(value["service"], "postgres");
+        assert_eq!(value["level"], "info");
+        assert_eq!(value["pid"], 4242);
+        assert_eq!(value["duration_ms"], 1101.507);
+        assert_eq!(value["statement"], "SELECT pg_sleep(1.1)");
+        assert_eq!(value["user"], "app");
+        assert_eq!(value["dbname"], "app");
+        assert_eq!(value["application_name"], "psql");
+        assert_eq!(value["backend_type"], "client backend");
+        assert_eq!(value["line_num"], 3);
+        for mapped in ["error_severity", "internal_query", "source_timestamp"] {
+            assert!(value.get(mapped).is_none(), "{mapped} in {value}");
+        }
+    }
+
+    #[test]
+    fn a_jsonlog_error_has_its_parts_its_level_and_its_password_masked() {
+        let line = r#"{"timestamp":"2026-11-30 06:00:00.000 +09","pid":7,"error_severity":"ERROR","state_code":"42601","message":"syntax error at or near \"PASWORD\"","detail":"d","hint":"h","context":"c","internal_query":"q","statement":"ALTER ROLE app PASWORD 'x'; ALTER ROLE app PASSWORD 'hunter2'","user":"app"}"#;
+        let record = &pg(&[line])[0];
+        assert_eq!(record.level, Level::Error);
+        assert_eq!(
+            record.timestamp.as_deref(),
+            Some("2026-11-29T21:00:00.000Z")
+        );
+        assert_eq!(record.detail.as_deref(), Some("d"));
+        assert_eq!(record.hint.as_deref(), Some("h"));
+        assert_eq!(record.context.as_deref(), Some("c"));
+        assert_eq!(record.query.as_deref(), Some("q"));
+        assert_eq!(record.duration_ms, None);
+        let text = serde_json::to_string(record).unwrap();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("PASSWORD '****'"), "{text}");
+        assert_eq!(json(record)["state_code"], "42601");
+
+        // A zone abbreviation is kept as written, as for text lines; an unknown severity is
+        // `unknown`, not dropped.
+        let record = &pg(&[
+            r#"{"timestamp":"2026-11-30 06:00:00.000 CET","pid":7,"error_severity":"ODD","message":"m"}"#,
+        ])[0];
+        assert_eq!(record.timestamp, None);
+        assert_eq!(
+            record.source_timestamp.as_deref(),
+            Some("2026-11-30 06:00:00.000 CET")
+        );
+        assert_eq!(record.level, Level::Unknown);
+        // JSON that is not jsonlog is a line like any other.
+        let record = &pg(&[r#"{"a":1}"#])[0];
+        assert_eq!(record.level, Level::Unknown);
+        assert_eq!(record.message, r#"{"a":1}"#);
+    }
+
+    #[test]
+    fn a_jsonlog_record_renders_as_the_default_prefix_would() {
+        let line = r#"{"timestamp":"2026-11-30 05:00:01.234 UTC","pid":42,"error_severity":"ERROR","message":"boom\nsecond line","detail":"why","statement":"SELECT 1"}"#;
+        assert_eq!(
+            jsonlog_text(line).unwrap(),
+            [
+                "2026-11-30 05:00:01.234 UTC [42] ERROR:  boom",
+                "\tsecond line",
+                "2026-11-30 05:00:01.234 UTC [42] DETAIL:  why",
+                "2026-11-30 05:00:01.234 UTC [42] STATEMENT:  SELECT 1",
+            ]
+        );
+        // The rendered lines parse back into the same record as the text parser's.
+        let lines = jsonlog_text(line).unwrap();
+        let from_text = &pg(&lines.iter().map(String::as_str).collect::<Vec<_>>())[0];
+        let from_json = &pg(&[line])[0];
+        assert_eq!(from_text.message, from_json.message);
+        assert_eq!(from_text.detail, from_json.detail);
+        assert_eq!(from_text.statement, from_json.statement);
+        assert_eq!(from_text.timestamp, from_json.timestamp);
+        assert_eq!(
+            jsonlog_text("2026-11-30 05:00:01.234 UTC [42] LOG:  x"),
+            None
+        );
     }
 }

@@ -88,10 +88,15 @@ impl RuntimeState for NativeState {
     }
 
     fn log_tail(&self, service: Service, lines: usize) -> Result<Vec<String>> {
-        Ok(crate::native::logs::tail(
-            &self.layout().log(service.as_str()),
-            lines,
-        ))
+        let captured = crate::native::logs::tail(&self.layout().log(service.as_str()), lines);
+        if !self.reads_jsonlog(service) {
+            return Ok(captured);
+        }
+        // The jsonlog records as PostgreSQL wrote them (one JSON object a line), in time order
+        // with what the supervisor captured from stderr: the early lines and its remarks.
+        let json = crate::native::jsonlog::tail(self.layout(), lines);
+        let mut merged = crate::native::jsonlog::merge(captured, json);
+        Ok(merged.split_off(merged.len().saturating_sub(lines)))
     }
 
     fn follow_logs(&self, services: &[Service], sink: &LogSink) -> Result<()> {
@@ -99,8 +104,21 @@ impl RuntimeState for NativeState {
             .iter()
             .map(|s| (*s, self.layout().log(s.as_str())))
             .collect();
-        crate::native::logs::follow(&paths, sink);
+        let jsonlog = services
+            .iter()
+            .any(|s| self.reads_jsonlog(*s))
+            .then_some(self.layout());
+        crate::native::logs::follow(&paths, jsonlog, sink);
         Ok(())
+    }
+}
+
+impl NativeState {
+    /// Whether `service`'s log is PostgreSQL's jsonlog files (the spec's server with
+    /// `[logging] postgres = "jsonlog"`; replicas keep logging to stderr).
+    fn reads_jsonlog(&self, service: Service) -> bool {
+        service == Service::Postgres
+            && self.postgres_log() == nanika_config::settings::PostgresLog::Jsonlog
     }
 }
 

@@ -5,6 +5,7 @@ use crate::context;
 use crate::error::{CliError, CliResult};
 use crate::output::print_table;
 use crate::progress::Spinners;
+use nanika_config::settings::PostgresLog;
 use nanika_config::{LoadedProject, ValidProject};
 use nanika_runtime::compose::{self, Compose, RuntimeChoice, RuntimeKind};
 use nanika_runtime::docker::{Docker, DockerState};
@@ -56,10 +57,11 @@ fn runtime_for(loaded: &LoadedProject, arg: RuntimeArg, starting: bool) -> CliRe
     let compose = Compose::new(root, &loaded.infra.compose.project_name);
     let topology = !loaded.settings.topology.is_single();
     let monitoring = loaded.settings.monitoring.enabled;
-    // `auto` never picks docker for a topology or the monitoring stack: `nanika up` under
-    // compose runs the spec's two servers only.
+    let jsonlog = loaded.settings.logging.postgres == PostgresLog::Jsonlog;
+    // `auto` never picks docker for a topology, the monitoring stack or jsonlog: `nanika up`
+    // under compose runs the spec's two servers only, as the spec's compose.yaml says.
     let (kind, note) = compose::choose(choice(arg), recorded, || {
-        starting && !topology && !monitoring && compose.available().is_ok()
+        starting && !topology && !monitoring && !jsonlog && compose.available().is_ok()
     });
     if topology && kind == RuntimeKind::Docker {
         return Err(CliError::usage(
@@ -72,6 +74,14 @@ fn runtime_for(loaded: &LoadedProject, arg: RuntimeArg, starting: bool) -> CliRe
             "nanika.toml's [monitoring] runs with the native runtime only; nothing was done",
         )
         .hint("run with --runtime native (after `nanika down` of the docker runtime); or, with the servers under docker, set [monitoring] enabled = false and start compose.yaml's monitoring profile yourself: `docker compose --profile monitoring up -d` (nanika down stops it too)"));
+    }
+    // The container runs the spec's compose.yaml, which nanika does not rewrite: its
+    // PostgreSQL logs to stderr, which `docker compose logs` reads.
+    if jsonlog && starting && kind == RuntimeKind::Docker {
+        return Err(CliError::usage(
+            "nanika.toml's [logging] postgres = \"jsonlog\" runs with the native runtime only; nothing was done",
+        )
+        .hint("run with --runtime native (after `nanika down` of the docker runtime), or set [logging] postgres = \"stderr\" in nanika.toml"));
     }
     match (note, recorded) {
         // Only `up` switches (it records the runtime); the others just look elsewhere.
@@ -133,9 +143,11 @@ pub(crate) fn runtime<'a>(
 fn runtime_state(loaded: &LoadedProject, arg: RuntimeArg) -> CliResult<Box<dyn RuntimeState>> {
     Ok(match runtime_for(loaded, arg, false)? {
         RuntimeKind::Docker => Box::new(DockerState::new(loaded).map_err(runtime_error)?),
-        RuntimeKind::Native => {
-            Box::new(NativeState::new(loaded.project.root()).map_err(runtime_error)?)
-        }
+        RuntimeKind::Native => Box::new(
+            NativeState::new(loaded.project.root())
+                .map_err(runtime_error)?
+                .with_postgres_log(loaded.settings.logging.postgres),
+        ),
     })
 }
 
@@ -457,6 +469,19 @@ pub fn logs(project_dir: Option<&PathBuf>, runtime_arg: RuntimeArg, args: LogsAr
 }
 
 fn print_log_line(service: Service, line: &str) {
+    // A jsonlog record reads as PostgreSQL's own text lines would.
+    if service.kind() == Service::Postgres
+        && let Some(lines) = nanika_runtime::log_records::jsonlog_text(line)
+    {
+        for line in lines {
+            print_text_line(service, &line);
+        }
+        return;
+    }
+    print_text_line(service, line);
+}
+
+fn print_text_line(service: Service, line: &str) {
     // A statement logged with a password (`log_statement`) shows it masked.
     let line = nanika_runtime::log_records::mask_passwords(line);
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();

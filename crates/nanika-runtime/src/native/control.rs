@@ -11,7 +11,7 @@ use super::postgres::{self, DataDir};
 use super::recovery::{self, Then};
 use super::shutdown;
 use super::supervisor::{self, Plan, ServicePlan, Status};
-use super::{backup_schedule, backups, logs, procfs, redis, safe_fs};
+use super::{backup_schedule, backups, jsonlog, logs, procfs, redis, safe_fs};
 use crate::error::{Result, RuntimeError};
 use crate::health::{PostgresTarget, ProbeError, Prober};
 use crate::{Progress, Service, ServiceState};
@@ -72,6 +72,7 @@ pub struct Native<'a> {
 /// when the configuration has errors.
 pub struct NativeState {
     layout: StateLayout,
+    postgres_log: nanika_config::settings::PostgresLog,
 }
 
 /// What `down --volumes` did.
@@ -125,7 +126,22 @@ impl NativeState {
         // Before anything reads, signals or writes through the state: a link nanika did not make
         // there is refused, whatever the command.
         layout.verify()?;
-        Ok(NativeState { layout })
+        Ok(NativeState {
+            layout,
+            postgres_log: Default::default(),
+        })
+    }
+
+    /// This state, reading PostgreSQL's log from where `mode` (`[logging] postgres` in
+    /// `nanika.toml`) has it written.
+    pub fn with_postgres_log(mut self, mode: nanika_config::settings::PostgresLog) -> Self {
+        self.postgres_log = mode;
+        self
+    }
+
+    /// Where PostgreSQL's log is read from.
+    pub fn postgres_log(&self) -> nanika_config::settings::PostgresLog {
+        self.postgres_log
     }
 
     /// Where the state lives.
@@ -258,7 +274,8 @@ impl<'a> Native<'a> {
     ) -> Result<Self> {
         let loaded: &'a LoadedProject = valid;
         Ok(Native {
-            state: NativeState::new(loaded.project.root())?,
+            state: NativeState::new(loaded.project.root())?
+                .with_postgres_log(loaded.settings.logging.postgres),
             loaded,
             search,
             cache,
@@ -447,6 +464,31 @@ impl<'a> Native<'a> {
                 "stopped {node}: nanika.toml no longer asks for it (its data stays in .nanika until `nanika down --volumes`)"
             ));
         }
+        // A changed `[logging] postgres` takes effect with this `up`, never silently later: the
+        // running server gets the new command line, which the supervisor restarts it with.
+        let mode = self.loaded.settings.logging.postgres;
+        let relogged = wanted.contains(&Service::Postgres)
+            && plan
+                .services
+                .get(&Service::Postgres)
+                .is_some_and(|entry| jsonlog::mode_of(&entry.args) != mode);
+        let relogged_pid = if relogged {
+            if mode == nanika_config::settings::PostgresLog::Jsonlog {
+                jsonlog::install(&self.state.layout)?;
+            }
+            if let Some(entry) = plan.services.get_mut(&Service::Postgres) {
+                jsonlog::apply(&mut entry.args, &self.state.layout, mode);
+            }
+            report.notes.push(format!(
+                "restarted postgres: [logging] postgres in nanika.toml is now \"{}\"",
+                mode.as_str()
+            ));
+            self.state
+                .read_status()
+                .and_then(|s| s.services.get(&Service::Postgres).and_then(|r| r.pid))
+        } else {
+            None
+        };
         let to_start: Vec<Service> = wanted
             .iter()
             .copied()
@@ -523,7 +565,11 @@ impl<'a> Native<'a> {
         plan.backups = backups;
         plan.backup_metrics_port = metrics_port;
         let mut spawned = None;
-        if !to_start.is_empty() || !retired.is_empty() || (supervised && schedule_changed) {
+        if !to_start.is_empty()
+            || !retired.is_empty()
+            || relogged
+            || (supervised && schedule_changed)
+        {
             supervisor::write_json(&supervisor::plan_file(&self.state.layout), &plan)?;
             if supervised {
                 self.state.signal_supervisor(Signal::SIGHUP)?;
@@ -536,10 +582,18 @@ impl<'a> Native<'a> {
                 *service,
                 if to_start.contains(service) {
                     "starting"
+                } else if relogged && *service == Service::Postgres {
+                    "restarting (its log destination changed)"
                 } else {
                     "checking"
                 },
             );
+        }
+        // The supervisor restarts it asynchronously: the old server must be gone before the
+        // health check, or it would answer for the new one.
+        let deadline = Instant::now() + DOWN_TIMEOUT;
+        while relogged_pid.is_some_and(procfs::is_alive) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
         }
         let waited = self.wait_healthy(&wanted, spawned.as_mut(), progress);
         if let Err(error) = waited {
@@ -643,6 +697,11 @@ impl<'a> Native<'a> {
         let port = self.port(Service::Postgres);
         self.install_postgres_config(port)?;
         let (program, mut args) = postgres::server_args(bins, &self.state.layout, port);
+        let mode = self.loaded.settings.logging.postgres;
+        if mode == nanika_config::settings::PostgresLog::Jsonlog {
+            jsonlog::install(&self.state.layout)?;
+        }
+        jsonlog::apply(&mut args, &self.state.layout, mode);
         if self.has_postgres_replicas() {
             // What the replicas and `synchronous_standby_names` call this node.
             args.extend([
@@ -1004,6 +1063,14 @@ impl<'a> Native<'a> {
                 .get(&Service::Postgres)
                 .map_or(self.port(Service::Postgres), |p| p.port);
             self.install_postgres_config(port)?;
+            // A restart starts the server with `nanika.toml`'s log destination, as `up` would.
+            let mode = self.loaded.settings.logging.postgres;
+            if mode == nanika_config::settings::PostgresLog::Jsonlog {
+                jsonlog::install(&self.state.layout)?;
+            }
+            if let Some(entry) = plan.services.get_mut(&Service::Postgres) {
+                jsonlog::apply(&mut entry.args, &self.state.layout, mode);
+            }
         }
         plan.backups = self.backup_plan()?;
         supervisor::write_json(&supervisor::plan_file(&self.state.layout), &plan)?;

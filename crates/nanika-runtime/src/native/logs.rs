@@ -176,16 +176,27 @@ pub fn tail(path: &Path, count: usize) -> Vec<String> {
         .collect()
 }
 
-/// Passes each line added to the logs at `paths` to `sink`, following rotations; returns only
-/// when the process is stopped.
-pub fn follow(paths: &[(crate::Service, std::path::PathBuf)], sink: &crate::runtime::LogSink) {
+/// Passes each line added to the logs at `paths` to `sink`, following rotations; with
+/// `jsonlog`, also each line PostgreSQL adds to its newest jsonlog file there, as the
+/// `postgres` service's. Returns only when the process is stopped.
+pub fn follow(
+    paths: &[(crate::Service, std::path::PathBuf)],
+    jsonlog: Option<&super::layout::StateLayout>,
+    sink: &crate::runtime::LogSink,
+) {
     use std::io::{Read, Seek};
     let mut offsets: Vec<u64> = paths
         .iter()
         .map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len()))
         .collect();
     let mut partial: Vec<String> = vec![String::new(); paths.len()];
+    let mut json = jsonlog.map(|layout| (layout, super::jsonlog::Follower::at_end(layout)));
     loop {
+        if let Some((layout, follower)) = json.as_mut() {
+            for line in follower.poll(layout) {
+                sink(crate::Service::Postgres, &line);
+            }
+        }
         for (i, (service, path)) in paths.iter().enumerate() {
             let Ok(mut file) = std::fs::File::open(path) else {
                 continue;

@@ -6,6 +6,7 @@ pub mod backups;
 pub mod binaries;
 pub mod cluster_cache;
 pub mod control;
+pub mod jsonlog;
 pub mod layout;
 pub mod logs;
 pub mod ownership;

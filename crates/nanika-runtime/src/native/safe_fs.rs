@@ -491,6 +491,19 @@ impl Dir {
     /// for files a less privileged process writes (a server's pid file), which could have been
     /// swapped for a link, a FIFO or something endless. `None` when there is no such file.
     pub fn read_small_file(&self, name: &str, limit: usize) -> Result<Option<Vec<u8>>> {
+        let Some(file) = self.open_regular(name)? else {
+            return Ok(None);
+        };
+        let path = self.join(name);
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, limit as u64), &mut bytes)
+            .map_err(RuntimeError::io(format!("cannot read {}", path.display())))?;
+        Ok(Some(bytes))
+    }
+
+    /// Opens the regular file `name` for reading, never through a link (see
+    /// [`Self::read_small_file`]); `None` when there is no such file.
+    pub fn open_regular(&self, name: &str) -> Result<Option<std::fs::File>> {
         let name = component(name)?;
         let path = self.join(name);
         // O_NONBLOCK: opening a FIFO planted under the name returns at once instead of waiting
@@ -521,13 +534,22 @@ impl Dir {
                 format!("look at it, and remove it yourself: rm {}", path.display()),
             ));
         }
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(
-            &mut std::io::Read::take(std::fs::File::from(fd), limit as u64),
-            &mut bytes,
-        )
-        .map_err(RuntimeError::io(format!("cannot read {}", path.display())))?;
-        Ok(Some(bytes))
+        Ok(Some(std::fs::File::from(fd)))
+    }
+
+    /// The names of the entries in it, read through its descriptor (`/proc/self/fd/N`), so
+    /// they are this directory's even when its path names another one now.
+    pub fn names(&self) -> Result<Vec<String>> {
+        use std::os::fd::AsRawFd;
+        let through = format!("/proc/self/fd/{}", self.fd.as_raw_fd());
+        let entries = std::fs::read_dir(&through).map_err(RuntimeError::io(format!(
+            "cannot list {}",
+            self.path.display()
+        )))?;
+        Ok(entries
+            .filter_map(|entry| entry.ok())
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .collect())
     }
 
     /// Connects to the Unix socket `name` in this directory, never through a link: the name must

@@ -249,6 +249,9 @@ impl Running {
     }
 }
 
+/// How often the supervisor prunes PostgreSQL's jsonlog files.
+const JSONLOG_PRUNE_EVERY: Duration = Duration::from_secs(2);
+
 /// The supervisor's main loop. Returns when told to stop, after every server has stopped.
 pub fn run(layout: &StateLayout) -> Result<()> {
     // It writes logs and pid files as root: never through a link planted since `up` checked.
@@ -317,6 +320,21 @@ pub fn run(layout: &StateLayout) -> Result<()> {
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || super::backup_metrics::serve(layout, stop))
     };
+    // PostgreSQL's collector rotates its jsonlog files but never deletes one: the oldest go
+    // here, whether or not anyone reads the logs. Every few seconds, since a file grows to
+    // 10 MB before the next one starts; a project without the directory costs one failed open.
+    let pruner = {
+        let layout = layout.clone();
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if let Some(dir) = super::jsonlog::open(&layout) {
+                    let _ = super::jsonlog::prune(&dir, super::jsonlog::KEPT_FILES);
+                }
+                std::thread::park_timeout(JSONLOG_PRUNE_EVERY);
+            }
+        })
+    };
     let mut running: BTreeMap<Service, Running> = BTreeMap::new();
     // Recorded before any server starts: from here on, `down` can prove who to signal.
     write_status(&run_dir, me.as_ref(), &running, &mut written);
@@ -344,8 +362,10 @@ pub fn run(layout: &StateLayout) -> Result<()> {
             // woken from its pause between ticks rather than waited for.
             scheduler.thread().unpark();
             metrics.thread().unpark();
+            pruner.thread().unpark();
             let _ = scheduler.join();
             let _ = metrics.join();
+            let _ = pruner.join();
             stop_all(&mut running);
             write_status(&run_dir, me.as_ref(), &running, &mut written);
             let _ = run_dir.remove_file(PID_FILE);
