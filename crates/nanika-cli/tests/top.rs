@@ -245,8 +245,10 @@ fn the_live_view_refreshes_in_a_terminal_and_quits_on_q() {
     );
     tmux(&["send-keys", "-t", "top", "q"]);
     let exit = stack.root.join("top.exit");
+    // The shell makes the file before echo writes into it: wait for the whole line.
     assert!(
-        eventually(LIMIT, || exit.exists()),
+        eventually(LIMIT, || std::fs::read_to_string(&exit)
+            .is_ok_and(|text| text.ends_with('\n'))),
         "top did not quit on q:\n{}",
         screen()
     );
