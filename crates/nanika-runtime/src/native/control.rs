@@ -591,9 +591,8 @@ impl<'a> Native<'a> {
         }
         // The supervisor restarts it asynchronously: the old server must be gone before the
         // health check, or it would answer for the new one.
-        let deadline = Instant::now() + DOWN_TIMEOUT;
-        while relogged_pid.is_some_and(procfs::is_alive) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
+        if let Some(pid) = relogged_pid {
+            self.wait_replaced(Service::Postgres, pid)?;
         }
         let waited = self.wait_healthy(&wanted, spawned.as_mut(), progress);
         if let Err(error) = waited {
@@ -993,6 +992,26 @@ impl<'a> Native<'a> {
             }
             std::thread::sleep(pause);
             pause = (pause * 3 / 2).min(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// Waits until `pid`, the process the supervisor ran `service` as before being told to
+    /// restart it, is gone: until then the old process answers the health checks for the new
+    /// one, and `up` would report settings as applied that are not yet.
+    fn wait_replaced(&self, service: Service, pid: u32) -> Result<()> {
+        let deadline = Instant::now() + DOWN_TIMEOUT;
+        while procfs::is_alive(pid) {
+            if Instant::now() > deadline {
+                return Err(self.start_failed(
+                    service,
+                    format!(
+                        "the supervisor did not replace it (pid {pid}) within {} s to apply its changed settings",
+                        DOWN_TIMEOUT.as_secs()
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
         Ok(())
     }

@@ -540,35 +540,20 @@ impl Native<'_> {
             }
         }
         if !changed.is_empty() {
-            let pid_of = |service: Service| {
-                self.state
-                    .read_status()
-                    .and_then(|status| status.services.get(&service)?.pid)
-            };
-            let old_pids: Vec<(Service, Option<_>)> =
-                changed.iter().map(|s| (*s, pid_of(*s))).collect();
+            // The processes to see replaced before any of them counts healthy.
+            let status = self.state.read_status();
+            let old_pids: Vec<(Service, u32)> = changed
+                .iter()
+                .filter_map(|s| Some((*s, status.as_ref()?.services.get(s)?.pid?)))
+                .collect();
             crate::native::supervisor::write_json(
                 &crate::native::supervisor::plan_file(self.layout()),
                 &*plan,
             )?;
             self.state
                 .signal_supervisor(nix::sys::signal::Signal::SIGHUP)?;
-            // The old process answers until the supervisor has replaced it: counting it healthy
-            // would report settings as applied that are not yet.
-            let deadline = std::time::Instant::now() + super::DOWN_TIMEOUT;
-            for (service, old) in old_pids.into_iter().filter(|(_, old)| old.is_some()) {
-                while pid_of(service) == old {
-                    if std::time::Instant::now() > deadline {
-                        return Err(self.start_failed(
-                            service,
-                            format!(
-                                "the supervisor did not replace it within {} s to apply its changed settings",
-                                super::DOWN_TIMEOUT.as_secs()
-                            ),
-                        ));
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+            for (service, pid) in old_pids {
+                self.wait_replaced(service, pid)?;
             }
             for service in &changed {
                 notes.push(format!("restarted {service}: its settings changed"));
