@@ -286,48 +286,7 @@ fn turned_on_for_a_running_server_jsonlog_is_followed_with_f() {
     );
     assert!(!files(&log_dir(&stack), ".json").is_empty());
 
-    let mut follower = stack
-        .nanika_std()
-        .args(["logs", "--json", "-f", "-n", "1", "postgres"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = follower.stdout.take().unwrap();
-    let (lines, seen) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let first = seen.recv_timeout(Duration::from_secs(30));
-    let mut found = None;
-    if first.is_ok() {
-        // Retried in case a loaded machine let the follower attach after the first query.
-        'queries: for attempt in 0..5 {
-            let sql = format!("SELECT pg_sleep(1.05), {attempt} AS followed");
-            stack.psql(&sql);
-            while let Ok(line) = seen.recv_timeout(Duration::from_secs(3)) {
-                let record: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
-                if record["statement"].as_str() == Some(sql.as_str()) {
-                    found = Some(record);
-                    break 'queries;
-                }
-            }
-        }
-    }
-    let _ = follower.kill();
-    let _ = follower.wait();
-    assert!(first.is_ok(), "logs --json -f printed nothing");
-    let record = found.expect("logs --json -f never printed the slow query");
+    let record = common::follow_slow_query(&stack);
     assert!(
         record["duration_ms"].as_f64().unwrap() >= 1000.0,
         "{record}"

@@ -6,7 +6,6 @@ mod common;
 
 use common::{PASSWORD, Stack, eventually, text};
 use serde_json::Value;
-use std::io::BufRead;
 use std::time::Duration;
 
 /// The records `nanika ARGS` prints, failing on any line that is not a JSON object.
@@ -152,49 +151,7 @@ fn logs_json_prints_records_of_both_servers_and_the_supervisor() {
 fn logs_json_follow_prints_a_record_as_it_happens() {
     let stack = Stack::new();
     stack.up();
-    let mut follower = stack
-        .nanika_std()
-        .args(["logs", "--json", "-f", "-n", "1", "postgres"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = follower.stdout.take().unwrap();
-    let (lines, seen) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    // The tail's record comes first; the follower watches the log from then on.
-    let first = seen.recv_timeout(Duration::from_secs(30));
-    let mut found = None;
-    if first.is_ok() {
-        // A slow query is logged when it ends, a second after the follower printed the tail;
-        // retried in case a loaded machine let the follower attach even later.
-        'queries: for attempt in 0..5 {
-            let sql = format!("SELECT pg_sleep(1.05), {attempt} AS followed");
-            stack.psql(&sql);
-            while let Ok(line) = seen.recv_timeout(Duration::from_secs(3)) {
-                let record: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
-                if record["statement"].as_str() == Some(sql.as_str()) {
-                    found = Some(record);
-                    break 'queries;
-                }
-            }
-        }
-    }
-    let _ = follower.kill();
-    let _ = follower.wait();
-    assert!(first.is_ok(), "logs --json -f printed nothing");
-    let record = found.expect("logs --json -f never printed the slow query");
+    let record = common::follow_slow_query(&stack);
     assert!(
         record["duration_ms"].as_f64().unwrap() >= 1000.0,
         "{record}"

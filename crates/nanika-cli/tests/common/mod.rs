@@ -360,3 +360,60 @@ impl Drop for UnwritableRepository {
         let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o750));
     }
 }
+
+/// A process killed and reaped when dropped, also when the test fails half way.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `nanika logs --json -f -n 1 postgres`, and once it has printed its tail, slow queries
+/// until the follower prints one of them: returns that record. Retried, in case a loaded
+/// machine lets the follower attach after the first query.
+pub fn follow_slow_query(stack: &Stack) -> serde_json::Value {
+    use std::io::BufRead;
+    let mut follower = KillOnDrop(
+        stack
+            .nanika_std()
+            .args(["logs", "--json", "-f", "-n", "1", "postgres"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = follower.0.stdout.take().unwrap();
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The tail's record comes first; the follower watches the log from then on.
+    assert!(
+        seen.recv_timeout(Duration::from_secs(30)).is_ok(),
+        "logs --json -f printed nothing"
+    );
+    // A slow query is logged when it ends, a second after the follower printed the tail.
+    for attempt in 0..5 {
+        let sql = format!("SELECT pg_sleep(1.05), {attempt} AS followed");
+        stack.psql(&sql);
+        while let Ok(line) = seen.recv_timeout(Duration::from_secs(3)) {
+            let record: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
+            if record["statement"].as_str() == Some(sql.as_str()) {
+                return record;
+            }
+        }
+    }
+    panic!("logs --json -f never printed the slow query");
+}
